@@ -1,0 +1,122 @@
+//! Wiring: bind listeners, open the store directory, spawn roles, shut down.
+//!
+//! [`App::start`] binds everything first (so a bad address fails fast and
+//! tests can use port 0), then spawns one task per listener, all owned by
+//! the `App` and stopped by one cancellation token.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} for {what}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The store directory could not be created.
+    #[error("cannot create store directory {path}: {source}")]
+    StoreDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+}
+
+/// A running daemon.
+#[derive(Debug)]
+pub struct App {
+    /// Where the admin listener is bound (useful when configured with port 0).
+    pub admin_addr: SocketAddr,
+    /// Shared metrics.
+    pub metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl App {
+    /// Bind every listener and start every configured role.
+    pub async fn start(config: Config) -> Result<App, StartError> {
+        std::fs::create_dir_all(&config.store.path).map_err(|source| StartError::StoreDir {
+            path: config.store.path.clone(),
+            source,
+        })?;
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+
+        let admin_listener = bind("admin", config.admin.listen).await?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                what: "admin",
+                addr: config.admin.listen,
+                source,
+            })?;
+        let state = Arc::new(AdminState {
+            metrics: metrics.clone(),
+            ready: Default::default(),
+            roles: vec!["admin"],
+            started: Instant::now(),
+        });
+        {
+            let state = state.clone();
+            tasks.spawn(crate::net::serve(
+                admin_listener,
+                move |req, _peer| admin::handle(state.clone(), req),
+                shutdown.child_token(),
+            ));
+        }
+        state.ready.store(true, Ordering::Release);
+        tracing::info!(admin = %admin_addr, store = %config.store.path.display(), "branchcache started");
+        Ok(App {
+            admin_addr,
+            metrics,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// A token that stops the daemon when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Wait until the daemon stops (after [`shutdown_token`](Self::shutdown_token) fires).
+    pub async fn wait(mut self) {
+        while let Some(res) = self.tasks.join_next().await {
+            if let Err(e) = res {
+                tracing::error!(error = %e, "task failed");
+            }
+        }
+    }
+
+    /// Stop accepting, drain, and wait for every task.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}

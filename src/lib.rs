@@ -1,0 +1,29 @@
+//! # branchcache
+//!
+//! BranchCache / PeerDist for Linux branch offices: one daemon whose roles
+//! (branch proxy, hosted cache, publisher) are switched on in a TOML file.
+//!
+//! ## Modules
+//! - [`proto`]: the pure protocol core — content information (MS-PCCRC),
+//!   retrieval messages (MS-PCCRR), discovery (MS-PCCRD), hosted cache
+//!   (MS-PCHC) and the PeerDist HTTP header logic. No IO, clock or RNG.
+//! - [`config`]: TOML → validated, typed configuration.
+//! - [`app`]: binds listeners, spawns roles, graceful shutdown.
+//! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`, `/status`.
+//! - [`net`]: the shared hyper serving loop.
+//!
+//! ## Data flow (branch proxy)
+//! client → proxy → origin with `Accept-Encoding: peerdist` → content
+//! information parsed by `proto::pccrc` → per segment: store, then peers /
+//! hosted cache, then origin ranges → every block verified against its hash
+//! → identity bytes streamed to the client. See `docs/ARCHITECTURE.md`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod metrics;
+pub mod net;
+pub mod proto;
