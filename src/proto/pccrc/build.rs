@@ -814,6 +814,70 @@ mod tests {
         }
     }
 
+    /// Encode `h` over `range`, parse it back and check every field.
+    fn assert_round_trip(h: &ContentHashes, range: Option<Range<u64>>) {
+        let ci = h.encode(range.clone()).unwrap();
+        let info = crate::proto::pccrc::ContentInfo::parse(&ci).unwrap();
+        assert_eq!(info.version(), h.version);
+        assert_eq!(info.hash_algo(), h.algo);
+        let want = range.clone().unwrap_or(0..h.total_len);
+        assert_eq!(info.range(), want);
+        let listed: Vec<&SegmentHashes> = h
+            .segments
+            .iter()
+            .filter(|s| s.offset < want.end && s.end() > want.start)
+            .collect();
+        assert_eq!(info.segment_count(), listed.len());
+        for (seg, want_seg) in info.segments().zip(&listed) {
+            let index = h.segments.iter().position(|s| s == *want_seg).unwrap() as u64;
+            assert_eq!(seg.index(), index);
+            assert_eq!(seg.offset(), want_seg.offset);
+            assert_eq!(seg.size(), want_seg.size);
+            assert_eq!(seg.hash_of_data(), want_seg.hash_of_data);
+            assert_eq!(seg.secret(), want_seg.secret);
+            assert_eq!(seg.id(), want_seg.id(h.algo));
+            match h.version {
+                Version::V1 => {
+                    let n = seg.block_count();
+                    let last_needed = (want.end.min(want_seg.end()) - 1 - want_seg.offset)
+                        / u64::from(BLOCK_SIZE);
+                    assert_eq!(u64::from(n), last_needed + 1);
+                    for j in 0..n {
+                        assert_eq!(seg.block_hash(j), Some(want_seg.block_hashes[j as usize]));
+                    }
+                }
+                Version::V2 => assert_eq!(seg.block_count(), 1),
+            }
+        }
+    }
+
+    #[test]
+    fn v1_round_trips_across_the_segment_boundary() {
+        for algo in [HashAlgo::Sha256, HashAlgo::Sha384, HashAlgo::Sha512] {
+            let len = 32 * MIB + 1;
+            let h = fake(Version::V1, algo, &[V1_SEGMENT_SIZE, 1]);
+            for r in [
+                None,
+                Some(0..len),
+                Some(32 * MIB - 1..len),
+                Some(32 * MIB..len),
+                Some(5..32 * MIB),
+            ] {
+                assert_round_trip(&h, r);
+            }
+        }
+        let algo = HashAlgo::Sha256;
+        let h = hash_content(Version::V1, algo, &ks(algo), &data(64 * MIB as usize + 3));
+        assert_eq!(h.segments.len(), 3);
+        for r in [
+            None,
+            Some(1..64 * MIB + 3),
+            Some(32 * MIB - 65_536..64 * MIB + 1),
+        ] {
+            assert_round_trip(&h, r);
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
         #[test]
@@ -834,6 +898,30 @@ mod tests {
                 i += 1;
             }
             prop_assert_eq!(b.finish(), whole);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn build_then_parse_round_trips(
+            v2 in any::<bool>(),
+            algo_pick in 0usize..3,
+            len in prop_oneof![1usize..3, 65_535usize..65_538, 131_071usize..131_074, 1usize..700_000],
+            a in any::<u64>(),
+            b in any::<u64>(),
+            whole in any::<bool>(),
+        ) {
+            let (version, algo) = if v2 {
+                (Version::V2, HashAlgo::Sha512Trunc)
+            } else {
+                (Version::V1, [HashAlgo::Sha256, HashAlgo::Sha384, HashAlgo::Sha512][algo_pick])
+            };
+            let h = hash_content(version, algo, &ks(algo), &data(len));
+            let len = len as u64;
+            let (x, y) = (a % len, b % len);
+            let range = (!whole).then(|| x.min(y)..x.max(y) + 1);
+            assert_round_trip(&h, range);
         }
     }
 }
