@@ -21,13 +21,15 @@
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::num::NonZeroUsize;
+use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::{mpsc, Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 
 use crate::proto::pccrc::{
-    Chunker, ContentHashes, HashAlgo, SegmentHasher, SegmentHashes, ServerSecret, Version,
-    V1_SEGMENT_SIZE,
+    check_algo, server_secret, BuildError, Chunker, ContentHashes, HashAlgo, SegmentHasher,
+    SegmentHashes, ServerSecret, Version, V1_SEGMENT_SIZE,
 };
 
 /// Bytes read per `read` call in [`hash_reader`]: large enough to amortise the
@@ -376,6 +378,152 @@ impl ParallelHasher {
     }
 }
 
+/// What `branchcache hash` needs: a file, the server key and the encoding.
+#[derive(Debug, Clone)]
+pub struct HashFileRequest {
+    /// The content to describe.
+    pub path: PathBuf,
+    /// File holding the raw server secret key bytes.
+    pub key_file: PathBuf,
+    /// Content information version.
+    pub version: Version,
+    /// Hash algorithm (v2: [`HashAlgo::Sha512Trunc`]).
+    pub algo: HashAlgo,
+    /// Inclusive byte range as given to `--range` (`START-END`, `START-`, `-SUFFIX`).
+    pub range: Option<String>,
+    /// Hashing threads (0 = all cores).
+    pub threads: usize,
+}
+
+/// Why `branchcache hash` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HashFileError {
+    /// The content file could not be opened or read.
+    #[error("{path}: {source}")]
+    Content {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: io::Error,
+    },
+    /// The key file could not be read.
+    #[error("key file {path}: {source}")]
+    KeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// The IO error.
+        source: io::Error,
+    },
+    /// The key file is empty.
+    #[error("key file {path} is empty: it must hold the raw server secret key bytes")]
+    EmptyKey {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// `--range` is not `START-END`, `START-` or `-SUFFIX`.
+    #[error("bad range {0:?}: expected START-END (END inclusive), START- or -SUFFIX")]
+    BadRange(String),
+    /// `--range` reaches past the end of the file (or the file is empty).
+    #[error("range {range:?} is outside the file ({len} bytes)")]
+    RangePastEof {
+        /// The range as given.
+        range: String,
+        /// The file length.
+        len: u64,
+    },
+    /// The content information could not be built (empty file, bad algorithm …).
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+impl HashFileError {
+    /// True for mistakes in the invocation or its inputs (exit code 2), false
+    /// for IO failures while reading.
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, HashFileError::Content { source, .. } if source.kind() != io::ErrorKind::NotFound)
+    }
+}
+
+/// Parse an HTTP-style inclusive byte range against a file of `len` bytes;
+/// returns the half-open range.
+pub fn parse_byte_range(spec: &str, len: u64) -> Result<Range<u64>, HashFileError> {
+    let bad = || HashFileError::BadRange(spec.to_owned());
+    let past = || HashFileError::RangePastEof {
+        range: spec.to_owned(),
+        len,
+    };
+    let spec_body = spec.trim();
+    let spec_body = spec_body.strip_prefix("bytes=").unwrap_or(spec_body);
+    let (a, b) = spec_body.split_once('-').ok_or_else(bad)?;
+    let num = |s: &str| -> Result<u64, HashFileError> {
+        if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        s.parse().map_err(|_| bad())
+    };
+    let range = match (a.is_empty(), b.is_empty()) {
+        (true, true) => return Err(bad()),
+        (true, false) => {
+            let suffix = num(b)?;
+            if suffix == 0 {
+                return Err(bad());
+            }
+            if suffix > len {
+                return Err(past());
+            }
+            len - suffix..len
+        }
+        (false, true) => num(a)?..len,
+        (false, false) => {
+            let (start, last) = (num(a)?, num(b)?);
+            if last < start {
+                return Err(bad());
+            }
+            start..last.checked_add(1).ok_or_else(past)?
+        }
+    };
+    if range.start >= range.end || range.end > len {
+        return Err(past());
+    }
+    Ok(range)
+}
+
+/// Hash a file and encode its content information (whole file or the
+/// requested range). `progress` receives the bytes hashed so far.
+pub fn hash_file(
+    req: &HashFileRequest,
+    progress: impl FnMut(u64),
+) -> Result<Vec<u8>, HashFileError> {
+    check_algo(req.version, req.algo)?;
+    let key = std::fs::read(&req.key_file).map_err(|source| HashFileError::KeyFile {
+        path: req.key_file.clone(),
+        source,
+    })?;
+    if key.is_empty() {
+        return Err(HashFileError::EmptyKey {
+            path: req.key_file.clone(),
+        });
+    }
+    let content_err = |source| HashFileError::Content {
+        path: req.path.clone(),
+        source,
+    };
+    let file = std::fs::File::open(&req.path).map_err(content_err)?;
+    let len = file.metadata().map_err(content_err)?.len();
+    if len == 0 {
+        return Err(BuildError::EmptyContent.into());
+    }
+    let range = req
+        .range
+        .as_deref()
+        .map(|spec| parse_byte_range(spec, len))
+        .transpose()?;
+    let ks = server_secret(req.algo, &key);
+    let hashes = hash_reader(file, req.version, req.algo, &ks, req.threads, progress)
+        .map_err(content_err)?;
+    Ok(hashes.encode(range)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -499,6 +647,30 @@ mod tests {
             let many = hash_reader_with(Trickle(&bytes, step), version, algo, &ks, threads, job_target, |_| {}).unwrap();
             prop_assert_eq!(&one, &many);
             prop_assert_eq!(one, hash_content(version, algo, &ks, &bytes));
+        }
+    }
+
+    #[test]
+    fn byte_ranges_are_inclusive_like_http() {
+        assert_eq!(parse_byte_range("0-0", 10).unwrap(), 0..1);
+        assert_eq!(parse_byte_range("2-9", 10).unwrap(), 2..10);
+        assert_eq!(parse_byte_range("bytes=2-5", 10).unwrap(), 2..6);
+        assert_eq!(parse_byte_range("7-", 10).unwrap(), 7..10);
+        assert_eq!(parse_byte_range("-3", 10).unwrap(), 7..10);
+        for bad in ["", "-", "5", "a-b", "5-3", "-0", "+1-2", "1-+2", " 1 - 2"] {
+            assert!(
+                matches!(parse_byte_range(bad, 10), Err(HashFileError::BadRange(_))),
+                "{bad:?}"
+            );
+        }
+        for past in ["0-10", "10-", "-11", "10-10", "0-18446744073709551615"] {
+            assert!(
+                matches!(
+                    parse_byte_range(past, 10),
+                    Err(HashFileError::RangePastEof { .. })
+                ),
+                "{past:?}"
+            );
         }
     }
 }
