@@ -2,8 +2,8 @@
 //!
 //! [`ContentInfo::parse`] validates the whole structure in one pass — header, every segment
 //! description, every block list, the trimmed range — and remembers where each segment's
-//! fields live. Nothing is copied out of the buffer: [`ContentInfo::segment`] hands out a
-//! [`Segment`] view whose hashes are read from the original bytes on demand.
+//! fields live. [`ContentInfo::segment`] hands out a [`Segment`] view that borrows the block
+//! hashes from the original bytes (HoD and Kp are copied into inline, heap-free digests).
 //!
 //! The only allocation is a small per-segment index (positions and offsets) so that
 //! `segment(i)` is O(1) even though v1 block lists and v2 segment offsets can only be found by
