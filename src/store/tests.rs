@@ -1,0 +1,213 @@
+//! Store behaviour tests: in-memory, on real files, and with injected faults.
+
+use super::meta::tests::{v1_segment, v2_segment};
+use super::*;
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect()
+}
+
+fn block(data: &[u8], meta: &SegmentMeta, index: u32) -> Bytes {
+    let start = meta.block_offset(index) as usize;
+    let len = meta.block_len(index).unwrap() as usize;
+    Bytes::copy_from_slice(&data[start..start + len])
+}
+
+#[tokio::test]
+async fn put_then_get_returns_the_block() {
+    let store = Store::open_in_memory(1 << 30);
+    let data = pattern(1, 150_000);
+    let (id, meta) = v1_segment(&data);
+    store.put_meta(id, meta.clone()).await.unwrap();
+    assert_eq!(store.meta(&id).await, Some(meta.clone()));
+    assert!(!store.has_block(&id, 1));
+    store
+        .put_block(&id, 1, block(&data, &meta, 1))
+        .await
+        .unwrap();
+    assert!(store.has_block(&id, 1));
+    assert_eq!(store.present_blocks(&id), vec![1]);
+    assert_eq!(
+        store.get_block(&id, 1).await.unwrap(),
+        Some(block(&data, &meta, 1))
+    );
+    assert_eq!(store.get_block(&id, 0).await.unwrap(), None);
+    let s = store.stats();
+    assert_eq!((s.segments, s.blocks), (1, 1));
+    assert_eq!(s.used_bytes, record_bytes(&meta) + 65_536);
+}
+
+#[tokio::test]
+async fn v2_segment_is_stored_as_block_zero() {
+    let store = Store::open_in_memory(1 << 30);
+    let data = pattern(2, 100_000);
+    let (id, meta) = v2_segment(&data);
+    store.put_meta(id, meta).await.unwrap();
+    store
+        .put_block(&id, 0, Bytes::from(data.clone()))
+        .await
+        .unwrap();
+    assert_eq!(store.get_block(&id, 0).await.unwrap().unwrap(), data);
+}
+
+#[tokio::test]
+async fn hash_mismatch_is_rejected_and_never_stored() {
+    let store = Store::open_in_memory(1 << 30);
+    let data = pattern(3, 70_000);
+    let (id, meta) = v1_segment(&data);
+    store.put_meta(id, meta.clone()).await.unwrap();
+    let mut bad = block(&data, &meta, 0).to_vec();
+    bad[100] ^= 1;
+    let err = store.put_block(&id, 0, Bytes::from(bad)).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::HashMismatch { index: 0, .. }),
+        "{err}"
+    );
+    assert!(err.is_bad_input());
+    assert!(!store.has_block(&id, 0));
+    assert_eq!(store.get_block(&id, 0).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn rejects_wrong_length_unknown_segment_and_out_of_range_block() {
+    let store = Store::open_in_memory(1 << 30);
+    let data = pattern(4, 70_000);
+    let (id, meta) = v1_segment(&data);
+    let err = store.put_block(&id, 0, Bytes::new()).await.unwrap_err();
+    assert_eq!(err.kind(), "unknown_segment");
+    store.put_meta(id, meta.clone()).await.unwrap();
+    let err = store.put_block(&id, 0, Bytes::new()).await.unwrap_err();
+    assert_eq!(err.kind(), "bad_length");
+    let err = store.put_block(&id, 2, Bytes::new()).await.unwrap_err();
+    assert_eq!(err.kind(), "block_out_of_range");
+}
+
+#[tokio::test]
+async fn put_meta_rejects_meta_not_deriving_the_id_and_is_idempotent() {
+    let store = Store::open_in_memory(1 << 30);
+    let (id, meta) = v1_segment(b"one");
+    let (other, _) = v1_segment(b"two");
+    let err = store.put_meta(other, meta.clone()).await.unwrap_err();
+    assert_eq!(err.kind(), "invalid_meta");
+    assert_eq!(store.meta(&other).await, None);
+    store.put_meta(id, meta.clone()).await.unwrap();
+    store.put_meta(id, meta).await.unwrap();
+    assert_eq!(store.stats().segments, 1);
+}
+
+#[tokio::test]
+async fn corrupt_data_is_detected_on_read_evicted_and_counted() {
+    let mem = Arc::new(MemBackend::new());
+    let store = Store::open_with_backend(mem.clone(), 1 << 30)
+        .await
+        .unwrap();
+    let data = pattern(5, 140_000);
+    let (id, meta) = v1_segment(&data);
+    store.put_meta(id, meta.clone()).await.unwrap();
+    for i in 0..3 {
+        store
+            .put_block(&id, i, block(&data, &meta, i))
+            .await
+            .unwrap();
+    }
+    assert!(mem.corrupt(&data_file_name(&id), 65_536 + 10, b"XX"));
+    assert_eq!(store.get_block(&id, 1).await.unwrap(), None);
+    assert!(!store.has_block(&id, 1));
+    assert_eq!(store.stats().verify_failures, 1);
+    // The neighbours are unaffected, and the block can be fetched again.
+    assert!(store.get_block(&id, 0).await.unwrap().is_some());
+    assert!(store.get_block(&id, 2).await.unwrap().is_some());
+    store
+        .put_block(&id, 1, block(&data, &meta, 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_block(&id, 1).await.unwrap(),
+        Some(block(&data, &meta, 1))
+    );
+    assert_eq!(store.stats().verify_failures, 1);
+}
+
+#[tokio::test]
+async fn eviction_removes_least_recently_used_segments_first_and_respects_the_bound() {
+    // Room for two small segments, not three.
+    let seg_len = 1000usize;
+    let segs: Vec<_> = (0..3u8)
+        .map(|i| {
+            let d = pattern(10 + i, seg_len);
+            let (id, m) = v1_segment(&d);
+            (id, m, d)
+        })
+        .collect();
+    let one = record_bytes(&segs[0].1) + seg_len as u64;
+    let store = Store::open_in_memory(2 * one + one / 2);
+    for (id, m, d) in &segs[..2] {
+        store.put_meta(*id, m.clone()).await.unwrap();
+        store
+            .put_block(id, 0, Bytes::from(d.clone()))
+            .await
+            .unwrap();
+    }
+    // Touch segment 0, so segment 1 is now the least recently used.
+    assert!(store.get_block(&segs[0].0, 0).await.unwrap().is_some());
+    let (id2, m2, d2) = &segs[2];
+    store.put_meta(*id2, m2.clone()).await.unwrap();
+    store
+        .put_block(id2, 0, Bytes::from(d2.clone()))
+        .await
+        .unwrap();
+    let s = store.stats();
+    assert!(s.used_bytes <= s.max_bytes, "{s:?}");
+    assert_eq!(s.evictions, 1);
+    assert!(
+        store.meta(&segs[1].0).await.is_none(),
+        "LRU segment evicted"
+    );
+    assert!(store.has_block(&segs[0].0, 0));
+    assert!(store.has_block(id2, 0));
+}
+
+#[tokio::test]
+async fn restart_keeps_everything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let data = pattern(20, 200_000);
+    let (id, meta) = v1_segment(&data);
+    let (id2, meta2) = v2_segment(&data[..5000]);
+    {
+        let store = Store::open(&dir, 1 << 30).await.unwrap();
+        store.put_meta(id, meta.clone()).await.unwrap();
+        store.put_meta(id2, meta2).await.unwrap();
+        for i in [0, 3] {
+            store
+                .put_block(&id, i, block(&data, &meta, i))
+                .await
+                .unwrap();
+        }
+        store
+            .put_block(&id2, 0, Bytes::copy_from_slice(&data[..5000]))
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+        let err = store
+            .put_block(&id, 1, block(&data, &meta, 1))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "closed");
+    }
+    let store = Store::open(&dir, 1 << 30).await.unwrap();
+    assert_eq!(store.meta(&id).await, Some(meta.clone()));
+    assert_eq!(store.present_blocks(&id), vec![0, 3]);
+    assert_eq!(
+        store.get_block(&id, 3).await.unwrap(),
+        Some(block(&data, &meta, 3))
+    );
+    assert_eq!(
+        store.get_block(&id2, 0).await.unwrap().unwrap(),
+        &data[..5000]
+    );
+    assert_eq!(store.stats().blocks, 3);
+    store.close().await.unwrap();
+}
