@@ -566,9 +566,6 @@ impl Store {
     /// Store `meta` for `id`. Idempotent. Rejects metadata whose id does not
     /// derive from (HoD, Kp) or whose v1 block hashes do not hash to HoD.
     pub async fn put_meta(&self, id: SegmentId, meta: SegmentMeta) -> Result<(), StoreError> {
-        if lock(&self.shared.state).segs.contains_key(&id) {
-            return Ok(());
-        }
         let meta = tokio::task::spawn_blocking(move || {
             meta.validate(&id)
                 .map(|()| meta)
@@ -576,6 +573,9 @@ impl Store {
         })
         .await
         .map_err(|_| StoreError::Closed)??;
+        if lock(&self.shared.state).segs.contains_key(&id) {
+            return Ok(());
+        }
         self.request(|reply| Cmd::PutMeta {
             id,
             meta: Arc::new(meta),
@@ -761,6 +761,16 @@ impl Store {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Ids of every segment with metadata, most recently used first (no IO).
+    pub fn segment_ids(&self) -> Vec<SegmentId> {
+        lock(&self.shared.state)
+            .lru
+            .values()
+            .rev()
+            .copied()
+            .collect()
     }
 
     /// Size and counters.

@@ -211,3 +211,204 @@ async fn restart_keeps_everything() {
     assert_eq!(store.stats().blocks, 3);
     store.close().await.unwrap();
 }
+
+/// A store over a `FaultyBackend` wrapping memory, with one valid 3-block segment registered.
+async fn faulty_store(
+    op: FaultOp,
+    n: u64,
+) -> (Store, Arc<FaultyBackend>, SegmentId, SegmentMeta, Vec<u8>) {
+    let faulty = Arc::new(FaultyBackend::new(
+        Arc::new(MemBackend::new()),
+        op,
+        n,
+        false,
+    ));
+    let store = Store::open_with_backend(faulty.clone(), 1 << 30)
+        .await
+        .unwrap();
+    let data = pattern(30, 140_000);
+    let (id, meta) = v1_segment(&data);
+    store.put_meta(id, meta.clone()).await.unwrap();
+    (store, faulty, id, meta, data)
+}
+
+#[tokio::test]
+async fn write_error_is_returned_counted_and_other_blocks_keep_serving() {
+    let (store, faulty, id, meta, data) = faulty_store(FaultOp::Write, 2).await;
+    store
+        .put_block(&id, 0, block(&data, &meta, 0))
+        .await
+        .unwrap();
+    let err = store
+        .put_block(&id, 1, block(&data, &meta, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "io");
+    assert!(!err.is_bad_input());
+    assert_eq!(faulty.failures(), 1);
+    assert_eq!(store.stats().io_errors, 1);
+    assert!(!store.has_block(&id, 1));
+    assert_eq!(store.get_block(&id, 1).await.unwrap(), None);
+    assert_eq!(
+        store.get_block(&id, 0).await.unwrap(),
+        Some(block(&data, &meta, 0))
+    );
+    // The fault was transient: the same block can be stored afterwards.
+    store
+        .put_block(&id, 1, block(&data, &meta, 1))
+        .await
+        .unwrap();
+    assert!(store.get_block(&id, 1).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn sync_error_leaves_the_block_unpublished() {
+    let (store, _faulty, id, meta, data) = faulty_store(FaultOp::Sync, 1).await;
+    let err = store
+        .put_block(&id, 2, block(&data, &meta, 2))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Io { op: "sync", .. }), "{err}");
+    assert!(!store.has_block(&id, 2));
+    assert_eq!(store.stats().io_errors, 1);
+    assert_eq!(store.stats().blocks, 0);
+    store
+        .put_block(&id, 2, block(&data, &meta, 2))
+        .await
+        .unwrap();
+    assert_eq!(store.present_blocks(&id), vec![2]);
+}
+
+#[tokio::test]
+async fn read_error_is_returned_and_counted_without_evicting() {
+    let (store, _faulty, id, meta, data) = faulty_store(FaultOp::Read, 1).await;
+    store
+        .put_block(&id, 0, block(&data, &meta, 0))
+        .await
+        .unwrap();
+    let err = store.get_block(&id, 0).await.unwrap_err();
+    assert_eq!(err.kind(), "io");
+    assert_eq!(store.stats().io_errors, 1);
+    assert_eq!(store.stats().verify_failures, 0);
+    // Still present; the next read succeeds.
+    assert!(store.has_block(&id, 0));
+    assert!(store.get_block(&id, 0).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn concurrent_writers_and_readers_agree() {
+    let store = Store::open_in_memory(1 << 30);
+    let mut tasks = Vec::new();
+    for s in 0..8u8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let data = pattern(40 + s, 200_000);
+            let (id, meta) = v1_segment(&data);
+            store.put_meta(id, meta.clone()).await.unwrap();
+            for i in (0..meta.block_count()).rev() {
+                store
+                    .put_block(&id, i, block(&data, &meta, i))
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    store.get_block(&id, i).await.unwrap(),
+                    Some(block(&data, &meta, i))
+                );
+            }
+            id
+        }));
+    }
+    for t in tasks {
+        let id = t.await.unwrap();
+        assert_eq!(store.present_blocks(&id), vec![0, 1, 2, 3]);
+    }
+    assert_eq!(store.stats().blocks, 32);
+    assert_eq!(store.segment_ids().len(), 8);
+}
+
+#[tokio::test]
+async fn verify_all_finds_and_evicts_corrupt_blocks() {
+    let mem = Arc::new(MemBackend::new());
+    let store = Store::open_with_backend(mem.clone(), 1 << 30)
+        .await
+        .unwrap();
+    let data = pattern(50, 140_000);
+    let (id, meta) = v1_segment(&data);
+    store.put_meta(id, meta.clone()).await.unwrap();
+    for i in 0..3 {
+        store
+            .put_block(&id, i, block(&data, &meta, i))
+            .await
+            .unwrap();
+    }
+    assert!(mem.corrupt(&data_file_name(&id), 0, b"zz"));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    let report = store.verify_all(move |p| lock(&seen2).push(p)).await;
+    assert_eq!(
+        (report.segments, report.good, report.bad, report.unreadable),
+        (1, 2, 1, 0)
+    );
+    assert_eq!(store.present_blocks(&id), vec![1, 2]);
+    assert_eq!(store.stats().verify_failures, 1);
+    let seen = lock(&seen);
+    assert_eq!(
+        seen.last().map(|p| (p.blocks_done, p.blocks_total)),
+        Some((3, 3))
+    );
+}
+
+#[tokio::test]
+async fn evicted_corrupt_block_stays_gone_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let data = pattern(60, 70_000);
+    let (id, meta) = v1_segment(&data);
+    let store = Store::open(&dir, 1 << 30).await.unwrap();
+    store.put_meta(id, meta.clone()).await.unwrap();
+    store
+        .put_block(&id, 0, block(&data, &meta, 0))
+        .await
+        .unwrap();
+    store
+        .put_block(&id, 1, block(&data, &meta, 1))
+        .await
+        .unwrap();
+    // Flip a byte in the data file behind the store's back.
+    let path = dir.join(DATA_DIR).join(data_file_name(&id));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[5] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    assert_eq!(store.get_block(&id, 0).await.unwrap(), None);
+    store.close().await.unwrap();
+    let store = Store::open(&dir, 1 << 30).await.unwrap();
+    assert_eq!(store.present_blocks(&id), vec![1]);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn reopening_with_a_smaller_bound_evicts_and_orphan_files_are_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = Store::open(&dir, 1 << 30).await.unwrap();
+    let mut ids = Vec::new();
+    for s in 0..4u8 {
+        let data = pattern(70 + s, 60_000);
+        let (id, meta) = v1_segment(&data);
+        store.put_meta(id, meta).await.unwrap();
+        store.put_block(&id, 0, Bytes::from(data)).await.unwrap();
+        ids.push(id);
+    }
+    // The most recently used segment must survive the smaller bound.
+    assert!(store.get_block(&ids[0], 0).await.unwrap().is_some());
+    store.close().await.unwrap();
+    std::fs::write(dir.join(DATA_DIR).join("stray.seg"), b"junk").unwrap();
+    let store = Store::open(&dir, 130_000).await.unwrap();
+    store.flush().await.unwrap();
+    let s = store.stats();
+    assert!(s.used_bytes <= 130_000, "{s:?}");
+    assert_eq!(s.segments, 2);
+    assert!(store.has_block(&ids[0], 0));
+    assert!(!dir.join(DATA_DIR).join("stray.seg").exists());
+    store.close().await.unwrap();
+}
