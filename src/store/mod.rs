@@ -280,8 +280,15 @@ impl State {
         }
     }
 
-    fn insert_segment(&mut self, id: SegmentId, meta: Arc<SegmentMeta>, tick: Option<u64>) {
-        let tick = tick.unwrap_or(self.next_tick);
+    /// Add a segment as the most recently used one.
+    fn insert_segment(&mut self, id: SegmentId, meta: Arc<SegmentMeta>) {
+        let tick = self.next_tick;
+        self.insert_segment_at(id, meta, tick);
+        self.dirty_access.insert(id);
+    }
+
+    /// Add a segment with a given (unique, caller-checked) LRU tick.
+    fn insert_segment_at(&mut self, id: SegmentId, meta: Arc<SegmentMeta>, tick: u64) {
         self.next_tick = self.next_tick.max(tick + 1);
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -509,9 +516,22 @@ impl Store {
         let metrics = StoreMetrics::default();
         metrics.max_bytes.set(clamp_i64(max_size));
         let mut state = State::default();
-        for seg in loaded.segments {
+        let mut segments = loaded.segments;
+        // Stored ticks give the LRU order. A crash can leave ticks unpersisted
+        // (read as 0) or equal; ties are broken by key and ticks made unique.
+        segments.sort_by_key(|s| (s.tick, s.id));
+        let mut prev: Option<u64> = None;
+        for seg in segments {
             let id = seg.id;
-            state.insert_segment(id, Arc::new(seg.meta), Some(seg.tick));
+            let tick = match prev {
+                Some(p) if seg.tick <= p => p + 1,
+                _ => seg.tick,
+            };
+            prev = Some(tick);
+            state.insert_segment_at(id, Arc::new(seg.meta), tick);
+            if tick != seg.tick {
+                state.dirty_access.insert(id);
+            }
             for (index, crc) in seg.blocks {
                 state.mark_present(&id, index, crc);
             }
@@ -771,6 +791,24 @@ impl Store {
             .rev()
             .copied()
             .collect()
+    }
+
+    /// Panic if the in-memory bookkeeping is inconsistent (tests).
+    #[cfg(test)]
+    pub(crate) fn assert_consistent(&self) {
+        let st = lock(&self.shared.state);
+        assert_eq!(st.lru.len(), st.segs.len(), "one LRU entry per segment");
+        for (tick, id) in &st.lru {
+            assert_eq!(st.segs.get(id).map(|e| e.tick), Some(*tick));
+        }
+        let used: u64 = st.segs.values().map(|e| e.bytes).sum();
+        assert_eq!(used, st.used);
+        let blocks: usize = st
+            .segs
+            .values()
+            .map(|e| e.crcs.iter().filter(|c| c.is_some()).count())
+            .sum();
+        assert_eq!(blocks as u64, st.blocks);
     }
 
     /// Size and counters.
@@ -1067,12 +1105,8 @@ impl Writer {
             }
         }
 
-        let persist_access = !flushes.is_empty() || close.is_some();
-        let access = if persist_access {
-            self.take_dirty_access()
-        } else {
-            Vec::new()
-        };
+        // LRU ticks ride along with every commit (a few bytes per touched segment).
+        let access = self.take_dirty_access();
         let needs_commit =
             !metas.is_empty() || !blocks.is_empty() || !drops.is_empty() || !access.is_empty();
         let committed = if needs_commit {
@@ -1086,7 +1120,7 @@ impl Writer {
                 {
                     let mut st = lock(&self.shared.state);
                     for (id, meta, _) in &metas {
-                        st.insert_segment(*id, meta.clone(), None);
+                        st.insert_segment(*id, meta.clone());
                     }
                     for b in &blocks {
                         st.mark_present(&b.id, b.index, b.crc);
@@ -1104,10 +1138,9 @@ impl Writer {
             }
             Err(e) => {
                 self.shared.io_log.report(&self.shared.metrics, &e);
-                if persist_access {
-                    let mut st = lock(&self.shared.state);
-                    st.dirty_access.extend(access.iter().map(|(id, _)| *id));
-                }
+                lock(&self.shared.state)
+                    .dirty_access
+                    .extend(access.iter().map(|(id, _)| *id));
                 let msg = e.to_string();
                 replies.extend(
                     metas

@@ -167,6 +167,7 @@ async fn eviction_removes_least_recently_used_segments_first_and_respects_the_bo
     );
     assert!(store.has_block(&segs[0].0, 0));
     assert!(store.has_block(id2, 0));
+    store.assert_consistent();
 }
 
 #[tokio::test]
@@ -323,6 +324,7 @@ async fn concurrent_writers_and_readers_agree() {
         assert_eq!(store.present_blocks(&id), vec![0, 1, 2, 3]);
     }
     assert_eq!(store.stats().blocks, 32);
+    store.assert_consistent();
     assert_eq!(store.segment_ids().len(), 8);
 }
 
@@ -405,10 +407,51 @@ async fn reopening_with_a_smaller_bound_evicts_and_orphan_files_are_removed() {
     std::fs::write(dir.join(DATA_DIR).join("stray.seg"), b"junk").unwrap();
     let store = Store::open(&dir, 130_000).await.unwrap();
     store.flush().await.unwrap();
+    store.assert_consistent();
     let s = store.stats();
     assert!(s.used_bytes <= 130_000, "{s:?}");
     assert_eq!(s.segments, 2);
     assert!(store.has_block(&ids[0], 0));
     assert!(!dir.join(DATA_DIR).join("stray.seg").exists());
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn restart_without_persisted_access_ticks_keeps_lru_consistent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = Store::open(&dir, 1 << 30).await.unwrap();
+    let mut ids = Vec::new();
+    for s in 0..5u8 {
+        let data = pattern(90 + s, 20_000);
+        let (id, meta) = v1_segment(&data);
+        store.put_meta(id, meta).await.unwrap();
+        store.put_block(&id, 0, Bytes::from(data)).await.unwrap();
+        ids.push(id);
+    }
+    store.close().await.unwrap();
+    // Simulate a crash before any tick was persisted: every tick reads as 0.
+    {
+        let db = redb::Database::create(dir.join(INDEX_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(index::ACCESS)
+            .unwrap()
+            .retain(|_, _| false)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&dir, 1 << 30).await.unwrap();
+    store.assert_consistent();
+    assert_eq!(store.segment_ids().len(), 5);
+    let data = pattern(99, 20_000);
+    let (id, meta) = v1_segment(&data);
+    store.put_meta(id, meta).await.unwrap();
+    store.put_block(&id, 0, Bytes::from(data)).await.unwrap();
+    store.assert_consistent();
+    assert_eq!(
+        store.segment_ids().first(),
+        Some(&id),
+        "newest is most recent"
+    );
     store.close().await.unwrap();
 }
