@@ -53,6 +53,8 @@ const MAX_BATCH: usize = 128;
 const IO_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// redb page cache: the index is small (≈ 16 bytes per block), keep memory bounded.
 const INDEX_CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// Wait between attempts to re-open the index after an IO error (re-open runs redb's repair).
+const INDEX_REOPEN_BACKOFF: Duration = Duration::from_secs(5);
 /// Name of the index file inside the store directory.
 const INDEX_FILE: &str = "index.redb";
 /// Name of the data directory inside the store directory.
@@ -439,25 +441,26 @@ enum Cmd {
     },
 }
 
-/// Where the index lives.
-enum IndexAt<'a> {
-    File(&'a Path),
-    Memory,
-}
+/// Opens (or re-opens, after an index IO error) the index database.
+pub type IndexOpener = Box<dyn Fn() -> Result<redb::Database, StoreError> + Send>;
 
 impl Store {
     /// Open (or create) the store in directory `path` (mode 0700), bounded to `max_size` bytes.
     pub async fn open(path: &Path, max_size: u64) -> Result<Store, StoreError> {
         let dir = path.to_path_buf();
-        let (db, backend) = tokio::task::spawn_blocking(move || open_files(&dir))
-            .await
-            .map_err(|e| io_err("open", path, io::Error::other(e)))??;
-        Self::start(db, backend, max_size).await
+        let backend = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || data_backend(&dir))
+                .await
+                .map_err(|e| io_err("open", path, io::Error::other(e)))??
+        };
+        let index = dir.join(INDEX_FILE);
+        Self::open_with(Some(file_opener(index)), backend, max_size).await
     }
 
     /// A store whose index and data live in memory (tests, `--no-store` setups).
     pub fn open_in_memory(max_size: u64) -> Store {
-        Self::open_with_backend_sync(IndexAt::Memory, Arc::new(MemBackend::new()), max_size)
+        Self::start_sync(None, Arc::new(MemBackend::new()), max_size)
             .expect("in-memory redb and an empty MemBackend cannot fail to open")
     }
 
@@ -466,52 +469,32 @@ impl Store {
         backend: Arc<dyn Backend>,
         max_size: u64,
     ) -> Result<Store, StoreError> {
-        tokio::task::spawn_blocking(move || {
-            Self::open_with_backend_sync(IndexAt::Memory, backend, max_size)
-        })
-        .await
-        .map_err(|e| io_err("open", Path::new("store"), io::Error::other(e)))?
+        Self::open_with(None, backend, max_size).await
     }
 
-    /// A store with its index at `index_path` and data files on `backend`.
-    pub async fn open_with_index(
-        index_path: &Path,
+    /// A store with data files on `backend` and the index from `index`
+    /// (`None`: in memory). The opener is called again to re-open the index
+    /// after an index IO error (redb refuses further writes until then).
+    pub async fn open_with(
+        index: Option<IndexOpener>,
         backend: Arc<dyn Backend>,
         max_size: u64,
     ) -> Result<Store, StoreError> {
-        let p = index_path.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            Self::open_with_backend_sync(IndexAt::File(&p), backend, max_size)
-        })
-        .await
-        .map_err(|e| io_err("open", index_path, io::Error::other(e)))?
-    }
-
-    fn open_with_backend_sync(
-        at: IndexAt<'_>,
-        backend: Arc<dyn Backend>,
-        max_size: u64,
-    ) -> Result<Store, StoreError> {
-        let db = open_index(at)?;
-        Self::start_sync(db, backend, max_size)
-    }
-
-    async fn start(
-        db: redb::Database,
-        backend: Arc<dyn Backend>,
-        max_size: u64,
-    ) -> Result<Store, StoreError> {
-        tokio::task::spawn_blocking(move || Self::start_sync(db, backend, max_size))
+        tokio::task::spawn_blocking(move || Self::start_sync(index, backend, max_size))
             .await
             .map_err(|e| io_err("open", Path::new("store"), io::Error::other(e)))?
     }
 
     /// Load the index into memory, remove orphaned data files, start the writer thread.
     fn start_sync(
-        db: redb::Database,
+        opener: Option<IndexOpener>,
         backend: Arc<dyn Backend>,
         max_size: u64,
     ) -> Result<Store, StoreError> {
+        let db = match &opener {
+            Some(open) => open()?,
+            None => memory_index()?,
+        };
         let loaded = index::init_and_load(&db)?;
         let metrics = StoreMetrics::default();
         metrics.max_bytes.set(clamp_i64(max_size));
@@ -569,6 +552,9 @@ impl Store {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_DEPTH);
         let writer = Writer {
             db: Some(db),
+            opener,
+            next_reopen: Instant::now(),
+            closed: false,
             shared: shared.clone(),
         };
         std::thread::Builder::new()
@@ -938,40 +924,45 @@ fn io_err(op: &'static str, path: &Path, source: io::Error) -> StoreError {
     }
 }
 
-fn open_index(at: IndexAt<'_>) -> Result<redb::Database, StoreError> {
+fn memory_index() -> Result<redb::Database, StoreError> {
     let mut b = redb::Database::builder();
     b.set_cache_size(INDEX_CACHE_BYTES);
-    let db = match at {
-        IndexAt::Memory => b.create_with_backend(redb::backends::InMemoryBackend::new())?,
-        IndexAt::File(p) => {
-            if !p.exists() {
-                // Create with mode 0600 before redb opens it: the index holds segment secrets.
-                use std::os::unix::fs::OpenOptionsExt;
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .mode(0o600)
-                    .open(p)
-                    .map_err(|e| io_err("create", p, e))?;
-            }
-            b.create(p)?
-        }
-    };
-    Ok(db)
+    Ok(b.create_with_backend(redb::backends::InMemoryBackend::new())?)
 }
 
-fn open_files(dir: &Path) -> Result<(redb::Database, Arc<dyn Backend>), StoreError> {
+/// Opener for an index file; creates it with mode 0600 first (it holds segment secrets).
+fn file_opener(path: PathBuf) -> IndexOpener {
+    Box::new(move || {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io_err("create", &path, e))?;
+        let mut b = redb::Database::builder();
+        b.set_cache_size(INDEX_CACHE_BYTES);
+        Ok(b.create(&path)?)
+    })
+}
+
+fn data_backend(dir: &Path) -> Result<Arc<dyn Backend>, StoreError> {
     backend::create_private_dir(dir).map_err(|e| io_err("create", dir, e))?;
     let data: PathBuf = dir.join(DATA_DIR);
     let backend = FsBackend::new(&data).map_err(|e| io_err("create", &data, e))?;
-    let db = open_index(IndexAt::File(&dir.join(INDEX_FILE)))?;
-    Ok((db, Arc::new(backend)))
+    Ok(Arc::new(backend))
 }
 
 /// The single writer: owns the index database.
 struct Writer {
+    /// `None` after close, or after an index IO error until re-opened.
     db: Option<redb::Database>,
+    /// How to re-open the index; `None` for an in-memory index.
+    opener: Option<IndexOpener>,
+    /// Earliest time for the next re-open attempt.
+    next_reopen: Instant,
+    closed: bool,
     shared: Arc<Shared>,
 }
 
@@ -1163,6 +1154,7 @@ impl Writer {
             let _ = reply.send(Ok(()));
         }
         if let Some(reply) = close {
+            self.closed = true;
             self.db = None;
             let _ = reply.send(Ok(()));
             return true;
@@ -1189,15 +1181,54 @@ impl Writer {
         }
     }
 
+    /// The index, re-opening it (at most once per [`INDEX_REOPEN_BACKOFF`]) after an IO error.
+    fn db(&mut self) -> Result<&redb::Database, StoreError> {
+        if self.db.is_none() && !self.closed {
+            if let Some(open) = &self.opener {
+                let now = Instant::now();
+                if now >= self.next_reopen {
+                    self.next_reopen = now + INDEX_REOPEN_BACKOFF;
+                    self.db = Some(open()?);
+                    tracing::info!("store index re-opened after an IO error");
+                }
+            }
+        }
+        match &self.db {
+            Some(db) => Ok(db),
+            None if self.closed => Err(StoreError::Closed),
+            None => Err(index_failure("index unavailable after an IO error")),
+        }
+    }
+
+    /// After an index error redb refuses writes until re-opened: drop it so
+    /// the next batch re-opens it (only possible for a file index).
+    fn index_failed<T>(&mut self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        if matches!(r, Err(StoreError::Index(_))) && self.opener.is_some() {
+            self.db = None;
+            self.next_reopen = Instant::now();
+        }
+        r
+    }
+
     fn commit(
-        &self,
+        &mut self,
         metas: &[(SegmentId, Arc<SegmentMeta>, Reply)],
         blocks: &[PendingBlock],
         drops: &[(SegmentId, u32)],
         access: &[(SegmentId, u64)],
     ) -> Result<(), StoreError> {
-        let db = self.db.as_ref().ok_or(StoreError::Closed)?;
-        let txn = db.begin_write()?;
+        let r = self.commit_inner(metas, blocks, drops, access);
+        self.index_failed(r)
+    }
+
+    fn commit_inner(
+        &mut self,
+        metas: &[(SegmentId, Arc<SegmentMeta>, Reply)],
+        blocks: &[PendingBlock],
+        drops: &[(SegmentId, u32)],
+        access: &[(SegmentId, u64)],
+    ) -> Result<(), StoreError> {
+        let txn = self.db()?.begin_write()?;
         {
             let mut segs = txn.open_table(index::SEGMENTS)?;
             let mut acc = txn.open_table(index::ACCESS)?;
@@ -1266,9 +1297,13 @@ impl Writer {
         }
     }
 
-    fn delete_segments(&self, ids: &[SegmentId]) -> Result<(), StoreError> {
-        let db = self.db.as_ref().ok_or(StoreError::Closed)?;
-        let txn = db.begin_write()?;
+    fn delete_segments(&mut self, ids: &[SegmentId]) -> Result<(), StoreError> {
+        let r = self.delete_segments_inner(ids);
+        self.index_failed(r)
+    }
+
+    fn delete_segments_inner(&mut self, ids: &[SegmentId]) -> Result<(), StoreError> {
+        let txn = self.db()?.begin_write()?;
         {
             let mut segs = txn.open_table(index::SEGMENTS)?;
             let mut acc = txn.open_table(index::ACCESS)?;

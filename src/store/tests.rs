@@ -2,6 +2,7 @@
 
 use super::meta::tests::{v1_segment, v2_segment};
 use super::*;
+use std::sync::atomic::AtomicU64;
 
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
@@ -453,5 +454,113 @@ async fn restart_without_persisted_access_ticks_keeps_lru_consistent() {
         Some(&id),
         "newest is most recent"
     );
+    store.close().await.unwrap();
+}
+
+/// A redb storage backend over a real file whose `sync_data` number
+/// `fail_at` (shared, counted across re-opens) fails once with ENOSPC.
+#[derive(Debug)]
+struct FaultyIndexFile {
+    inner: redb::backends::FileBackend,
+    syncs: Arc<AtomicU64>,
+    fail_at: Arc<AtomicU64>,
+}
+
+impl redb::StorageBackend for FaultyIndexFile {
+    fn len(&self) -> Result<u64, io::Error> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, io::Error> {
+        self.inner.read(offset, len)
+    }
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self, eventual: bool) -> Result<(), io::Error> {
+        let n = self.syncs.fetch_add(1, Ordering::SeqCst) + 1;
+        if self
+            .fail_at
+            .compare_exchange(n, u64::MAX, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            return Err(io::Error::from_raw_os_error(28));
+        }
+        self.inner.sync_data(eventual)
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        self.inner.write(offset, data)
+    }
+}
+
+#[tokio::test]
+async fn index_commit_failure_is_reported_and_the_index_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("index.redb");
+    let syncs = Arc::new(AtomicU64::new(0));
+    let fail_at = Arc::new(AtomicU64::new(u64::MAX));
+    let opener: IndexOpener = {
+        let (path, syncs, fail_at) = (path.clone(), syncs.clone(), fail_at.clone());
+        Box::new(move || {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| io_err("open", &path, e))?;
+            let backend = FaultyIndexFile {
+                inner: redb::backends::FileBackend::new(file)?,
+                syncs: syncs.clone(),
+                fail_at: fail_at.clone(),
+            };
+            Ok(redb::Database::builder().create_with_backend(backend)?)
+        })
+    };
+    let store = Store::open_with(Some(opener), Arc::new(MemBackend::new()), 1 << 30)
+        .await
+        .unwrap();
+    let data = pattern(80, 140_000);
+    let (id, meta) = v1_segment(&data);
+    store.put_meta(id, meta.clone()).await.unwrap();
+    store
+        .put_block(&id, 0, block(&data, &meta, 0))
+        .await
+        .unwrap();
+
+    // The next index fsync fails.
+    fail_at.store(syncs.load(Ordering::SeqCst) + 1, Ordering::SeqCst);
+    let err = store
+        .put_block(&id, 1, block(&data, &meta, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "io", "{err}");
+    assert_eq!(fail_at.load(Ordering::SeqCst), u64::MAX, "the fault fired");
+    assert!(
+        !store.has_block(&id, 1),
+        "not published after a failed commit"
+    );
+    assert!(store.stats().io_errors >= 1);
+    // Reads keep working, and the index is re-opened for the next write.
+    assert!(store.get_block(&id, 0).await.unwrap().is_some());
+    store
+        .put_block(&id, 1, block(&data, &meta, 1))
+        .await
+        .unwrap();
+    assert!(store.has_block(&id, 1));
+    store.close().await.unwrap();
+
+    // Everything committed is in the index after a restart. (The data lived
+    // in a MemBackend and is gone: such blocks are dropped, never served.)
+    let store = Store::open_with(
+        Some(file_opener(path)),
+        Arc::new(MemBackend::new()),
+        1 << 30,
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.present_blocks(&id), vec![0, 1]);
+    assert_eq!(store.get_block(&id, 1).await.unwrap(), None);
+    assert_eq!(store.present_blocks(&id), vec![0]);
+    assert_eq!(store.stats().verify_failures, 1);
     store.close().await.unwrap();
 }
