@@ -178,4 +178,25 @@ mod tests {
         );
         assert!(text.contains("branchcache_store_used_bytes 42"), "{text}");
     }
+
+    #[test]
+    fn every_store_metric_is_documented() {
+        let m = Metrics::new();
+        m.register_store(&StoreMetrics::default());
+        let doc = include_str!("../docs/METRICS.md");
+        let text = m.render();
+        let names: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with("branchcache_store_"))
+            .collect();
+        assert_eq!(names.len(), 10, "{text}");
+        for n in names {
+            assert!(
+                doc.contains(&format!("`{n}`")),
+                "{n} missing from docs/METRICS.md"
+            );
+        }
+    }
 }
