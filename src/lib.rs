@@ -13,6 +13,7 @@
 //! - [`app`]: binds listeners, spawns roles, graceful shutdown.
 //! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`, `/status`.
 //! - [`net`]: the shared hyper serving loop.
+//! - [`store`]: the persistent, verified block store keyed by segment id.
 //! - [`inspect`]: renders content information for `branchcache inspect`.
 //! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
 //!
@@ -34,3 +35,4 @@ pub mod inspect;
 pub mod metrics;
 pub mod net;
 pub mod proto;
+pub mod store;
