@@ -1172,3 +1172,122 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    fn segment_id() -> impl Strategy<Value = SegmentId> {
+        prop_oneof![Just(32usize), Just(48), Just(64)]
+            .prop_flat_map(|n| vec(any::<u8>(), n))
+            .prop_map(|b| SegmentId::from_slice(&b).unwrap())
+    }
+
+    fn range() -> impl Strategy<Value = BlockRange> {
+        (0u32..1_000_000, 1u32..1_000).prop_map(|(index, count)| BlockRange { index, count })
+    }
+
+    fn algo() -> impl Strategy<Value = CryptoAlgoId> {
+        any::<u32>().prop_map(CryptoAlgoId)
+    }
+
+    fn blob() -> impl Strategy<Value = Vec<u8>> {
+        vec(any::<u8>(), 0..64)
+    }
+
+    proptest! {
+        #[test]
+        fn nego_round_trips(a in algo(), min in any::<u32>(), max in any::<u32>()) {
+            let req = Request::NegoReq(NegoReq { crypto_algo: a, min_version: ProtVer(min), max_version: ProtVer(max) });
+            let bytes = req.encode();
+            prop_assert_eq!(Request::decode(&bytes).unwrap(), req);
+            let resp = Response::NegoResp(NegoResp { crypto_algo: a, min_version: ProtVer(min), max_version: ProtVer(max) });
+            let bytes = resp.encode();
+            prop_assert_eq!(Response::decode(&bytes).unwrap(), resp);
+        }
+
+        #[test]
+        fn getblklist_round_trips(a in algo(), id in segment_id(), ranges in vec(range(), 1..=MAX_RANGES)) {
+            let req = Request::GetBlkList(GetBlkList { crypto_algo: a, segment_id: id, ranges });
+            let bytes = req.encode();
+            prop_assert_eq!(Request::decode(&bytes).unwrap(), req);
+        }
+
+        #[test]
+        fn getblks_round_trips(a in algo(), id in segment_id(), ranges in vec(range(), 1..4), vrf in blob()) {
+            let req = Request::GetBlks(GetBlks { crypto_algo: a, segment_id: id, ranges, vrf: &vrf });
+            let bytes = req.encode();
+            prop_assert_eq!(Request::decode(&bytes).unwrap(), req);
+        }
+
+        #[test]
+        fn getseglist_round_trips(a in algo(), rid in any::<[u8; 16]>(), ids in vec(segment_id(), 1..8), b in blob()) {
+            let req = Request::GetSegList(GetSegList { crypto_algo: a, request_id: rid, segment_ids: ids, extensible_blob: b });
+            let bytes = req.encode();
+            prop_assert_eq!(Request::decode(&bytes).unwrap(), req);
+        }
+
+        #[test]
+        fn blklist_round_trips(a in algo(), id in segment_id(), ranges in vec(range(), 0..=MAX_RANGES), next in any::<u32>()) {
+            let resp = Response::BlkList(BlkList { crypto_algo: a, segment_id: id, ranges, next_block_index: next });
+            let bytes = resp.encode();
+            prop_assert_eq!(Response::decode(&bytes).unwrap(), resp);
+        }
+
+        #[test]
+        fn blk_round_trips(
+            a in algo(), id in segment_id(), idx in any::<u32>(), next in any::<u32>(),
+            block in vec(any::<u8>(), 0..2048), vrf in blob(), with_iv in any::<bool>(), iv in any::<[u8; 16]>(),
+        ) {
+            let iv: &[u8] = if with_iv { &iv } else { &[] };
+            let resp = Response::Blk(Blk { crypto_algo: a, segment_id: id, block_index: idx, next_block_index: next, block: &block, vrf: &vrf, iv });
+            let bytes = resp.encode();
+            prop_assert_eq!(Response::decode(&bytes).unwrap(), resp);
+        }
+
+        #[test]
+        fn seglist_round_trips(a in algo(), rid in any::<[u8; 16]>(), ranges in vec(range(), 0..16), b in blob()) {
+            let resp = Response::SegList(SegList { crypto_algo: a, request_id: rid, ranges, extensible_blob: b });
+            let bytes = resp.encode();
+            prop_assert_eq!(Response::decode(&bytes).unwrap(), resp);
+        }
+
+        #[test]
+        fn extensible_blob_round_trips(units in 1u8..=4, ages in vec((any::<u8>(), 0u32..=MAX_SEGMENT_AGE), 0..255)) {
+            let blob = ExtensibleBlob { units, ages: ages.into_iter().map(|(segment_index, age)| SegmentAge { segment_index, age }).collect() };
+            let bytes = blob.encode();
+            prop_assert_eq!(ExtensibleBlob::decode(&bytes).unwrap(), blob);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..512)) {
+            let _ = Request::decode(&bytes);
+            let _ = Response::decode(&bytes);
+            let _ = ExtensibleBlob::decode(&bytes);
+            let _ = MessageHeader::peek(&bytes);
+        }
+
+        #[test]
+        fn mutated_valid_messages_never_panic(
+            ranges in vec(range(), 1..4), pos in any::<proptest::sample::Index>(), byte in any::<u8>(), cut in any::<proptest::sample::Index>(),
+        ) {
+            let id = SegmentId::from_slice(&[7; 32]).unwrap();
+            let block = [1u8; 40];
+            let iv = [2u8; 16];
+            for mut bytes in [
+                Request::GetBlks(GetBlks { crypto_algo: CryptoAlgoId::AES_128, segment_id: id, ranges: ranges.clone(), vrf: &[] }).encode(),
+                Response::Blk(Blk { crypto_algo: CryptoAlgoId::AES_128, segment_id: id, block_index: 0, next_block_index: 0, block: &block, vrf: &[], iv: &iv }).encode(),
+            ] {
+                let i = pos.index(bytes.len());
+                bytes[i] = byte;
+                let n = cut.index(bytes.len() + 1);
+                let _ = Request::decode(&bytes[..n]);
+                let _ = Response::decode(&bytes[..n]);
+                let _ = Request::decode(&bytes);
+                let _ = Response::decode(&bytes);
+            }
+        }
+    }
+}
