@@ -14,6 +14,7 @@
 //! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`, `/status`.
 //! - [`net`]: the shared hyper serving loop.
 //! - [`store`]: the persistent, verified block store keyed by segment id.
+//! - [`retrieval`]: MS-PCCRR server handler and peer client.
 //! - [`inspect`]: renders content information for `branchcache inspect`.
 //! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
 //!
@@ -36,3 +37,4 @@ pub mod metrics;
 pub mod net;
 pub mod proto;
 pub mod store;
+pub mod retrieval;
