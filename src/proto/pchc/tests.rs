@@ -436,6 +436,50 @@ fn verify_rejects_a_v2_or_unknown_version_ci() {
 }
 
 #[test]
+fn verify_agrees_with_the_pccrc_content_information_parser() {
+    let ci = crate::proto::pccrc::ContentInfo::parse(segment_info_ci()).unwrap();
+    assert_eq!(ci.segment_count(), 1);
+    let seg = ci.segment(0).unwrap();
+    let v = verify_segment_info(None, &with_ci(segment_info_ci())).unwrap();
+    assert_eq!(seg.id(), v.id);
+    assert_eq!(seg.hash_of_data(), v.hash_of_data);
+    assert_eq!(seg.secret(), v.secret);
+    assert_eq!(seg.size(), v.segment_size);
+    assert_eq!(seg.block_count(), v.block_count());
+    for j in 0..seg.block_count() {
+        assert_eq!(seg.block_hash(j), Some(v.block_hashes[j as usize]));
+    }
+}
+
+#[test]
+fn verify_accepts_segment_size_as_read_bytes_with_a_nonzero_range_start() {
+    // What the spec tells a client to send: offset = where its range began,
+    // read bytes = the whole segment. PCCRC's single-segment rule would reject it.
+    let mut ci = segment_info_ci().to_vec();
+    ci[6..10].copy_from_slice(&70_000u32.to_le_bytes());
+    ci[10..14].copy_from_slice(&99_710u32.to_le_bytes());
+    assert!(crate::proto::pccrc::ContentInfo::parse(&ci).is_err());
+    let v = verify_segment_info(Some(&vector_id("v1_hohodk")), &with_ci(&ci)).unwrap();
+    assert!(v.complete);
+    ci[10..14].copy_from_slice(&99_711u32.to_le_bytes());
+    assert!(verify_segment_info(None, &with_ci(&ci)).is_err());
+}
+
+#[test]
+fn verify_rejects_a_segment_offset_that_is_not_a_multiple_of_32_mib() {
+    let mut ci = segment_info_ci().to_vec();
+    ci[18] = 1;
+    assert!(matches!(
+        verify_segment_info(None, &with_ci(&ci)),
+        Err(OfferError::Decode(DecodeError::Invalid { .. }))
+    ));
+    ci[18] = 0;
+    ci[21] = 2; // 0x0200_0000 = 32 MiB: segment 1
+    let v = verify_segment_info(None, &with_ci(&ci)).unwrap();
+    assert_eq!(v.offset_in_content, 32 << 20);
+}
+
+#[test]
 fn verified_segment_debug_redacts_the_secret() {
     let v = verify_segment_info(None, &with_ci(segment_info_ci())).unwrap();
     let dbg = format!("{v:?}");

@@ -5,6 +5,11 @@
 //! that must describe exactly one segment. The segment id the client offered
 //! must equal `HMAC(Kp, HoD ‖ C2)` recomputed from the HoD and Kp it sent, and
 //! when the block hash list covers the whole segment it must hash to HoD.
+//!
+//! The structure is read here rather than by `pccrc::ContentInfo::parse`
+//! because SEGMENT_INFO gives two header fields a different meaning (see the
+//! `SPEC` note in [`verify_segment_info`]); a unit test checks that both
+//! readers agree on an ordinary one-segment CI.
 
 use std::fmt;
 
@@ -136,7 +141,10 @@ pub fn verify_segment_info(
     let d = algo.digest_len();
     let offset_in_first = r.u32_le("pchc SEGMENT_INFO CI dwOffsetInFirstSegment")?;
     // SPEC(MS-PCHC §2.2.1.4): dwReadBytesInLastSegment is "the total number of
-    // bytes in the segment" here; only its upper bound is meaningful.
+    // bytes in the segment" here, not PCCRC's single-segment "bytes from the
+    // range start", so with dwOffsetInFirstSegment > 0 the PCCRC range rule would
+    // run past the segment; and the block list may stop where the client's range
+    // stopped. Only the upper bounds are checked.
     let read_in_last = r.u32_le("pchc SEGMENT_INFO CI dwReadBytesInLastSegment")?;
     let count = r.u32_le("pchc SEGMENT_INFO CI cSegments")?;
     if count != 1 {
@@ -154,6 +162,14 @@ pub fn verify_segment_info(
         return Err(DecodeError::LimitExceeded {
             what: "pchc SEGMENT_INFO CI cbSegment",
             max: u64::from(V1_SEGMENT_SIZE),
+        }
+        .into());
+    }
+    // SPEC(MS-PCCRC §2.3): every v1 segment but the last starts at a multiple
+    // of 32 MiB.
+    if offset_in_content % u64::from(V1_SEGMENT_SIZE) != 0 {
+        return Err(DecodeError::Invalid {
+            what: "pchc SEGMENT_INFO CI ullOffsetInContent not a multiple of 32 MiB",
         }
         .into());
     }
