@@ -11,6 +11,8 @@
 //! - [`app`]: binds listeners, spawns roles, graceful shutdown.
 //! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`, `/status`.
 //! - [`net`]: the shared hyper serving loop.
+//! - [`hosted_cache`]: the MS-PCHC offer server (v2 HTTP, v1 HTTPS) and its
+//!   bounded pull queue.
 //! - [`inspect`]: renders content information for `branchcache inspect`.
 //! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
 //!
