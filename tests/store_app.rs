@@ -72,3 +72,54 @@ async fn daemon_store_is_private_exported_and_survives_restart() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn store_verify_cli_finds_corruption_and_exit_codes_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("cache");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, format!("[store]\npath = {store_dir:?}\n")).unwrap();
+    let data = vec![7u8; 1000];
+    let algo = HashAlgo::Sha512Trunc;
+    let hod = algo.hash(&data);
+    let kp = segment_secret(algo, &server_secret(algo, b"k"), &hod);
+    let id = segment_id(algo, &kp, &hod);
+    let meta = SegmentMeta {
+        algo,
+        size: 1000,
+        block_size: 1000,
+        hash_of_data: hod,
+        secret: kp,
+        block_hashes: Vec::new(),
+    };
+    let store = branchcache::store::Store::open(&store_dir, 1 << 20)
+        .await
+        .unwrap();
+    store.put_meta(id, meta).await.unwrap();
+    store.put_block(&id, 0, Bytes::from(data)).await.unwrap();
+    store.close().await.unwrap();
+
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_branchcache"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["store", "verify"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("good 1 bad 0"));
+
+    let file = store_dir.join("data").join(format!("{}.seg", id.to_hex()));
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+    let out = run(&["store", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = run(&["store", "stats"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["blocks"], 0, "the bad block was evicted");
+    assert_eq!(stats["segments"], 1);
+}
