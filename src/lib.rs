@@ -13,6 +13,7 @@
 //! - [`net`]: the shared hyper serving loop.
 //! - [`hosted_cache`]: the MS-PCHC offer server (v2 HTTP, v1 HTTPS) and its
 //!   bounded pull queue.
+//! - [`store`]: the persistent, verified block store keyed by segment id.
 //! - [`inspect`]: renders content information for `branchcache inspect`.
 //! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
 //!
@@ -34,3 +35,4 @@ pub mod inspect;
 pub mod metrics;
 pub mod net;
 pub mod proto;
+pub mod store;
