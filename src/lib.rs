@@ -14,6 +14,7 @@
 //! - [`retrieval`]: MS-PCCRR server handler and peer client.
 //! - [`inspect`]: renders content information for `branchcache inspect`.
 //! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
+//! - [`store`]: the persistent, verified block store keyed by segment id.
 //!
 //! ## Data flow (branch proxy)
 //! client → proxy → origin with `Accept-Encoding: peerdist` → content
@@ -33,3 +34,4 @@ pub mod metrics;
 pub mod net;
 pub mod proto;
 pub mod retrieval;
+pub mod store;
