@@ -11,6 +11,7 @@
 //! - [`app`]: binds listeners, spawns roles, graceful shutdown.
 //! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`, `/status`.
 //! - [`net`]: the shared hyper serving loop.
+//! - [`retrieval`]: MS-PCCRR server handler and peer client.
 //! - [`hosted_cache`]: the MS-PCHC offer server (v2 HTTP, v1 HTTPS) and its
 //!   bounded pull queue.
 //! - [`store`]: the persistent, verified block store keyed by segment id.
@@ -35,4 +36,5 @@ pub mod inspect;
 pub mod metrics;
 pub mod net;
 pub mod proto;
+pub mod retrieval;
 pub mod store;
