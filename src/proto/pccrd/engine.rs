@@ -1,0 +1,1 @@
+//! The sans-IO discovery engine (placeholder until the state machine lands).
