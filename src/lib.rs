@@ -11,6 +11,8 @@
 //! - [`app`]: binds listeners, spawns roles, graceful shutdown.
 //! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`, `/status`.
 //! - [`net`]: the shared hyper serving loop.
+//! - [`inspect`]: renders content information for `branchcache inspect`.
+//! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
 //!
 //! ## Data flow (branch proxy)
 //! client → proxy → origin with `Accept-Encoding: peerdist` → content
@@ -24,6 +26,8 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod fuzz;
+pub mod inspect;
 pub mod metrics;
 pub mod net;
 pub mod proto;
