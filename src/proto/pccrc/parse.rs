@@ -564,6 +564,13 @@ fn parse_v2<'a>(buf: &'a [u8], mut r: Reader<'a>) -> Result<ContentInfo<'a>, Dec
             }
         }
     };
+    // Every listed segment must intersect the range (as in v1, where it holds by
+    // construction): a consumer walks the listed segments and fetches each.
+    if entries.last().is_some_and(|l| end <= l.offset) {
+        return Err(DecodeError::Invalid {
+            what: "v2 range ends before the last listed segment",
+        });
+    }
     Ok(ContentInfo {
         buf,
         version: Version::V2,
@@ -1006,6 +1013,11 @@ mod tests {
             err(&v2(0, 0, 10, 91, &[&[100]])),
             invalid("v2 ullLengthOfRange past the listed segments")
         );
+        assert_eq!(
+            err(&v2(0, 0, 10, 90, &[&[100, 100]])),
+            invalid("v2 range ends before the last listed segment")
+        );
+        assert!(ContentInfo::parse(&v2(0, 0, 10, 91, &[&[100, 100]])).is_ok());
         assert_eq!(
             err(&v2(0, 0, 10, u64::MAX, &[&[100]])),
             invalid("v2 ullLengthOfRange past the listed segments")
