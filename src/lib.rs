@@ -13,6 +13,7 @@
 //! - [`net`]: the shared hyper serving loop.
 //! - [`inspect`]: renders content information for `branchcache inspect`.
 //! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
+//! - [`retrieval`]: MS-PCCRR server handler and peer client.
 //!
 //! ## Data flow (branch proxy)
 //! client → proxy → origin with `Accept-Encoding: peerdist` → content
@@ -31,3 +32,4 @@ pub mod inspect;
 pub mod metrics;
 pub mod net;
 pub mod proto;
+pub mod retrieval;

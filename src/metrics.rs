@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
@@ -17,6 +18,19 @@ pub struct Metrics {
     pub build_info: Gauge,
     /// `branchcache_admin_requests_total`: requests answered by the admin listener.
     pub admin_requests: Counter,
+    /// `branchcache_retrieval_requests_total{type,result}`: PCCRR requests
+    /// answered by the retrieval server, by message type and outcome.
+    pub retrieval_requests: Family<[(&'static str, &'static str); 2], Counter>,
+    /// `branchcache_retrieval_blocks_served_total`: blocks sent in MSG_BLK.
+    pub retrieval_blocks_served: Counter,
+    /// `branchcache_retrieval_bytes_served_total`: plaintext bytes of blocks sent.
+    pub retrieval_bytes_served: Counter,
+    /// `branchcache_retrieval_refusals_total`: requests answered with an
+    /// empty list / block because the client was over its concurrency limit.
+    pub retrieval_refusals: Counter,
+    /// `branchcache_retrieval_client_requests_total{type,result}`: PCCRR
+    /// requests this node sent to peers, by message type and outcome.
+    pub retrieval_client_requests: Family<[(&'static str, &'static str); 2], Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -48,10 +62,46 @@ impl Metrics {
             "Requests answered by the admin listener",
             admin_requests.clone(),
         );
+        let retrieval_requests = Family::<[(&'static str, &'static str); 2], Counter>::default();
+        registry.register(
+            "retrieval_requests",
+            "PCCRR requests answered by the retrieval server, by message type and result",
+            retrieval_requests.clone(),
+        );
+        let retrieval_blocks_served = Counter::default();
+        registry.register(
+            "retrieval_blocks_served",
+            "Blocks sent to peers in MSG_BLK",
+            retrieval_blocks_served.clone(),
+        );
+        let retrieval_bytes_served = Counter::default();
+        registry.register(
+            "retrieval_bytes_served",
+            "Plaintext bytes of blocks sent to peers",
+            retrieval_bytes_served.clone(),
+        );
+        let retrieval_refusals = Counter::default();
+        registry.register(
+            "retrieval_refusals",
+            "PCCRR requests answered empty because the client exceeded its concurrency limit",
+            retrieval_refusals.clone(),
+        );
+        let retrieval_client_requests =
+            Family::<[(&'static str, &'static str); 2], Counter>::default();
+        registry.register(
+            "retrieval_client_requests",
+            "PCCRR requests sent to peers, by message type and result",
+            retrieval_client_requests.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             build_info,
             admin_requests,
+            retrieval_requests,
+            retrieval_blocks_served,
+            retrieval_bytes_served,
+            retrieval_refusals,
+            retrieval_client_requests,
         }
     }
 

@@ -8,15 +8,18 @@
 //! `[[bin]]` entry in `fuzz/Cargo.toml`.
 
 pub mod pccrc;
+pub mod pccrd;
 
 /// Every target name [`run`] knows; also the directory names under `fuzz/corpus/` and
 /// `tests/data/regress/`.
-pub const TARGETS: &[&str] = &["pccrc_parse"];
+pub const TARGETS: &[&str] = &["pccrc_parse", "pccrd_decode", "pccrd_engine"];
 
 /// Run the harness for `target` on `data`; `None` when no harness has that name.
 pub fn run(target: &str, data: &[u8]) -> Option<()> {
     match target {
         "pccrc_parse" => pccrc::parse(data),
+        "pccrd_decode" => pccrd::decode(data),
+        "pccrd_engine" => pccrd::engine(data),
         _ => return None,
     }
     Some(())

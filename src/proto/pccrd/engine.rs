@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::ages::{AgeUnit, SegmentAge, SegmentAges};
+use super::ages::{age_units, SegmentAge, SegmentAges};
 use super::messages::{
     AppSequence, Availability, AvailabilityBitmap, MatchBody, Message, Probe, ProbeMatch, Uri,
     Uuid, V1Scope, Version,
@@ -803,7 +803,7 @@ impl<L: SegmentLookup> Engine<L> {
                     .filter_map(|(i, h)| {
                         let age = h.as_ref()?.age?;
                         Some(SegmentAge {
-                            index: u8::try_from(i).ok()?,
+                            segment_index: u8::try_from(i).ok()?,
                             age: u32::try_from(age.as_millis() / 10).unwrap_or(u32::MAX),
                         })
                     })
@@ -811,7 +811,7 @@ impl<L: SegmentLookup> Engine<L> {
                 MatchBody::V2 {
                     availability: AvailabilityBitmap::from_entries(&entries),
                     ages: Some(SegmentAges {
-                        unit: AgeUnit::Centiseconds,
+                        units: age_units::CENTISECONDS,
                         ages,
                     }),
                 }
@@ -1306,7 +1306,7 @@ mod tests {
             MatchBody::V2 { ages, .. } => assert_eq!(
                 ages.as_ref().unwrap().ages,
                 vec![SegmentAge {
-                    index: 0,
+                    segment_index: 0,
                     age: 60_000
                 }]
             ),

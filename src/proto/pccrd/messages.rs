@@ -709,7 +709,7 @@ impl ProbeMatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::pccrd::ages::{AgeUnit, SegmentAge};
+    use crate::proto::pccrd::ages::{age_units, SegmentAge};
     use proptest::prelude::*;
 
     const PROBE_V1: &[u8] = include_bytes!("../../../tests/data/pccrd/probe-v1.xml");
@@ -792,14 +792,14 @@ mod tests {
             body: MatchBody::V2 {
                 availability: AvailabilityBitmap::from_entries(&[Availability::Full; 40]),
                 ages: Some(SegmentAges {
-                    unit: AgeUnit::Centiseconds,
+                    units: age_units::CENTISECONDS,
                     ages: vec![
                         SegmentAge {
-                            index: 0,
+                            segment_index: 0,
                             age: 60000,
                         },
                         SegmentAge {
-                            index: 2,
+                            segment_index: 2,
                             age: 60000,
                         },
                     ],
@@ -1028,10 +1028,10 @@ mod tests {
                 proptest::collection::vec((any::<u8>(), 0..=0x00FF_FFFFu32), 0..10),
             )
                 .prop_map(|(u, a)| SegmentAges {
-                    unit: AgeUnit::from_wire(u).unwrap(),
+                    units: u,
                     ages: a
                         .into_iter()
-                        .map(|(index, age)| SegmentAge { index, age })
+                        .map(|(segment_index, age)| SegmentAge { segment_index, age })
                         .collect(),
                 }),
         );

@@ -2,7 +2,8 @@
 //!
 //! - [`messages`]: Probe / ProbeMatch, v1 and v2, exact-bytes encode and
 //!   namespace-aware bounded decode (quick-xml).
-//! - [`ages`]: the Extensible Blob v1 (SegmentAges) carried by v2 ProbeMatches.
+//! - [`ages`]: the Extensible Blob v1 (SegmentAges) carried by v2 ProbeMatches,
+//!   shared with MS-PCCRR.
 //! - [`engine`]: the sans-IO discovery state machine (prober and responder);
 //!   the UDP driver lives in `crate::discovery`.
 //!
@@ -13,7 +14,7 @@ pub mod engine;
 pub mod messages;
 mod xml;
 
-pub use ages::{AgeUnit, SegmentAge, SegmentAges};
+pub use ages::{SegmentAge, SegmentAges};
 pub use messages::{
     AppSequence, Availability, AvailabilityBitmap, MatchBody, Message, Probe, ProbeMatch, Uri,
     Uuid, V1Scope, Version,
