@@ -11,6 +11,7 @@
 //! - [`app`]: binds listeners, spawns roles, graceful shutdown.
 //! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`, `/status`.
 //! - [`net`]: the shared hyper serving loop.
+//! - [`discovery`]: MS-PCCRD UDP driver around `proto::pccrd`.
 //! - [`inspect`]: renders content information for `branchcache inspect`.
 //! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
 //! - [`retrieval`]: MS-PCCRR server handler and peer client.
@@ -27,6 +28,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod discovery;
 pub mod fuzz;
 pub mod inspect;
 pub mod metrics;
