@@ -771,7 +771,7 @@ impl<L: SegmentLookup> Engine<L> {
             held.push(local);
         }
         if held.iter().all(Option::is_none) {
-            // SPEC(MS-PCCRD §3.2.5.2): no negative replies.
+            // SPEC(MS-PCCRD §2.2.2.2): no negative replies.
             return;
         }
         let body = match probe.version {

@@ -170,7 +170,7 @@ impl Availability {
         match b & 0b11 {
             0b00 => Availability::None,
             0b10 => Availability::Partial,
-            // SPEC(MS-PCCRD §2.2.3.6): `01` ("has all" without "has some") is
+            // SPEC(MS-PCCRD §2.2.3.3): `01` ("has all" without "has some") is
             // contradictory; read it as Full, since having all implies some.
             _ => Availability::Full,
         }
@@ -178,7 +178,7 @@ impl Availability {
 }
 
 /// The v2 ProbeMatch Scopes bitmap: 2 bits per *requested* id, in request order.
-// SPEC(MS-PCCRD §2.2.3.6): the bit order inside a byte is not stated and the
+// SPEC(MS-PCCRD §2.2.3.3): the bit order inside a byte is not stated and the
 // only example is all-ones; we assume MSB-first (entry 0 in bits 7..6).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct AvailabilityBitmap {
@@ -357,7 +357,7 @@ fn limit(what: &'static str) -> DecodeError {
 }
 
 /// Decode one upper-case hex token; lower-case is rejected.
-// SPEC(MS-PCCRD §2.2.2.1, PROTOCOL.md §11.17): scope matching is a
+// SPEC(MS-PCCRD §2.2.3.3, PROTOCOL.md §11.17): scope matching is a
 // case-sensitive string compare and every implementation emits upper-case, so
 // a lower-case id could never match: reject it instead of silently folding.
 fn upper_hex(token: &str, what: &'static str) -> Result<Vec<u8>, DecodeError> {
@@ -515,7 +515,7 @@ impl Probe {
 }
 
 fn format_xaddr(a: &SocketAddr) -> String {
-    // SPEC(MS-PCCRD §2.2.3.5): XAddrs is `ip:port` without scheme or path;
+    // SPEC(MS-PCCRD §2.2.3.8): XAddrs is `ip:port` without scheme or path;
     // the IPv6 form is undocumented, `[addr]:port` is SocketAddr's Display.
     match a {
         SocketAddr::V4(v4) => format!("{}:{}", v4.ip(), v4.port()),
@@ -716,6 +716,8 @@ mod tests {
     const PROBE_V2: &[u8] = include_bytes!("../../../tests/data/pccrd/probe-v2.xml");
     const MATCH_V1: &[u8] = include_bytes!("../../../tests/data/pccrd/probematch-v1.xml");
     const MATCH_V2: &[u8] = include_bytes!("../../../tests/data/pccrd/probematch-v2.xml");
+    const SPEC_MATCH_V2: &[u8] =
+        include_bytes!("../../../tests/data/pccrd/probematch-v2-spec-2.2.2.2.xml");
     const FOREIGN: &[u8] =
         include_bytes!("../../../tests/data/pccrd/probe-v1-foreign-prefixes.xml");
 
@@ -867,6 +869,31 @@ mod tests {
             std::str::from_utf8(MATCH_V2).unwrap()
         );
         assert_eq!(ProbeMatch::decode(MATCH_V2).unwrap(), m);
+    }
+
+    #[test]
+    fn decodes_the_spec_v2_probematch_example_with_its_whitespace() {
+        let m = ProbeMatch::decode(SPEC_MATCH_V2).unwrap();
+        assert_eq!(
+            m.relates_to.as_str(),
+            "urn:uuid:91528b47-b96d-4e30-981f-308c0586926f"
+        );
+        assert_eq!(
+            m.app_sequence,
+            AppSequence {
+                instance_id: 1_218_765_447,
+                message_number: 4
+            }
+        );
+        assert_eq!(m.xaddrs, vec!["157.59.141.183:54321".parse().unwrap()]);
+        match m.body {
+            MatchBody::V2 { availability, ages } => {
+                assert_eq!(availability.slots(), 40);
+                assert!((0..40).all(|i| availability.get(i) == Availability::Full));
+                assert_eq!(ages.unwrap().ages.len(), 2);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]
