@@ -2,9 +2,11 @@
 //! whose "multicast" targets are each other's loopback addresses.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use branchcache::discovery::{Discovery, DiscoveryConfig, DiscoveryError, GROUP_V4};
+use branchcache::metrics::Metrics;
 use branchcache::proto::pccrc::crypto::SegmentId;
 use branchcache::proto::pccrd::engine::{EngineConfig, LocalSegment, LocalSegments};
 use branchcache::proto::pccrd::{Uuid, Version};
@@ -46,14 +48,19 @@ fn config(i: u8) -> DiscoveryConfig {
 
 struct Lan {
     drivers: Vec<Discovery<LocalSegments>>,
+    metrics: Vec<Arc<Metrics>>,
     token: CancellationToken,
 }
 
 /// `n` drivers on loopback, each targeting all the others.
 async fn lan(n: u8) -> Lan {
     let token = CancellationToken::new();
+    let metrics: Vec<Arc<Metrics>> = (0..n).map(|_| Arc::new(Metrics::new())).collect();
     let drivers: Vec<_> = (0..n)
-        .map(|i| Discovery::start(config(i), LocalSegments::new(), token.clone()).unwrap())
+        .map(|i| {
+            let m = metrics[usize::from(i)].clone();
+            Discovery::start(config(i), LocalSegments::new(), m, token.clone()).unwrap()
+        })
         .collect();
     let addrs: Vec<SocketAddr> = drivers.iter().map(|d| d.local_addrs()[0]).collect();
     for (i, d) in drivers.iter().enumerate() {
@@ -65,7 +72,11 @@ async fn lan(n: u8) -> Lan {
             .collect();
         d.handle().set_targets(others).await.unwrap();
     }
-    Lan { drivers, token }
+    Lan {
+        drivers,
+        metrics,
+        token,
+    }
 }
 
 impl Lan {
@@ -153,6 +164,15 @@ async fn garbage_datagrams_are_counted_and_service_continues() {
     assert_eq!(addrs_of(&results[0].peers), vec![xaddr(0)]);
     let stats = lan.drivers[0].handle().stats().await.unwrap();
     assert_eq!(stats.malformed, 3);
+    let text = lan.metrics[0].render();
+    assert!(
+        text.contains("branchcache_discovery_events_total{event=\"malformed\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("branchcache_discovery_events_total{event=\"replies_sent\"} 1"),
+        "{text}"
+    );
     lan.stop().await;
 }
 
@@ -204,14 +224,15 @@ async fn multicast_on_loopback_when_enabled() {
         c.interfaces_v4 = vec![Ipv4Addr::LOCALHOST];
         c
     };
-    let a = match Discovery::start(mk(0), LocalSegments::new(), token.clone()) {
+    let m = Arc::new(Metrics::new());
+    let a = match Discovery::start(mk(0), LocalSegments::new(), m.clone(), token.clone()) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("skipped: cannot join the group on lo: {e}");
             return;
         }
     };
-    let b = Discovery::start(mk(1), LocalSegments::new(), token.clone()).unwrap();
+    let b = Discovery::start(mk(1), LocalSegments::new(), m, token.clone()).unwrap();
     a.handle()
         .update_lookup(|s| s.insert(seg(1), held(1)))
         .await

@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
 use crate::proto::pccrc::crypto::SegmentId;
 use crate::proto::pccrd::engine::{
     Destination, Engine, EngineConfig, EngineStats, Entropy, Output, Peer, QueryError, QueryId,
@@ -254,10 +255,12 @@ pub struct Discovery<L> {
 
 impl<L: SegmentLookup + Send + 'static> Discovery<L> {
     /// Bind the sockets, join the groups and spawn the task. It stops when
-    /// `shutdown` is cancelled.
+    /// `shutdown` is cancelled. Engine counters are published to `metrics`
+    /// (`branchcache_discovery_*`).
     pub fn start(
         config: DiscoveryConfig,
         lookup: L,
+        metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Result<Self, DiscoveryError> {
         let mut v4 = None;
@@ -298,6 +301,8 @@ impl<L: SegmentLookup + Send + 'static> Discovery<L> {
             targets: config.targets,
             epoch: Instant::now(),
             subscribers: HashMap::new(),
+            metrics,
+            published: EngineStats::default(),
         };
         let task = tokio::spawn(driver.run(rx, shutdown));
         Ok(Discovery {
@@ -461,6 +466,9 @@ struct Driver<L> {
     targets: Vec<SocketAddr>,
     epoch: Instant,
     subscribers: HashMap<QueryId, Subscriber>,
+    metrics: Arc<Metrics>,
+    /// Counters as last published to `metrics`.
+    published: EngineStats,
 }
 
 async fn recv(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
@@ -480,6 +488,7 @@ impl<L: SegmentLookup + Send + 'static> Driver<L> {
         let mut commands_open = true;
         loop {
             self.drain().await;
+            self.publish_metrics();
             let wake = self.engine.poll_timeout().map(|t| self.epoch + t);
             let [b0, b1, b2, b3] = &mut bufs;
             tokio::select! {
@@ -500,6 +509,25 @@ impl<L: SegmentLookup + Send + 'static> Driver<L> {
             }
         }
         tracing::debug!("discovery driver stopped");
+    }
+
+    fn publish_metrics(&mut self) {
+        let now = self.engine.stats();
+        if now == self.published {
+            return;
+        }
+        for ((name, new), (_, old)) in now.counters().into_iter().zip(self.published.counters()) {
+            if new > old {
+                self.metrics
+                    .discovery_events
+                    .get_or_create(&[("event", name)])
+                    .inc_by(new - old);
+            }
+        }
+        self.published = now;
+        self.metrics
+            .discovery_active_queries
+            .set(i64::try_from(self.engine.active_queries()).unwrap_or(i64::MAX));
     }
 
     fn received(&mut self, r: io::Result<(usize, SocketAddr)>, buf: &[u8]) {

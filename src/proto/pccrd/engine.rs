@@ -361,6 +361,28 @@ pub struct EngineStats {
     pub outputs_dropped: u64,
 }
 
+impl EngineStats {
+    /// Every counter with a stable snake_case name (metric label values).
+    pub fn counters(&self) -> [(&'static str, u64); 14] {
+        [
+            ("malformed", self.malformed),
+            ("rate_limited", self.rate_limited),
+            ("probes_received", self.probes_received),
+            ("probes_duplicate", self.probes_duplicate),
+            ("replies_scheduled", self.replies_scheduled),
+            ("replies_sent", self.replies_sent),
+            ("segments_suppressed", self.segments_suppressed),
+            ("replies_dropped", self.replies_dropped),
+            ("probes_sent", self.probes_sent),
+            ("matches_unsolicited", self.matches_unsolicited),
+            ("peers_found", self.peers_found),
+            ("queries_started", self.queries_started),
+            ("queries_finished", self.queries_finished),
+            ("outputs_dropped", self.outputs_dropped),
+        ]
+    }
+}
+
 #[derive(Debug)]
 struct ProbeState {
     message_id: Uri,
