@@ -359,11 +359,14 @@ pub struct EngineStats {
     pub queries_finished: u64,
     /// Transmits dropped because the output queue was full.
     pub outputs_dropped: u64,
+    /// Replies whose XAddrs named none of the sender's addresses (we use the
+    /// sender's address with the advertised port instead).
+    pub xaddrs_rewritten: u64,
 }
 
 impl EngineStats {
     /// Every counter with a stable snake_case name (metric label values).
-    pub fn counters(&self) -> [(&'static str, u64); 14] {
+    pub fn counters(&self) -> [(&'static str, u64); 15] {
         [
             ("malformed", self.malformed),
             ("rate_limited", self.rate_limited),
@@ -379,6 +382,7 @@ impl EngineStats {
             ("queries_started", self.queries_started),
             ("queries_finished", self.queries_finished),
             ("outputs_dropped", self.outputs_dropped),
+            ("xaddrs_rewritten", self.xaddrs_rewritten),
         ]
     }
 }
@@ -454,6 +458,36 @@ impl<K: Clone + Eq + std::hash::Hash> Lru<K> {
         self.set.insert(k);
         true
     }
+}
+
+/// Where to reach a responder: its XAddrs that name the datagram's source
+/// IP (keeping the source's IPv6 scope id, which XAddrs cannot carry), else
+/// the source IP with the first advertised port. A reply can therefore never
+/// point us at a third host. The flag is true when nothing matched.
+// SPEC(MS-PCCRD §2.2.3.8): XAddrs is free-form "address and port"; the
+// spec also requires the prober to check replies come from its subnet
+// (PROTOCOL.md §6.1), so trusting a foreign address there would defeat it.
+fn peer_addrs(xaddrs: &[SocketAddr], source: SocketAddr) -> (Vec<SocketAddr>, bool) {
+    let with_scope = |a: &SocketAddr| match (a, source) {
+        (SocketAddr::V6(x), SocketAddr::V6(s)) if x.scope_id() == 0 => {
+            let mut x = *x;
+            x.set_scope_id(s.scope_id());
+            SocketAddr::V6(x)
+        }
+        _ => *a,
+    };
+    let same: Vec<SocketAddr> = xaddrs
+        .iter()
+        .filter(|a| a.ip() == source.ip())
+        .map(with_scope)
+        .collect();
+    if !same.is_empty() {
+        return (same, false);
+    }
+    let port = xaddrs.first().map_or(0, SocketAddr::port);
+    let mut fallback = source;
+    fallback.set_port(port);
+    (vec![fallback], true)
 }
 
 /// The discovery state machine. See the module docs.
@@ -942,6 +976,10 @@ impl<L: SegmentLookup> Engine<L> {
         if hits.is_empty() || m.xaddrs.is_empty() {
             return;
         }
+        let (addrs, rewritten) = peer_addrs(&m.xaddrs, from);
+        if rewritten {
+            self.stats.xaddrs_rewritten += 1;
+        }
         // Any reply resets the adaptive wait (iPXE).
         self.wait = self.config.initial_wait;
         let mut found = Vec::new();
@@ -962,7 +1000,7 @@ impl<L: SegmentLookup> Engine<L> {
             }
             let peer = Peer {
                 endpoint: m.endpoint.clone(),
-                addrs: m.xaddrs.clone(),
+                addrs: addrs.clone(),
                 source: from,
                 holding,
             };
@@ -1676,6 +1714,39 @@ mod tests {
         assert_eq!(fin[0].1[0].peers.len(), 1);
         assert_eq!(lan.nodes[0].engine.active_queries(), 0);
         assert_eq!(lan.nodes[0].engine.poll_timeout(), None);
+    }
+
+    #[test]
+    fn peer_addresses_never_point_away_from_the_sender() {
+        let src: SocketAddr = "10.0.0.5:3702".parse().unwrap();
+        let own: SocketAddr = "10.0.0.5:8082".parse().unwrap();
+        let other: SocketAddr = "192.0.2.9:80".parse().unwrap();
+        assert_eq!(peer_addrs(&[other, own], src), (vec![own], false));
+        assert_eq!(
+            peer_addrs(&[other], src),
+            (vec!["10.0.0.5:80".parse().unwrap()], true)
+        );
+        let v6src: SocketAddr = "[fe80::1%3]:3702".parse().unwrap();
+        let v6x: SocketAddr = "[fe80::1]:8082".parse().unwrap();
+        let (addrs, rewritten) = peer_addrs(&[v6x], v6src);
+        assert!(!rewritten);
+        match addrs[0] {
+            SocketAddr::V6(a) => assert_eq!((a.scope_id(), a.port()), (3, 8082)),
+            SocketAddr::V4(_) => panic!("v4"),
+        }
+    }
+
+    #[test]
+    fn reply_advertising_a_third_host_is_pinned_to_the_sender() {
+        let mut configs: Vec<EngineConfig> = (0..2).map(config).collect();
+        configs[1].xaddrs = vec!["192.0.2.77:8082".parse().unwrap()];
+        let mut lan = Lan::with_configs(configs, 19);
+        lan.hold(1, seg(1), full(1));
+        let q = lan.query(0, &[seg(1)], Version::V1);
+        lan.run_until(Duration::from_secs(3));
+        let found = lan.found(0, q);
+        assert_eq!(found[0].1.addrs, vec![pccrr_addr(1)]);
+        assert_eq!(lan.nodes[0].engine.stats().xaddrs_rewritten, 1);
     }
 
     #[test]
