@@ -19,6 +19,10 @@
 //!   bounded pull queue.
 //! - [`inspect`]: renders content information for `branchcache inspect`.
 //! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
+//! - [`discovery`]: MS-PCCRD UDP driver around `proto::pccrd`.
+//! - [`inspect`]: renders content information for `branchcache inspect`.
+//! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
+//! - [`retrieval`]: MS-PCCRR server handler and peer client.
 //!
 //! ## Data flow (branch proxy)
 //! client → proxy → origin with `Accept-Encoding: peerdist` → content
@@ -32,6 +36,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod discovery;
 pub mod fuzz;
 pub mod hashing;
 pub mod hosted_cache;

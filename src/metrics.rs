@@ -68,6 +68,12 @@ pub struct Metrics {
     /// `branchcache_retrieval_client_requests_total{type,result}`: PCCRR
     /// requests this node sent to peers, by message type and outcome.
     pub retrieval_client_requests: Family<[(&'static str, &'static str); 2], Counter>,
+    /// `branchcache_discovery_events_total{event}`: MS-PCCRD engine counters
+    /// (`probes_sent`, `replies_sent`, `peers_found`, `malformed`,
+    /// `rate_limited`, … — see `proto::pccrd::engine::EngineStats`).
+    pub discovery_events: Family<[(&'static str, &'static str); 1], Counter>,
+    /// `branchcache_discovery_active_queries`: discovery queries running now.
+    pub discovery_active_queries: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -154,6 +160,18 @@ impl Metrics {
             "PCCRR requests sent to peers, by message type and result",
             retrieval_client_requests.clone(),
         );
+        let discovery_events = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "discovery_events",
+            "MS-PCCRD discovery engine events (probes, replies, peers found, drops), by event",
+            discovery_events.clone(),
+        );
+        let discovery_active_queries = Gauge::default();
+        registry.register(
+            "discovery_active_queries",
+            "MS-PCCRD discovery queries running now",
+            discovery_active_queries.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             build_info,
@@ -167,6 +185,8 @@ impl Metrics {
             retrieval_bytes_served,
             retrieval_refusals,
             retrieval_client_requests,
+            discovery_events,
+            discovery_active_queries,
         }
     }
 

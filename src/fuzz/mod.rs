@@ -8,6 +8,7 @@
 //! `[[bin]]` entry in `fuzz/Cargo.toml`.
 
 pub mod pccrc;
+pub mod pccrd;
 pub mod pccrr;
 pub mod pchc;
 
@@ -15,6 +16,8 @@ pub mod pchc;
 /// `tests/data/regress/`.
 pub const TARGETS: &[&str] = &[
     "pccrc_parse",
+    "pccrd_decode",
+    "pccrd_engine",
     "pccrr_request",
     "pccrr_response",
     "pchc_request",
@@ -31,6 +34,8 @@ pub fn run(target: &str, data: &[u8]) -> Option<()> {
         "pchc_request" => pchc::request(data),
         "pchc_response" => pchc::response(data),
         "pchc_segment_info" => pchc::segment_info(data),
+        "pccrd_decode" => pccrd::decode(data),
+        "pccrd_engine" => pccrd::engine(data),
         _ => return None,
     }
     Some(())

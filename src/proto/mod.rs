@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod pccrc;
+pub mod pccrd;
 pub mod pccrr;
 pub mod pchc;
 
