@@ -24,6 +24,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod fetch;
 pub mod metrics;
 pub mod net;
 pub mod proto;
