@@ -11,6 +11,8 @@
 //! - [`app`]: binds listeners, spawns roles, graceful shutdown.
 //! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`, `/status`.
 //! - [`net`]: the shared hyper serving loop.
+//! - [`proxy`]: the branch proxy (hyper service, pass-through, response assembly).
+//! - [`fetch`]: the per-segment planner: store → sources → origin ranges, verified.
 //!
 //! ## Data flow (branch proxy)
 //! client → proxy → origin with `Accept-Encoding: peerdist` → content
@@ -28,3 +30,4 @@ pub mod fetch;
 pub mod metrics;
 pub mod net;
 pub mod proto;
+pub mod proxy;

@@ -257,6 +257,7 @@ impl Planner {
             pos: range.start,
             seg_idx: 0,
             failed: false,
+            held: Vec::new(),
         };
         stream::unfold(state, |mut st| async move {
             if st.failed || st.pos >= st.end {
@@ -308,12 +309,16 @@ impl Planner {
         flight
     }
 
-    /// Start a flight for `seg` unless every block is already stored.
-    fn prefetch(&self, seg: &Arc<SegmentPlan>, origin: &Arc<dyn BlockSource>) {
+    /// Start (or join) a flight for `seg` unless every block is already stored.
+    fn prefetch(
+        &self,
+        seg: &Arc<SegmentPlan>,
+        origin: &Arc<dyn BlockSource>,
+    ) -> Option<Arc<Flight>> {
         let store = &self.inner.store;
-        if (0..seg.block_count()).any(|j| !store.has(seg, j)) {
-            self.flight(seg, origin);
-        }
+        (0..seg.block_count())
+            .any(|j| !store.has(seg, j))
+            .then(|| self.flight(seg, origin))
     }
 
     async fn run_flight(
@@ -456,6 +461,8 @@ struct StreamState {
     pos: u64,
     seg_idx: usize,
     failed: bool,
+    /// Flights for the current and read-ahead segments.
+    held: Vec<(usize, Arc<Flight>)>,
 }
 
 impl StreamState {
@@ -468,14 +475,20 @@ impl StreamState {
         {
             self.seg_idx += 1;
         }
-        let seg = self.segments.get(self.seg_idx).ok_or(not_covered.clone())?;
+        let current = self.seg_idx;
+        self.held.retain(|(i, _)| *i >= current);
+        let seg = self
+            .segments
+            .get(self.seg_idx)
+            .cloned()
+            .ok_or(not_covered.clone())?;
         if self.pos < seg.offset || seg.block_size == 0 {
             return Err(not_covered);
         }
         let j = u32::try_from((self.pos - seg.offset) / u64::from(seg.block_size))
             .map_err(|_| not_covered.clone())?;
         let block_range = seg.block_range(j).ok_or(not_covered)?;
-        let (data, source) = self.block(seg, j).await?;
+        let (data, source) = self.block(&seg, j).await?;
         let from = (self.pos - block_range.start) as usize;
         let to = (self.end.min(block_range.end) - block_range.start) as usize;
         self.pos = block_range.start + to as u64;
@@ -485,31 +498,58 @@ impl StreamState {
         })
     }
 
+    /// A flight this stream holds for segment `idx` (so its verified blocks
+    /// stay reachable even after the flight finished and left the map).
+    fn held(&self, idx: usize) -> Option<Arc<Flight>> {
+        self.held
+            .iter()
+            .find(|(i, _)| *i == idx)
+            .map(|(_, f)| f.clone())
+    }
+
+    fn hold(&mut self, idx: usize, flight: Arc<Flight>) {
+        if self.held(idx).is_none() {
+            self.held.push((idx, flight));
+        }
+    }
+
     async fn block(
-        &self,
+        &mut self,
         seg: &Arc<SegmentPlan>,
         j: u32,
     ) -> Result<(Bytes, SourceKind), FetchError> {
-        let store = &self.planner.inner.store;
+        let store = self.planner.inner.store.clone();
         let expected = seg.block_len(j);
+        let idx = self.seg_idx;
         for _ in 0..MAX_BLOCK_ATTEMPTS {
-            if store.has(seg, j) {
-                if let Some(data) = store.get(seg, j).await {
-                    if Some(data.len()) == expected {
-                        return Ok((data, SourceKind::Store));
+            let flight = match self.held(idx) {
+                Some(f) => f,
+                None => {
+                    if store.has(seg, j) {
+                        if let Some(data) = store.get(seg, j).await {
+                            if Some(data.len()) == expected {
+                                return Ok((data, SourceKind::Store));
+                            }
+                        }
                     }
+                    let f = self.planner.flight(seg, &self.origin);
+                    self.hold(idx, f.clone());
+                    self.readahead();
+                    f
                 }
-            }
-            let flight = self.planner.flight(seg, &self.origin);
-            self.readahead();
+            };
             match flight.wait(j, seg).await? {
                 Waited::Ready(data, source) => return Ok((data, source)),
                 Waited::Skipped => {
-                    // In the store when the flight began, but not readable now:
-                    // let this flight end so the next attempt starts a fresh one.
-                    if store.get(seg, j).await.is_none() {
-                        flight.wait_done().await;
+                    if let Some(data) = store.get(seg, j).await {
+                        if Some(data.len()) == expected {
+                            return Ok((data, SourceKind::Store));
+                        }
                     }
+                    // In the store when the flight began, but not readable now
+                    // (evicted or corrupt): let this flight end, then start afresh.
+                    self.held.retain(|(i, _)| *i != idx);
+                    flight.wait_done().await;
                 }
             }
         }
@@ -519,15 +559,19 @@ impl StreamState {
         })
     }
 
-    fn readahead(&self) {
-        for seg in self
+    fn readahead(&mut self) {
+        let ahead: Vec<(usize, Arc<SegmentPlan>)> = self
             .segments
             .iter()
+            .enumerate()
             .skip(self.seg_idx + 1)
             .take(READAHEAD_SEGMENTS)
-        {
-            if seg.offset < self.end {
-                self.planner.prefetch(seg, &self.origin);
+            .filter(|(_, s)| s.offset < self.end)
+            .map(|(i, s)| (i, s.clone()))
+            .collect();
+        for (i, seg) in ahead {
+            if let Some(f) = self.planner.prefetch(&seg, &self.origin) {
+                self.hold(i, f);
             }
         }
     }

@@ -21,9 +21,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 
-use crate::proto::pccrc::{Digest, HashAlgo, SegmentId, SegmentSecret};
+use crate::proto::pccrc::{
+    ContentInfo, Digest, HashAlgo, Segment, SegmentId, SegmentSecret, Version,
+};
 
-pub use flight::{BodyChunk, Planner, PlannerOptions};
+pub use flight::{BodyChunk, FetchError, Planner, PlannerOptions};
 pub use origin::OriginRanges;
 
 /// Where a block came from (metric label and log field).
@@ -90,6 +92,28 @@ impl std::fmt::Debug for SegmentPlan {
 }
 
 impl SegmentPlan {
+    /// The plan of one parsed segment. v2 segments become one block whose
+    /// hash is the segment's hash of data (truncated SHA-512).
+    pub fn from_segment(seg: &Segment<'_>, version: Version, algo: HashAlgo) -> SegmentPlan {
+        let (algo, v2) = match version {
+            Version::V1 => (algo, false),
+            Version::V2 => (HashAlgo::Sha512Trunc, true),
+        };
+        SegmentPlan {
+            id: seg.id(),
+            offset: seg.offset(),
+            size: seg.size(),
+            block_size: seg.block_size(),
+            algo,
+            hash_of_data: seg.hash_of_data(),
+            secret: seg.secret(),
+            block_hashes: (0..seg.block_count())
+                .map_while(|j| seg.block_hash(j))
+                .collect(),
+            v2,
+        }
+    }
+
     /// Number of listed blocks.
     pub fn block_count(&self) -> u32 {
         u32::try_from(self.block_hashes.len()).unwrap_or(u32::MAX)
@@ -136,6 +160,13 @@ impl SegmentPlan {
         };
         self.block_len(j) == Some(data.len()) && self.algo.hash(data) == *expected
     }
+}
+
+/// Plans for every segment of a parsed content information, in order.
+pub fn plan_object(ci: &ContentInfo<'_>) -> Arc<[Arc<SegmentPlan>]> {
+    ci.segments()
+        .map(|s| Arc::new(SegmentPlan::from_segment(&s, ci.version(), ci.hash_algo())))
+        .collect()
 }
 
 /// A block as a source delivers it (not yet verified).
