@@ -30,6 +30,9 @@ pub enum StartError {
         /// The IO error.
         source: std::io::Error,
     },
+    /// The proxy's origin client could not be built.
+    #[error("proxy: {0}")]
+    ProxyClient(#[from] crate::fetch::origin::ClientError),
     /// The store directory could not be created.
     #[error("cannot create store directory {path}: {source}")]
     StoreDir {
@@ -45,6 +48,8 @@ pub enum StartError {
 pub struct App {
     /// Where the admin listener is bound (useful when configured with port 0).
     pub admin_addr: SocketAddr,
+    /// Where the branch proxy listens, when `[proxy]` is configured.
+    pub proxy_addr: Option<SocketAddr>,
     /// Shared metrics.
     pub metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -70,10 +75,42 @@ impl App {
                 addr: config.admin.listen,
                 source,
             })?;
+        let mut roles = vec!["admin"];
+
+        let mut proxy_addr = None;
+        if let Some(pc) = &config.proxy {
+            let listener = bind("proxy", pc.listen).await?;
+            proxy_addr = Some(listener.local_addr().map_err(|source| StartError::Bind {
+                what: "proxy",
+                addr: pc.listen,
+                source,
+            })?);
+            // TODO(store): the persistent store plugs in here once `store` lands.
+            let store: Arc<dyn crate::fetch::BlockStore> = Arc::new(crate::fetch::NoStore);
+            let planner = crate::fetch::Planner::new(
+                store,
+                Vec::new(),
+                crate::fetch::PlannerOptions {
+                    origin_parallelism: pc.origin_parallelism as usize,
+                },
+                metrics.clone(),
+            );
+            let proxy = crate::proxy::Proxy::new(pc, planner, metrics.clone())?;
+            tasks.spawn(crate::net::serve(
+                listener,
+                move |req, peer| {
+                    let proxy = proxy.clone();
+                    async move { proxy.handle(req, peer).await }
+                },
+                shutdown.child_token(),
+            ));
+            roles.push("proxy");
+        }
+
         let state = Arc::new(AdminState {
             metrics: metrics.clone(),
             ready: Default::default(),
-            roles: vec!["admin"],
+            roles,
             started: Instant::now(),
         });
         {
@@ -88,6 +125,7 @@ impl App {
         tracing::info!(admin = %admin_addr, store = %config.store.path.display(), "branchcache started");
         Ok(App {
             admin_addr,
+            proxy_addr,
             metrics,
             shutdown,
             tasks,

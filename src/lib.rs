@@ -15,6 +15,8 @@
 //! - [`inspect`]: renders content information for `branchcache inspect`.
 //! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
 //! - [`store`]: the persistent, verified block store keyed by segment id.
+//! - [`proxy`]: the branch proxy (hyper service, pass-through, response assembly).
+//! - [`fetch`]: the per-segment planner: store → sources → origin ranges, verified.
 //!
 //! ## Data flow (branch proxy)
 //! client → proxy → origin with `Accept-Encoding: peerdist` → content
@@ -28,10 +30,13 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod fetch;
 pub mod fuzz;
 pub mod inspect;
 pub mod metrics;
 pub mod net;
 pub mod proto;
+pub mod proxy;
 pub mod retrieval;
 pub mod store;
+
