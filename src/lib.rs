@@ -39,4 +39,3 @@ pub mod proto;
 pub mod proxy;
 pub mod retrieval;
 pub mod store;
-
