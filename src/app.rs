@@ -51,6 +51,8 @@ pub struct App {
     pub admin_addr: SocketAddr,
     /// Where the branch proxy listens, when `[proxy]` is configured.
     pub proxy_addr: Option<SocketAddr>,
+    /// Where the PCCRR server listens, when `[peer]` is configured.
+    pub peer_addr: Option<SocketAddr>,
     /// Shared metrics.
     pub metrics: Arc<Metrics>,
     /// The block store shared by every role (clone it freely).
@@ -113,6 +115,35 @@ impl App {
             roles.push("proxy");
         }
 
+        let mut peer_addr = None;
+        if let Some(pc) = &config.peer {
+            let listener = bind("peer", pc.listen).await?;
+            peer_addr = Some(listener.local_addr().map_err(|source| StartError::Bind {
+                what: "peer",
+                addr: pc.listen,
+                source,
+            })?);
+            if pc.discovery {
+                tracing::warn!("peer.discovery requested, but discovery is not in this build yet; serving PCCRR only");
+            }
+            let server = crate::retrieval::RetrievalServer::new(
+                Arc::new(store.clone()),
+                crate::retrieval::ServerConfig {
+                    crypto: pc.crypto,
+                    allow_plaintext: pc.allow_plaintext,
+                    max_active_per_client: pc.max_active_per_client,
+                    ..Default::default()
+                },
+                metrics.clone(),
+            );
+            tasks.spawn(crate::net::serve(
+                listener,
+                move |req, peer| server.clone().handle(req, peer),
+                shutdown.child_token(),
+            ));
+            roles.push("peer");
+        }
+
         let state = Arc::new(AdminState {
             metrics: metrics.clone(),
             ready: Default::default(),
@@ -132,6 +163,7 @@ impl App {
         Ok(App {
             admin_addr,
             proxy_addr,
+            peer_addr,
             metrics,
             store,
             shutdown,

@@ -69,7 +69,7 @@ pub struct FileConfig {
     /// `[publisher]`
     pub publisher: Option<toml::Table>,
     /// `[peer]`
-    pub peer: Option<toml::Table>,
+    pub peer: Option<FilePeer>,
     /// `[hosted_cache]`
     pub hosted_cache: Option<toml::Table>,
     /// `[upstream_hosted_cache]`
@@ -120,6 +120,26 @@ pub struct FileProxy {
     pub origin_parallelism: Option<u32>,
 }
 
+/// `[peer]` as written: the MS-PCCRR server (and, once it lands, discovery).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePeer {
+    /// `false` switches the role off while keeping the section.
+    pub enabled: Option<bool>,
+    /// PCCRR listener, default `0.0.0.0:8082`.
+    pub listen: Option<String>,
+    /// Answer and send MS-PCCRD discovery (default true; not in this build yet).
+    pub discovery: Option<bool>,
+    /// Multicast interfaces for discovery; empty = all suitable.
+    pub interfaces: Option<Vec<String>>,
+    /// Block cipher for MSG_BLK: "aes128" (default), "aes192" or "aes256".
+    pub crypto: Option<String>,
+    /// Honour a client's request for unencrypted blocks (default false).
+    pub allow_plaintext: Option<bool>,
+    /// Concurrent requests per client address before answers turn empty (default 64).
+    pub max_active_per_client: Option<u32>,
+}
+
 /// `[log]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -141,7 +161,29 @@ pub struct Config {
     pub log: LogConfig,
     /// The branch proxy role, when configured.
     pub proxy: Option<ProxyConfig>,
+    /// The peer role (PCCRR server), when configured.
+    pub peer: Option<PeerConfig>,
 }
+
+/// Validated `[peer]`.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// PCCRR listener.
+    pub listen: SocketAddr,
+    /// Discovery requested (the discovery driver is not in this build yet).
+    pub discovery: bool,
+    /// Discovery interfaces.
+    pub interfaces: Vec<String>,
+    /// Cipher for served blocks.
+    pub crypto: crate::proto::pccrr::CryptoAlgoId,
+    /// Serve plaintext when a client asks for it.
+    pub allow_plaintext: bool,
+    /// Per-client concurrency limit.
+    pub max_active_per_client: usize,
+}
+
+/// Default PCCRR listener of the peer role.
+pub const DEFAULT_PEER_LISTEN: &str = "0.0.0.0:8082";
 
 /// Validated `[proxy]`.
 #[derive(Debug, Clone)]
@@ -243,7 +285,6 @@ impl Config {
         };
         for (name, present) in [
             ("publisher", file.publisher.is_some()),
-            ("peer", file.peer.is_some()),
             ("hosted_cache", file.hosted_cache.is_some()),
             (
                 "upstream_hosted_cache",
@@ -298,13 +339,61 @@ impl Config {
             _ => None,
         };
 
+        let peer = match file.peer {
+            Some(p) if p.enabled != Some(false) => Some(peer_config(p, &invalid)?),
+            _ => None,
+        };
+
         Ok(Config {
             store,
             admin: AdminConfig { listen },
             log: LogConfig { level, format },
             proxy,
+            peer,
         })
     }
+}
+
+fn peer_config(
+    p: FilePeer,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<PeerConfig, ConfigError> {
+    use crate::proto::pccrr::CryptoAlgoId;
+    let listen = p
+        .listen
+        .as_deref()
+        .unwrap_or(DEFAULT_PEER_LISTEN)
+        .parse::<SocketAddr>()
+        .map_err(|e| invalid("peer.listen", e.to_string()))?;
+    let crypto = match p.crypto.as_deref().unwrap_or("aes128") {
+        "aes128" => CryptoAlgoId::AES_128,
+        "aes192" => CryptoAlgoId::AES_192,
+        "aes256" => CryptoAlgoId::AES_256,
+        other => {
+            return Err(invalid(
+                "peer.crypto",
+                format!("expected \"aes128\", \"aes192\" or \"aes256\", got {other:?}"),
+            ))
+        }
+    };
+    let max_active_per_client = match p.max_active_per_client {
+        Some(0) => {
+            return Err(invalid(
+                "peer.max_active_per_client",
+                "must be at least 1".into(),
+            ))
+        }
+        Some(n) => n as usize,
+        None => crate::retrieval::DEFAULT_MAX_ACTIVE_PER_CLIENT,
+    };
+    Ok(PeerConfig {
+        listen,
+        discovery: p.discovery.unwrap_or(true),
+        interfaces: p.interfaces.unwrap_or_default(),
+        crypto,
+        allow_plaintext: p.allow_plaintext.unwrap_or(false),
+        max_active_per_client,
+    })
 }
 
 fn proxy_config(
@@ -490,5 +579,32 @@ mod tests {
             }
         }
         assert!(n >= 1, "config/ holds no .toml file");
+    }
+
+    #[test]
+    fn peer_section_gets_defaults_and_validates_crypto() {
+        let c = Config::from_toml("[peer]\n", "t.toml").unwrap();
+        let p = c.peer.unwrap();
+        assert_eq!(p.listen, DEFAULT_PEER_LISTEN.parse().unwrap());
+        assert_eq!(p.crypto, crate::proto::pccrr::CryptoAlgoId::AES_128);
+        assert!(!p.allow_plaintext);
+        assert_eq!(p.max_active_per_client, 64);
+        let c = Config::from_toml("[peer]\ncrypto = \"aes256\"\n", "t.toml").unwrap();
+        assert_eq!(
+            c.peer.unwrap().crypto,
+            crate::proto::pccrr::CryptoAlgoId::AES_256
+        );
+        let err = Config::from_toml("[peer]\ncrypto = \"des\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("peer.crypto"), "{err}");
+        let err = Config::from_toml("[peer]\nmax_active_per_client = 0\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("peer.max_active_per_client"), "{err}");
+        assert!(Config::from_toml("[peer]\nenabled = false\n", "t.toml")
+            .unwrap()
+            .peer
+            .is_none());
     }
 }

@@ -608,3 +608,52 @@ mod peer_source {
         assert!(got.is_empty());
     }
 }
+
+#[tokio::test]
+async fn daemon_peer_role_serves_blocks_from_its_store() {
+    use branchcache::app::App;
+    use branchcache::config::Config;
+    use branchcache::store::SegmentMeta;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[store]\npath = {:?}\nmax_size = \"64 MiB\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [peer]\nlisten = \"127.0.0.1:0\"\ndiscovery = false\n",
+        dir.path().join("cache")
+    );
+    let app = App::start(Config::from_toml(&toml, "test").unwrap())
+        .await
+        .unwrap();
+    let seg = segment();
+    let algo = HashAlgo::Sha256;
+    let hashes: Vec<_> = seg.blocks.iter().map(|b| algo.hash(b)).collect();
+    let cat: Vec<u8> = hashes.iter().flat_map(|h| h.as_bytes().to_vec()).collect();
+    app.store
+        .put_meta(
+            seg.id,
+            SegmentMeta {
+                algo,
+                size: (2 * BLOCK + 1000) as u32,
+                block_size: BLOCK as u32,
+                hash_of_data: algo.hash(&cat),
+                secret: seg.kp,
+                block_hashes: hashes,
+            },
+        )
+        .await
+        .unwrap();
+    app.store
+        .put_block(&seg.id, 2, Bytes::from(seg.blocks[2].clone()))
+        .await
+        .unwrap();
+    let addr = app.peer_addr.unwrap();
+    let got = client(Duration::from_secs(10))
+        .fetch_block(addr, &seg.want(2))
+        .await
+        .unwrap();
+    assert_eq!(&got.data[..], &seg.blocks[2][..]);
+    assert!(app
+        .metrics
+        .render()
+        .contains("branchcache_retrieval_blocks_served_total 1"));
+    app.shutdown().await;
+}
