@@ -31,6 +31,9 @@ pub enum StartError {
         /// The IO error.
         source: std::io::Error,
     },
+    /// The proxy's origin client could not be built.
+    #[error("proxy: {0}")]
+    ProxyClient(#[from] crate::fetch::origin::ClientError),
     /// The store could not be opened.
     #[error("cannot open store {path}: {source}")]
     StoreDir {
@@ -46,6 +49,10 @@ pub enum StartError {
 pub struct App {
     /// Where the admin listener is bound (useful when configured with port 0).
     pub admin_addr: SocketAddr,
+    /// Where the branch proxy listens, when `[proxy]` is configured.
+    pub proxy_addr: Option<SocketAddr>,
+    /// Where the PCCRR server listens, when `[peer]` is configured.
+    pub peer_addr: Option<SocketAddr>,
     /// Shared metrics.
     pub metrics: Arc<Metrics>,
     /// The block store shared by every role (clone it freely).
@@ -76,10 +83,71 @@ impl App {
                 addr: config.admin.listen,
                 source,
             })?;
+        let mut roles = vec!["admin"];
+
+        let mut proxy_addr = None;
+        if let Some(pc) = &config.proxy {
+            let listener = bind("proxy", pc.listen).await?;
+            proxy_addr = Some(listener.local_addr().map_err(|source| StartError::Bind {
+                what: "proxy",
+                addr: pc.listen,
+                source,
+            })?);
+            // TODO(store): the persistent store plugs in here once `store` lands.
+            let store: Arc<dyn crate::fetch::BlockStore> = Arc::new(crate::fetch::NoStore);
+            let planner = crate::fetch::Planner::new(
+                store,
+                Vec::new(),
+                crate::fetch::PlannerOptions {
+                    origin_parallelism: pc.origin_parallelism as usize,
+                },
+                metrics.clone(),
+            );
+            let proxy = crate::proxy::Proxy::new(pc, planner, metrics.clone())?;
+            tasks.spawn(crate::net::serve(
+                listener,
+                move |req, peer| {
+                    let proxy = proxy.clone();
+                    async move { proxy.handle(req, peer).await }
+                },
+                shutdown.child_token(),
+            ));
+            roles.push("proxy");
+        }
+
+        let mut peer_addr = None;
+        if let Some(pc) = &config.peer {
+            let listener = bind("peer", pc.listen).await?;
+            peer_addr = Some(listener.local_addr().map_err(|source| StartError::Bind {
+                what: "peer",
+                addr: pc.listen,
+                source,
+            })?);
+            if pc.discovery {
+                tracing::warn!("peer.discovery requested, but discovery is not in this build yet; serving PCCRR only");
+            }
+            let server = crate::retrieval::RetrievalServer::new(
+                Arc::new(store.clone()),
+                crate::retrieval::ServerConfig {
+                    crypto: pc.crypto,
+                    allow_plaintext: pc.allow_plaintext,
+                    max_active_per_client: pc.max_active_per_client,
+                    ..Default::default()
+                },
+                metrics.clone(),
+            );
+            tasks.spawn(crate::net::serve(
+                listener,
+                move |req, peer| server.clone().handle(req, peer),
+                shutdown.child_token(),
+            ));
+            roles.push("peer");
+        }
+
         let state = Arc::new(AdminState {
             metrics: metrics.clone(),
             ready: Default::default(),
-            roles: vec!["admin"],
+            roles,
             started: Instant::now(),
         });
         {
@@ -94,6 +162,8 @@ impl App {
         tracing::info!(admin = %admin_addr, store = %config.store.path.display(), "branchcache started");
         Ok(App {
             admin_addr,
+            proxy_addr,
+            peer_addr,
             metrics,
             store,
             shutdown,

@@ -65,11 +65,11 @@ pub struct FileConfig {
     /// `[admin]`
     pub admin: Option<FileAdmin>,
     /// `[proxy]`
-    pub proxy: Option<toml::Table>,
+    pub proxy: Option<FileProxy>,
     /// `[publisher]`
     pub publisher: Option<toml::Table>,
     /// `[peer]`
-    pub peer: Option<toml::Table>,
+    pub peer: Option<FilePeer>,
     /// `[hosted_cache]`
     pub hosted_cache: Option<toml::Table>,
     /// `[upstream_hosted_cache]`
@@ -96,6 +96,50 @@ pub struct FileAdmin {
     pub listen: Option<String>,
 }
 
+/// `[proxy]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileProxy {
+    /// `false` switches the role off while keeping the section.
+    pub enabled: Option<bool>,
+    /// Client-facing listener, default `127.0.0.1:8080`.
+    pub listen: Option<String>,
+    /// Reverse-proxy origin base URL (`http://` or `https://`).
+    pub upstream: Option<String>,
+    /// Also accept absolute-form requests and `CONNECT` (HTTP_PROXY clients).
+    pub forward: Option<bool>,
+    /// PEM file with extra CA certificates trusted for `https://` origins.
+    pub extra_ca_file: Option<PathBuf>,
+    /// Connect timeout towards origins, e.g. "10s".
+    pub connect_timeout: Option<String>,
+    /// Time to wait for an origin's response headers, e.g. "60s".
+    pub response_timeout: Option<String>,
+    /// Largest content information accepted from an origin, e.g. "16 MiB".
+    pub max_content_info: Option<String>,
+    /// Concurrent origin range requests across all clients.
+    pub origin_parallelism: Option<u32>,
+}
+
+/// `[peer]` as written: the MS-PCCRR server (and, once it lands, discovery).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePeer {
+    /// `false` switches the role off while keeping the section.
+    pub enabled: Option<bool>,
+    /// PCCRR listener, default `0.0.0.0:8082`.
+    pub listen: Option<String>,
+    /// Answer and send MS-PCCRD discovery (default true; not in this build yet).
+    pub discovery: Option<bool>,
+    /// Multicast interfaces for discovery; empty = all suitable.
+    pub interfaces: Option<Vec<String>>,
+    /// Block cipher for MSG_BLK: "aes128" (default), "aes192" or "aes256".
+    pub crypto: Option<String>,
+    /// Honour a client's request for unencrypted blocks (default false).
+    pub allow_plaintext: Option<bool>,
+    /// Concurrent requests per client address before answers turn empty (default 64).
+    pub max_active_per_client: Option<u32>,
+}
+
 /// `[log]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,7 +159,63 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The branch proxy role, when configured.
+    pub proxy: Option<ProxyConfig>,
+    /// The peer role (PCCRR server), when configured.
+    pub peer: Option<PeerConfig>,
 }
+
+/// Validated `[peer]`.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// PCCRR listener.
+    pub listen: SocketAddr,
+    /// Discovery requested (the discovery driver is not in this build yet).
+    pub discovery: bool,
+    /// Discovery interfaces.
+    pub interfaces: Vec<String>,
+    /// Cipher for served blocks.
+    pub crypto: crate::proto::pccrr::CryptoAlgoId,
+    /// Serve plaintext when a client asks for it.
+    pub allow_plaintext: bool,
+    /// Per-client concurrency limit.
+    pub max_active_per_client: usize,
+}
+
+/// Default PCCRR listener of the peer role.
+pub const DEFAULT_PEER_LISTEN: &str = "0.0.0.0:8082";
+
+/// Validated `[proxy]`.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Client-facing listener.
+    pub listen: SocketAddr,
+    /// Reverse-proxy origin base URL; `None` when only forward mode is used.
+    pub upstream: Option<http::Uri>,
+    /// Accept absolute-form requests and `CONNECT`.
+    pub forward: bool,
+    /// Extra trusted CA certificates (PEM) for `https://` origins.
+    pub extra_ca_file: Option<PathBuf>,
+    /// Connect timeout towards origins.
+    pub connect_timeout: Duration,
+    /// Time to wait for an origin's response headers.
+    pub response_timeout: Duration,
+    /// Largest content information body accepted, in bytes.
+    pub max_content_info: u64,
+    /// Concurrent origin range requests across all clients.
+    pub origin_parallelism: u32,
+}
+
+/// Default proxy listener.
+pub const DEFAULT_PROXY_LISTEN: &str = "127.0.0.1:8080";
+/// Default origin connect timeout: generous for a WAN, short enough to fail a request visibly.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default wait for origin response headers (a cold publisher may hash a large object first).
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default content-information cap: 16 MiB describes a ~32 TiB v1 object.
+pub const DEFAULT_MAX_CONTENT_INFO: u64 = 16 * 1024 * 1024;
+/// Default concurrent origin range requests: enough to fill a WAN pipe, few enough to be polite.
+pub const DEFAULT_ORIGIN_PARALLELISM: u32 = 8;
 
 /// Validated `[store]`.
 #[derive(Debug, Clone)]
@@ -184,9 +284,7 @@ impl Config {
             reason,
         };
         for (name, present) in [
-            ("proxy", file.proxy.is_some()),
             ("publisher", file.publisher.is_some()),
-            ("peer", file.peer.is_some()),
             ("hosted_cache", file.hosted_cache.is_some()),
             (
                 "upstream_hosted_cache",
@@ -236,12 +334,147 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&level)
             .map_err(|e| invalid("log.level", e.to_string()))?;
 
+        let proxy = match file.proxy {
+            Some(p) if p.enabled != Some(false) => Some(proxy_config(p, &invalid)?),
+            _ => None,
+        };
+
+        let peer = match file.peer {
+            Some(p) if p.enabled != Some(false) => Some(peer_config(p, &invalid)?),
+            _ => None,
+        };
+
         Ok(Config {
             store,
             admin: AdminConfig { listen },
             log: LogConfig { level, format },
+            proxy,
+            peer,
         })
     }
+}
+
+fn peer_config(
+    p: FilePeer,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<PeerConfig, ConfigError> {
+    use crate::proto::pccrr::CryptoAlgoId;
+    let listen = p
+        .listen
+        .as_deref()
+        .unwrap_or(DEFAULT_PEER_LISTEN)
+        .parse::<SocketAddr>()
+        .map_err(|e| invalid("peer.listen", e.to_string()))?;
+    let crypto = match p.crypto.as_deref().unwrap_or("aes128") {
+        "aes128" => CryptoAlgoId::AES_128,
+        "aes192" => CryptoAlgoId::AES_192,
+        "aes256" => CryptoAlgoId::AES_256,
+        other => {
+            return Err(invalid(
+                "peer.crypto",
+                format!("expected \"aes128\", \"aes192\" or \"aes256\", got {other:?}"),
+            ))
+        }
+    };
+    let max_active_per_client = match p.max_active_per_client {
+        Some(0) => {
+            return Err(invalid(
+                "peer.max_active_per_client",
+                "must be at least 1".into(),
+            ))
+        }
+        Some(n) => n as usize,
+        None => crate::retrieval::DEFAULT_MAX_ACTIVE_PER_CLIENT,
+    };
+    Ok(PeerConfig {
+        listen,
+        discovery: p.discovery.unwrap_or(true),
+        interfaces: p.interfaces.unwrap_or_default(),
+        crypto,
+        allow_plaintext: p.allow_plaintext.unwrap_or(false),
+        max_active_per_client,
+    })
+}
+
+fn proxy_config(
+    p: FileProxy,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<ProxyConfig, ConfigError> {
+    let listen = p
+        .listen
+        .as_deref()
+        .unwrap_or(DEFAULT_PROXY_LISTEN)
+        .parse::<SocketAddr>()
+        .map_err(|e| invalid("proxy.listen", e.to_string()))?;
+    let upstream = match p.upstream {
+        Some(u) => {
+            let uri: http::Uri = u
+                .parse()
+                .map_err(|e| invalid("proxy.upstream", format!("{u:?}: {e}")))?;
+            match uri.scheme_str() {
+                Some("http") | Some("https") => {}
+                _ => {
+                    return Err(invalid(
+                        "proxy.upstream",
+                        format!("{u:?} must start with http:// or https://"),
+                    ))
+                }
+            }
+            if uri.authority().is_none() {
+                return Err(invalid("proxy.upstream", format!("{u:?} has no host")));
+            }
+            if uri.query().is_some() {
+                return Err(invalid(
+                    "proxy.upstream",
+                    format!("{u:?} must not carry a query"),
+                ));
+            }
+            Some(uri)
+        }
+        None => None,
+    };
+    let forward = p.forward.unwrap_or(false);
+    if upstream.is_none() && !forward {
+        return Err(invalid(
+            "proxy.upstream",
+            "required unless `forward = true`".to_string(),
+        ));
+    }
+    let duration = |key: &str, v: Option<String>, default: Duration| match v {
+        Some(s) => parse_duration(&s).map_err(|r| invalid(key, r)),
+        None => Ok(default),
+    };
+    let connect_timeout = duration(
+        "proxy.connect_timeout",
+        p.connect_timeout,
+        DEFAULT_CONNECT_TIMEOUT,
+    )?;
+    let response_timeout = duration(
+        "proxy.response_timeout",
+        p.response_timeout,
+        DEFAULT_RESPONSE_TIMEOUT,
+    )?;
+    let max_content_info = match p.max_content_info {
+        Some(s) => parse_size(&s).map_err(|r| invalid("proxy.max_content_info", r))?,
+        None => DEFAULT_MAX_CONTENT_INFO,
+    };
+    let origin_parallelism = p.origin_parallelism.unwrap_or(DEFAULT_ORIGIN_PARALLELISM);
+    if origin_parallelism == 0 {
+        return Err(invalid(
+            "proxy.origin_parallelism",
+            "must be at least 1".to_string(),
+        ));
+    }
+    Ok(ProxyConfig {
+        listen,
+        upstream,
+        forward,
+        extra_ca_file: p.extra_ca_file,
+        connect_timeout,
+        response_timeout,
+        max_content_info,
+        origin_parallelism,
+    })
 }
 
 /// Parse a byte size such as `"50 GiB"`, `"64 KiB"` or `"1000"`.
@@ -298,6 +531,43 @@ mod tests {
     }
 
     #[test]
+    fn proxy_section_gets_defaults() {
+        let c =
+            Config::from_toml("[proxy]\nupstream = \"http://127.0.0.1:8000\"\n", "t.toml").unwrap();
+        let p = c.proxy.unwrap();
+        assert_eq!(p.listen, DEFAULT_PROXY_LISTEN.parse().unwrap());
+        assert!(!p.forward);
+        assert_eq!(p.upstream.unwrap().host(), Some("127.0.0.1"));
+        assert_eq!(p.origin_parallelism, DEFAULT_ORIGIN_PARALLELISM);
+    }
+
+    #[test]
+    fn proxy_needs_upstream_or_forward() {
+        let err = Config::from_toml("[proxy]\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("proxy.upstream"), "{err}");
+        assert!(Config::from_toml("[proxy]\nforward = true\n", "t.toml")
+            .unwrap()
+            .proxy
+            .is_some());
+    }
+
+    #[test]
+    fn proxy_upstream_must_be_http_or_https() {
+        let err = Config::from_toml("[proxy]\nupstream = \"ftp://x\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("proxy.upstream"), "{err}");
+    }
+
+    #[test]
+    fn disabled_proxy_section_is_off() {
+        let c = Config::from_toml("[proxy]\nenabled = false\n", "t.toml").unwrap();
+        assert!(c.proxy.is_none());
+    }
+
+    #[test]
     fn every_file_in_config_dir_parses() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
         let mut n = 0;
@@ -309,5 +579,32 @@ mod tests {
             }
         }
         assert!(n >= 1, "config/ holds no .toml file");
+    }
+
+    #[test]
+    fn peer_section_gets_defaults_and_validates_crypto() {
+        let c = Config::from_toml("[peer]\n", "t.toml").unwrap();
+        let p = c.peer.unwrap();
+        assert_eq!(p.listen, DEFAULT_PEER_LISTEN.parse().unwrap());
+        assert_eq!(p.crypto, crate::proto::pccrr::CryptoAlgoId::AES_128);
+        assert!(!p.allow_plaintext);
+        assert_eq!(p.max_active_per_client, 64);
+        let c = Config::from_toml("[peer]\ncrypto = \"aes256\"\n", "t.toml").unwrap();
+        assert_eq!(
+            c.peer.unwrap().crypto,
+            crate::proto::pccrr::CryptoAlgoId::AES_256
+        );
+        let err = Config::from_toml("[peer]\ncrypto = \"des\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("peer.crypto"), "{err}");
+        let err = Config::from_toml("[peer]\nmax_active_per_client = 0\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("peer.max_active_per_client"), "{err}");
+        assert!(Config::from_toml("[peer]\nenabled = false\n", "t.toml")
+            .unwrap()
+            .peer
+            .is_none());
     }
 }

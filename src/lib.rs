@@ -20,9 +20,8 @@
 //! - [`inspect`]: renders content information for `branchcache inspect`.
 //! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
 //! - [`discovery`]: MS-PCCRD UDP driver around `proto::pccrd`.
-//! - [`inspect`]: renders content information for `branchcache inspect`.
-//! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
-//! - [`retrieval`]: MS-PCCRR server handler and peer client.
+//! - [`proxy`]: the branch proxy (hyper service, pass-through, response assembly).
+//! - [`fetch`]: the per-segment planner: store → sources → origin ranges, verified.
 //!
 //! ## Data flow (branch proxy)
 //! client → proxy → origin with `Accept-Encoding: peerdist` → content
@@ -37,6 +36,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod discovery;
+pub mod fetch;
 pub mod fuzz;
 pub mod hashing;
 pub mod hosted_cache;
@@ -44,5 +44,6 @@ pub mod inspect;
 pub mod metrics;
 pub mod net;
 pub mod proto;
-pub mod store;
+pub mod proxy;
 pub mod retrieval;
+pub mod store;

@@ -9,6 +9,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// The block store's metric handles. Owned by the store (which updates them),
@@ -37,6 +38,13 @@ pub struct StoreMetrics {
     /// `branchcache_store_io_errors_total`: IO errors on data files or the index.
     pub io_errors: Counter,
 }
+/// One-label set, e.g. `[("outcome", "hit")]`; values are static names.
+pub type Label = [(&'static str, &'static str); 1];
+
+/// Bounds of the proxy request-duration histogram: 1 ms … ~65 s, doubling.
+const DURATION_BUCKET_START: f64 = 0.001;
+/// Number of duration buckets (1 ms · 2^16 ≈ 65 s covers a WAN download of a large object).
+const DURATION_BUCKETS: u16 = 17;
 
 /// All metric handles. Cheap to clone handles out of; shared as `Arc<Metrics>`.
 pub struct Metrics {
@@ -74,6 +82,19 @@ pub struct Metrics {
     pub discovery_events: Family<[(&'static str, &'static str); 1], Counter>,
     /// `branchcache_discovery_active_queries`: discovery queries running now.
     pub discovery_active_queries: Gauge,
+    /// `branchcache_proxy_requests_total{outcome}`: finished proxy requests by cache outcome.
+    pub proxy_requests: Family<Label, Counter>,
+    /// `branchcache_proxy_served_bytes_total{source}`: body bytes sent to clients by source.
+    pub proxy_served_bytes: Family<Label, Counter>,
+    /// `branchcache_proxy_wan_bytes_total{kind}`: bytes received from origins
+    /// (`body`: range fetches, `content_information`, `passthrough`).
+    pub proxy_wan_bytes: Family<Label, Counter>,
+    /// `branchcache_proxy_origin_errors_total{kind}`: failed origin exchanges.
+    pub proxy_origin_errors: Family<Label, Counter>,
+    /// `branchcache_proxy_requests_in_flight`: proxy requests currently being answered.
+    pub proxy_in_flight: Gauge,
+    /// `branchcache_proxy_request_duration_seconds`: time from request to end of body.
+    pub proxy_request_duration: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -172,6 +193,46 @@ impl Metrics {
             "MS-PCCRD discovery queries running now",
             discovery_active_queries.clone(),
         );
+        let proxy_requests = Family::<Label, Counter>::default();
+        registry.register(
+            "proxy_requests",
+            "Finished proxy requests by cache outcome (hit, partial, miss, bypass, error)",
+            proxy_requests.clone(),
+        );
+        let proxy_served_bytes = Family::<Label, Counter>::default();
+        registry.register(
+            "proxy_served_bytes",
+            "Body bytes sent to proxy clients by source (store, peer, hosted_cache, origin)",
+            proxy_served_bytes.clone(),
+        );
+        let proxy_wan_bytes = Family::<Label, Counter>::default();
+        registry.register(
+            "proxy_wan_bytes",
+            "Bytes received from origins by kind (body, content_information, passthrough)",
+            proxy_wan_bytes.clone(),
+        );
+        let proxy_origin_errors = Family::<Label, Counter>::default();
+        registry.register(
+            "proxy_origin_errors",
+            "Failed origin exchanges by kind",
+            proxy_origin_errors.clone(),
+        );
+        let proxy_in_flight = Gauge::default();
+        registry.register(
+            "proxy_requests_in_flight",
+            "Proxy requests currently being answered",
+            proxy_in_flight.clone(),
+        );
+        let proxy_request_duration = Histogram::new(exponential_buckets(
+            DURATION_BUCKET_START,
+            2.0,
+            DURATION_BUCKETS,
+        ));
+        registry.register(
+            "proxy_request_duration_seconds",
+            "Time from proxy request to the end of its response body",
+            proxy_request_duration.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             build_info,
@@ -187,6 +248,12 @@ impl Metrics {
             retrieval_client_requests,
             discovery_events,
             discovery_active_queries,
+            proxy_requests,
+            proxy_served_bytes,
+            proxy_wan_bytes,
+            proxy_origin_errors,
+            proxy_in_flight,
+            proxy_request_duration,
         }
     }
 

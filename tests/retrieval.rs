@@ -527,3 +527,133 @@ async fn server_over_the_store_serves_what_it_holds() {
         .unwrap();
     assert_eq!(list.ranges, vec![BlockRange { index: 1, count: 1 }]);
 }
+
+mod peer_source {
+    use super::*;
+    use branchcache::fetch::{BlockSource, SegmentPlan, SourceKind};
+    use branchcache::retrieval::{PeerSource, StaticPeers};
+    use futures_util::StreamExt;
+
+    fn plan(seg: &Segment) -> Arc<SegmentPlan> {
+        let algo = HashAlgo::Sha256;
+        let block_hashes: Vec<_> = seg.blocks.iter().map(|b| algo.hash(b)).collect();
+        let cat: Vec<u8> = block_hashes
+            .iter()
+            .flat_map(|h| h.as_bytes().to_vec())
+            .collect();
+        Arc::new(SegmentPlan {
+            id: seg.id,
+            offset: 0,
+            size: seg.blocks.iter().map(|b| b.len() as u32).sum(),
+            block_size: BLOCK as u32,
+            algo,
+            hash_of_data: algo.hash(&cat),
+            secret: seg.kp,
+            block_hashes,
+            v2: false,
+        })
+    }
+
+    fn source(peers: Vec<SocketAddr>) -> PeerSource {
+        PeerSource::new(
+            SourceKind::Peer,
+            Arc::new(StaticPeers(peers)),
+            client(Duration::from_secs(10)),
+        )
+    }
+
+    #[tokio::test]
+    async fn skips_and_penalises_a_lying_peer() {
+        let seg = segment();
+        let liar = Arc::new(MemorySource::new());
+        for i in 0..3u32 {
+            let mut wrong = seg.blocks[i as usize].clone();
+            wrong[0] ^= 1;
+            liar.insert(seg.id, seg.kp, i, Bytes::from(wrong));
+        }
+        let (bad, _) = spawn_server(liar, ServerConfig::default()).await;
+        let (good, _) = spawn_server(source_with(&seg, &[0, 1, 2]), ServerConfig::default()).await;
+        let src = source(vec![bad.addr, good.addr]);
+        let got: Vec<_> = src.fetch(plan(&seg), 0..3).collect().await;
+        assert_eq!(got.len(), 3);
+        for (i, b) in got.into_iter().enumerate() {
+            let b = b.unwrap();
+            assert_eq!(b.index, i as u32);
+            assert_eq!(&b.data[..], &seg.blocks[i][..]);
+        }
+        assert!(src.is_penalised(&bad.addr));
+        assert!(!src.is_penalised(&good.addr));
+    }
+
+    #[tokio::test]
+    async fn ends_early_without_error_when_no_peer_has_the_block() {
+        let seg = segment();
+        let (peer, _) = spawn_server(source_with(&seg, &[0, 2]), ServerConfig::default()).await;
+        let got: Vec<_> = source(vec![peer.addr])
+            .fetch(plan(&seg), 0..3)
+            .collect()
+            .await;
+        assert_eq!(
+            got.len(),
+            1,
+            "block 1 is missing, so the run ends after block 0"
+        );
+        assert_eq!(got[0].as_ref().unwrap().index, 0);
+    }
+
+    #[tokio::test]
+    async fn no_peers_means_an_empty_stream() {
+        let seg = segment();
+        let got: Vec<_> = source(vec![]).fetch(plan(&seg), 0..3).collect().await;
+        assert!(got.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn daemon_peer_role_serves_blocks_from_its_store() {
+    use branchcache::app::App;
+    use branchcache::config::Config;
+    use branchcache::store::SegmentMeta;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[store]\npath = {:?}\nmax_size = \"64 MiB\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [peer]\nlisten = \"127.0.0.1:0\"\ndiscovery = false\n",
+        dir.path().join("cache")
+    );
+    let app = App::start(Config::from_toml(&toml, "test").unwrap())
+        .await
+        .unwrap();
+    let seg = segment();
+    let algo = HashAlgo::Sha256;
+    let hashes: Vec<_> = seg.blocks.iter().map(|b| algo.hash(b)).collect();
+    let cat: Vec<u8> = hashes.iter().flat_map(|h| h.as_bytes().to_vec()).collect();
+    app.store
+        .put_meta(
+            seg.id,
+            SegmentMeta {
+                algo,
+                size: (2 * BLOCK + 1000) as u32,
+                block_size: BLOCK as u32,
+                hash_of_data: algo.hash(&cat),
+                secret: seg.kp,
+                block_hashes: hashes,
+            },
+        )
+        .await
+        .unwrap();
+    app.store
+        .put_block(&seg.id, 2, Bytes::from(seg.blocks[2].clone()))
+        .await
+        .unwrap();
+    let addr = app.peer_addr.unwrap();
+    let got = client(Duration::from_secs(10))
+        .fetch_block(addr, &seg.want(2))
+        .await
+        .unwrap();
+    assert_eq!(&got.data[..], &seg.blocks[2][..]);
+    assert!(app
+        .metrics
+        .render()
+        .contains("branchcache_retrieval_blocks_served_total 1"));
+    app.shutdown().await;
+}

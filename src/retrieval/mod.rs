@@ -5,12 +5,15 @@
 //! Both are thin drivers around [`crate::proto::pccrr`]: decode → store call
 //! → encode on the server, encode → POST → decode → decrypt + verify on the
 //! client. The random IV per block is drawn here, never in the core.
+//! [`PeerSource`] plugs peers (or a hosted cache) into the fetch planner.
 
 pub mod client;
 pub mod server;
+pub mod source;
 mod store_source;
 
 pub use client::{BlockRequest, ClientConfig, FetchedBlock, PeerClient, RetrievalError};
 pub use server::{
     BlockSource, MemorySource, RetrievalServer, ServerConfig, DEFAULT_MAX_ACTIVE_PER_CLIENT,
 };
+pub use source::{PeerLocator, PeerSource, StaticPeers, MAX_PEERS_PER_BLOCK, PEER_PENALTY};

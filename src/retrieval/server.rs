@@ -566,4 +566,53 @@ mod tests {
         assert_eq!(s.next_present_block(&id, 500), None);
         assert_eq!(s.next_present_block(&id, u32::MAX), None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn answer_never_panics_and_only_rejects_with_decode_errors(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            refuse in proptest::prelude::any::<bool>(),
+        ) {
+            let server = RetrievalServer::new(
+                Arc::new(MemorySource::new()),
+                ServerConfig::default(),
+                Arc::new(Metrics::new()),
+            );
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            if let Ok(out) = rt.block_on(server.answer(&body, refuse)) {
+                // Whatever we answer must itself be a valid response.
+                proptest::prop_assert!(crate::proto::pccrr::Response::decode(&out).is_ok());
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn mutated_valid_requests_get_valid_answers_or_errors(
+            which in 0usize..4,
+            pos in proptest::prelude::any::<proptest::sample::Index>(),
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            use crate::proto::pccrr::{GetBlkList, GetBlks, GetSegList, NegoReq, Request as Rq};
+            let id = SegmentId::from_slice(&[3; 32]).unwrap();
+            let kp = SegmentSecret::from_slice(&[4; 32]).unwrap();
+            let source = Arc::new(MemorySource::new());
+            source.insert(id, kp, 0, Bytes::from_static(&[7; 100]));
+            source.insert(id, kp, 1, Bytes::from_static(&[8; 100]));
+            let server = RetrievalServer::new(source, ServerConfig::default(), Arc::new(Metrics::new()));
+            let ranges = vec![BlockRange { index: 0, count: 2 }];
+            let mut body = match which {
+                0 => Rq::NegoReq(NegoReq { crypto_algo: CryptoAlgoId::NONE, min_version: ProtVer::V1_0, max_version: ProtVer::V2_0 }).encode(),
+                1 => Rq::GetBlkList(GetBlkList { crypto_algo: CryptoAlgoId::AES_128, segment_id: id, ranges }).encode(),
+                2 => Rq::GetBlks(GetBlks { crypto_algo: CryptoAlgoId::AES_128, segment_id: id, ranges, vrf: &[] }).encode(),
+                _ => Rq::GetSegList(GetSegList { crypto_algo: CryptoAlgoId::NONE, request_id: [0; 16], segment_ids: vec![id], extensible_blob: vec![] }).encode(),
+            };
+            let i = pos.index(body.len());
+            body[i] = byte;
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            if let Ok(out) = rt.block_on(server.answer(&body, false)) {
+                proptest::prop_assert!(crate::proto::pccrr::Response::decode(&out).is_ok());
+            }
+        }
+    }
 }

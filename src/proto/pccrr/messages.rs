@@ -32,6 +32,8 @@ pub const MAX_RESPONSE_MSG_LEN: usize = 393_216;
 pub const MAX_BLOCK_LEN: usize = 131_072 + 16;
 /// Most entries in a BLOCK_RANGE / SEGMENT_RANGE array (MS-PCCRR §2.2.3).
 pub const MAX_RANGES: usize = 256;
+/// Highest protocol major version whose message layouts this build knows.
+pub const MAX_KNOWN_MAJOR: u16 = 2;
 /// The only IV length AES-CBC uses.
 pub const IV_LEN: usize = 16;
 /// Bytes of a `BLOCK_RANGE` on the wire.
@@ -621,8 +623,12 @@ fn finish(r: &Reader<'_>, what: &'static str) -> Result<(), DecodeError> {
 }
 
 fn check_version(h: &MessageHeader) -> Result<(), DecodeError> {
-    // Accept any minor of the type's major: the minor is informational.
-    if h.prot_ver.major() != h.msg_type.prot_ver().major() {
+    // Senders put the version that introduced the type (1.0 for 0–5, 2.0 for
+    // 6–7). Be liberal: accept any minor, and a 1.0 type labelled with a later
+    // major we know (a client stamping its negotiated version); reject a type
+    // labelled older than the version that introduced it, or newer than we know.
+    let major = h.prot_ver.major();
+    if major < h.msg_type.prot_ver().major() || major > MAX_KNOWN_MAJOR {
         return Err(DecodeError::Unsupported {
             what: "ProtVer for message type",
             value: h.prot_ver.0.into(),
@@ -975,6 +981,24 @@ mod tests {
         wrong[3] = 1;
         assert!(matches!(
             Request::decode(&wrong),
+            Err(DecodeError::Unsupported { .. })
+        ));
+    }
+
+    #[test]
+    fn getblks_labelled_2_0_is_accepted_but_3_0_is_not() {
+        let mut bytes = Request::GetBlks(GetBlks {
+            crypto_algo: CryptoAlgoId::AES_128,
+            segment_id: sid(1, 32),
+            ranges: vec![BlockRange { index: 0, count: 1 }],
+            vrf: &[],
+        })
+        .encode();
+        bytes[..4].copy_from_slice(&ProtVer::new(2, 0).0.to_be_bytes());
+        assert!(Request::decode(&bytes).is_ok());
+        bytes[..4].copy_from_slice(&ProtVer::new(3, 0).0.to_be_bytes());
+        assert!(matches!(
+            Request::decode(&bytes),
             Err(DecodeError::Unsupported { .. })
         ));
     }

@@ -12,6 +12,6 @@ pub use crypto::{decrypt_and_verify, decrypt_block, encrypt_block, BlockCryptoEr
 pub use messages::{
     age_units, negotiate, Blk, BlkList, BlockRange, CryptoAlgoId, ExtensibleBlob, GetBlkList,
     GetBlks, GetSegList, MessageHeader, MsgType, NegoReq, NegoResp, ProtVer, Request, Response,
-    SegList, SegmentAge, IV_LEN, MAX_BLOCK_LEN, MAX_RANGES, MAX_REQUEST_LEN, MAX_RESPONSE_MSG_LEN,
-    MAX_SEGMENT_AGE, MIN_MSG_LEN, RETRIEVAL_PATH,
+    SegList, SegmentAge, IV_LEN, MAX_BLOCK_LEN, MAX_KNOWN_MAJOR, MAX_RANGES, MAX_REQUEST_LEN,
+    MAX_RESPONSE_MSG_LEN, MAX_SEGMENT_AGE, MIN_MSG_LEN, RETRIEVAL_PATH,
 };

@@ -1,0 +1,671 @@
+//! The branch proxy: a hyper service in front of origins.
+//!
+//! Per request ([`Proxy::handle`]):
+//! 1. `CONNECT` (forward mode) → an uncached TCP tunnel.
+//! 2. Requests the proxy must not transform (not GET, `Cache-Control:
+//!    no-transform`, a client speaking PeerDist itself, multi-range or
+//!    `If-Range`, upgrades) pass through unchanged.
+//! 3. Otherwise the request goes to the origin with `Accept-Encoding:
+//!    peerdist` and the PeerDist headers. An identity answer streams through;
+//!    a content-information answer is parsed and the body is rebuilt by the
+//!    [`fetch::Planner`](crate::fetch::Planner) from the store, other sources
+//!    and origin `Range` GETs — every block verified — and streamed with the
+//!    original length, type and validators (206 for a single client range).
+//! 4. If the content information is unusable, or the first block cannot be
+//!    produced, the client gets a plain GET from the origin instead: correct
+//!    bytes or an error, never wrong bytes. A failure after the headers went
+//!    out aborts the response (the client sees a short body, not bad data).
+//!
+//! Errors map to statuses in one place, [`error`].
+
+pub mod error;
+pub mod headers;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::stream::{BoxStream, StreamExt};
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::config::ProxyConfig;
+use crate::fetch::origin::{empty_body, ClientError, OriginClient, UpstreamBody};
+use crate::fetch::{plan_object, BodyChunk, FetchError, OriginRanges, Planner, SourceKind};
+use crate::metrics::Metrics;
+use crate::net::{full, Body};
+use crate::proto::pccrc::ContentInfo;
+
+pub use error::{Blame, ProxyError};
+use headers::{
+    add_via, lists_token, peerdist_content_length, strip_hop_by_hop, ByteRange,
+    PEERDIST_ACCEPT_ENCODING, PEERDIST_EX, PEERDIST_VERSION,
+};
+
+/// Why a request was not served from the segment machinery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BypassReason {
+    /// Not a GET.
+    Method,
+    /// `Cache-Control: no-transform`.
+    NoTransform,
+    /// The client negotiates PeerDist itself.
+    ClientPeerDist,
+    /// A `Range` the proxy does not serve itself (multi-range, `If-Range`).
+    Range,
+    /// Connection upgrade (WebSocket …).
+    Upgrade,
+    /// The origin answered without content information.
+    Identity,
+    /// Content information unusable or its blocks unavailable: plain GET.
+    Fallback,
+    /// A `CONNECT` tunnel.
+    Connect,
+}
+
+impl BypassReason {
+    /// Stable lower-case name for logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BypassReason::Method => "method",
+            BypassReason::NoTransform => "no_transform",
+            BypassReason::ClientPeerDist => "client_peerdist",
+            BypassReason::Range => "range",
+            BypassReason::Upgrade => "upgrade",
+            BypassReason::Identity => "identity",
+            BypassReason::Fallback => "fallback",
+            BypassReason::Connect => "connect",
+        }
+    }
+}
+
+/// How a proxy request was served (metric label `outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Every block came from the local store.
+    Hit,
+    /// Some blocks from the store, the rest fetched.
+    Partial,
+    /// No block from the store.
+    Miss,
+    /// Not served through the segment machinery.
+    Bypass(BypassReason),
+    /// The client got an error status or an aborted body.
+    Error,
+}
+
+impl CacheOutcome {
+    /// Stable lower-case name for logs and metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Partial => "partial",
+            CacheOutcome::Miss => "miss",
+            CacheOutcome::Bypass(_) => "bypass",
+            CacheOutcome::Error => "error",
+        }
+    }
+}
+
+/// The proxy service; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    upstream: Option<Uri>,
+    forward: bool,
+    max_content_info: u64,
+    client: OriginClient,
+    planner: Planner,
+    metrics: Arc<Metrics>,
+}
+
+impl Proxy {
+    /// A proxy for `config`, rebuilding bodies with `planner`.
+    pub fn new(
+        config: &ProxyConfig,
+        planner: Planner,
+        metrics: Arc<Metrics>,
+    ) -> Result<Proxy, ClientError> {
+        let client = OriginClient::new(
+            config.extra_ca_file.as_deref(),
+            config.connect_timeout,
+            config.response_timeout,
+        )?;
+        Ok(Proxy {
+            inner: Arc::new(Inner {
+                upstream: config.upstream.clone(),
+                forward: config.forward,
+                max_content_info: config.max_content_info,
+                client,
+                planner,
+                metrics,
+            }),
+        })
+    }
+
+    /// Answer one client request.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let guard = Guard::new(self.inner.metrics.clone(), req.method().clone(), peer);
+        if req.method() == Method::CONNECT {
+            return self.connect(req, guard).await;
+        }
+        let target = match self.target(req.uri()) {
+            Ok(t) => t,
+            Err(e) => return guard.fail(e),
+        };
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        add_via(&mut parts.headers);
+        // The client sets Host from the target URI.
+        parts.headers.remove(header::HOST);
+        parts.uri = target;
+        parts.version = Version::HTTP_11;
+        if let Some(reason) = bypass_reason(&parts) {
+            let mut guard = guard;
+            guard.outcome = CacheOutcome::Bypass(reason);
+            let req = Request::from_parts(parts, body.boxed());
+            return self.pass(req, guard).await;
+        }
+        drop(body);
+        self.peerdist_get(parts, guard).await
+    }
+
+    /// Where a request goes: absolute-form (forward mode) or `upstream` + path.
+    fn target(&self, uri: &Uri) -> Result<Uri, ProxyError> {
+        if uri.scheme().is_some() && self.inner.forward {
+            return match uri.scheme_str() {
+                Some("http") | Some("https") if uri.authority().is_some() => Ok(uri.clone()),
+                _ => Err(ProxyError::BadRequest("only http and https targets")),
+            };
+        }
+        let Some(up) = &self.inner.upstream else {
+            return Err(if uri.scheme().is_some() {
+                ProxyError::ForwardDisabled
+            } else {
+                ProxyError::NoUpstream
+            });
+        };
+        let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+        let base = up.path().trim_end_matches('/');
+        let mut b = Uri::builder();
+        if let Some(s) = up.scheme() {
+            b = b.scheme(s.clone());
+        }
+        if let Some(a) = up.authority() {
+            b = b.authority(a.clone());
+        }
+        b.path_and_query(format!("{base}{pq}"))
+            .build()
+            .map_err(|_| ProxyError::BadRequest("request target does not form a URL"))
+    }
+
+    /// Forward `req` unchanged and stream the answer back.
+    async fn pass(&self, req: Request<UpstreamBody>, guard: Guard) -> Response<Body> {
+        match self.inner.client.send(req).await {
+            Ok(resp) => self.respond_pass(resp, guard),
+            Err(e) => guard.fail(ProxyError::Origin(e)),
+        }
+    }
+
+    fn respond_pass(&self, resp: Response<Incoming>, guard: Guard) -> Response<Body> {
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        add_via(&mut parts.headers);
+        parts.version = Version::HTTP_11;
+        let body = PassBody { inner: body, guard };
+        Response::from_parts(parts, body.boxed())
+    }
+
+    /// A plain GET of the original request (no PeerDist), streamed through.
+    async fn fallback(&self, parts: Parts, mut guard: Guard) -> Response<Body> {
+        guard.outcome = CacheOutcome::Bypass(BypassReason::Fallback);
+        self.pass(Request::from_parts(parts, empty_body()), guard)
+            .await
+    }
+
+    /// Ask the origin for content information; serve from segments if it comes.
+    async fn peerdist_get(&self, parts: Parts, mut guard: Guard) -> Response<Body> {
+        let client_range = parts
+            .headers
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(ByteRange::parse);
+        let mut req = Request::new(empty_body());
+        *req.method_mut() = Method::GET;
+        *req.uri_mut() = parts.uri.clone();
+        *req.headers_mut() = parts.headers.clone();
+        let h = req.headers_mut();
+        // SPEC(MS-PCCRTP): content information is asked for the whole object;
+        // the proxy trims to the client's range itself (IIS's answer to a
+        // peerdist Range request is undocumented).
+        h.remove(header::RANGE);
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static(PEERDIST_ACCEPT_ENCODING),
+        );
+        h.insert("x-p2p-peerdist", HeaderValue::from_static(PEERDIST_VERSION));
+        h.insert("x-p2p-peerdistex", HeaderValue::from_static(PEERDIST_EX));
+        let resp = match self.inner.client.send(req).await {
+            Ok(r) => r,
+            Err(e) => return guard.fail(ProxyError::Origin(e)),
+        };
+        let is_peerdist = resp.status() == StatusCode::OK
+            && lists_token(resp.headers(), &header::CONTENT_ENCODING, "peerdist");
+        if !is_peerdist {
+            if client_range.is_some() && resp.status() == StatusCode::OK {
+                // A full identity body for a range request: ask again with the range.
+                drop(resp);
+                guard.outcome = CacheOutcome::Bypass(BypassReason::Range);
+                return self
+                    .pass(Request::from_parts(parts, empty_body()), guard)
+                    .await;
+            }
+            guard.outcome = CacheOutcome::Bypass(BypassReason::Identity);
+            return self.respond_pass(resp, guard);
+        }
+        self.serve_planned(parts, resp, client_range, guard).await
+    }
+
+    async fn serve_planned(
+        &self,
+        parts: Parts,
+        resp: Response<Incoming>,
+        client_range: Option<ByteRange>,
+        mut guard: Guard,
+    ) -> Response<Body> {
+        let metrics = &self.inner.metrics;
+        let (rparts, rbody) = resp.into_parts();
+        let max = self.inner.max_content_info;
+        let announced = rparts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(len) = announced.filter(|&l| l > max) {
+            tracing::warn!(uri = %parts.uri, len, max, "content information too large; plain GET");
+            return self.fallback(parts, guard).await;
+        }
+        let limit = usize::try_from(max).unwrap_or(usize::MAX);
+        let ci_bytes = match Limited::new(rbody, limit).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) => {
+                tracing::warn!(uri = %parts.uri, error = %e, "cannot read content information; plain GET");
+                return self.fallback(parts, guard).await;
+            }
+        };
+        metrics
+            .proxy_wan_bytes
+            .get_or_create(&[("kind", "content_information")])
+            .inc_by(ci_bytes.len() as u64);
+        let ci = match ContentInfo::parse(&ci_bytes) {
+            Ok(ci) => ci,
+            Err(e) => {
+                tracing::warn!(uri = %parts.uri, error = %e, "content information does not parse; plain GET");
+                return self.fallback(parts, guard).await;
+            }
+        };
+        let total = peerdist_content_length(&rparts.headers).unwrap_or(ci.range().end);
+        if ci.range() != (0..total) {
+            tracing::warn!(uri = %parts.uri, range = ?ci.range(), total, "content information does not describe the whole object; plain GET");
+            return self.fallback(parts, guard).await;
+        }
+        let (status, range) = match client_range {
+            None => (StatusCode::OK, 0..total),
+            Some(r) => match r.resolve(total) {
+                Some(range) => (StatusCode::PARTIAL_CONTENT, range),
+                None => return guard.fail(ProxyError::RangeNotSatisfiable { len: total }),
+            },
+        };
+        let segments = plan_object(&ci);
+        let validator = rparts
+            .headers
+            .get(header::ETAG)
+            .filter(|v| !v.as_bytes().starts_with(b"W/"))
+            .or_else(|| rparts.headers.get(header::LAST_MODIFIED))
+            .cloned();
+        let origin = OriginRanges::new(
+            self.inner.client.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+            validator,
+            metrics.clone(),
+        );
+        let mut stream = self
+            .inner
+            .planner
+            .stream(segments, Arc::new(origin), range.clone());
+        // Produce the first block before committing to a status, so a lying
+        // or broken origin can still be answered with a plain GET.
+        let first = if range.is_empty() {
+            None
+        } else {
+            match stream.next().await {
+                Some(Ok(chunk)) => Some(chunk),
+                Some(Err(e)) => {
+                    tracing::warn!(uri = %parts.uri, error = %e, "cannot build body from segments; plain GET");
+                    return self.fallback(parts, guard).await;
+                }
+                None => {
+                    tracing::warn!(uri = %parts.uri, "segment stream ended early; plain GET");
+                    return self.fallback(parts, guard).await;
+                }
+            }
+        };
+        let mut headers = rparts.headers;
+        strip_hop_by_hop(&mut headers);
+        for name in [
+            header::CONTENT_ENCODING,
+            header::CONTENT_LENGTH,
+            header::CONTENT_RANGE,
+        ] {
+            headers.remove(name);
+        }
+        headers.remove("x-p2p-peerdist");
+        headers.remove("x-p2p-peerdistex");
+        headers.insert(
+            header::CONTENT_LENGTH,
+            HeaderValue::from(range.end - range.start),
+        );
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        if status == StatusCode::PARTIAL_CONTENT {
+            let v = format!("bytes {}-{}/{total}", range.start, range.end - 1);
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                headers.insert(header::CONTENT_RANGE, v);
+            }
+        }
+        add_via(&mut headers);
+        guard.planned = true;
+        let body = PlannedBody {
+            first,
+            rest: std::sync::Mutex::new(stream),
+            remaining: range.end - range.start,
+            guard,
+        };
+        let mut resp = Response::new(body.boxed());
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
+        resp
+    }
+
+    /// `CONNECT host:port`: an uncached tunnel (forward mode only).
+    async fn connect(&self, req: Request<Incoming>, mut guard: Guard) -> Response<Body> {
+        guard.outcome = CacheOutcome::Bypass(BypassReason::Connect);
+        if !self.inner.forward {
+            return guard.fail(ProxyError::ForwardDisabled);
+        }
+        let Some(authority) = req.uri().authority().cloned() else {
+            return guard.fail(ProxyError::BadRequest("CONNECT needs host:port"));
+        };
+        let Some(port) = authority.port_u16() else {
+            return guard.fail(ProxyError::BadRequest("CONNECT needs host:port"));
+        };
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let mut upstream = match tokio::net::TcpStream::connect((host.as_str(), port)).await {
+            Ok(s) => s,
+            Err(e) => {
+                return guard.fail(ProxyError::Tunnel {
+                    target: authority.to_string(),
+                    detail: e.to_string(),
+                })
+            }
+        };
+        tokio::spawn(async move {
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => {
+                    let mut client = hyper_util::rt::TokioIo::new(upgraded);
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                    {
+                        tracing::debug!(error = %e, "tunnel ended with error");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+            }
+            drop(guard);
+        });
+        Response::new(full(Bytes::new()))
+    }
+}
+
+/// Why a request must pass through untouched, if it must.
+fn bypass_reason(parts: &Parts) -> Option<BypassReason> {
+    let h = &parts.headers;
+    if parts.method != Method::GET {
+        return Some(BypassReason::Method);
+    }
+    if lists_token(h, &header::CACHE_CONTROL, "no-transform") {
+        return Some(BypassReason::NoTransform);
+    }
+    if lists_token(h, &header::ACCEPT_ENCODING, "peerdist")
+        || h.contains_key("x-p2p-peerdist")
+        || h.contains_key("x-p2p-peerdistex")
+    {
+        return Some(BypassReason::ClientPeerDist);
+    }
+    if let Some(r) = h.get(header::RANGE) {
+        let single = r.to_str().ok().and_then(ByteRange::parse).is_some();
+        if !single || h.contains_key(header::IF_RANGE) {
+            return Some(BypassReason::Range);
+        }
+    }
+    if h.contains_key(header::UPGRADE) {
+        return Some(BypassReason::Upgrade);
+    }
+    None
+}
+
+/// Per-request accounting: in-flight gauge, outcome, bytes by source and
+/// duration, recorded when the response body is finished or dropped.
+struct Guard {
+    metrics: Arc<Metrics>,
+    start: Instant,
+    method: Method,
+    peer: SocketAddr,
+    outcome: CacheOutcome,
+    planned: bool,
+    from_store: u64,
+    fetched: u64,
+    failed: bool,
+}
+
+impl Guard {
+    fn new(metrics: Arc<Metrics>, method: Method, peer: SocketAddr) -> Guard {
+        metrics.proxy_in_flight.inc();
+        Guard {
+            metrics,
+            start: Instant::now(),
+            method,
+            peer,
+            outcome: CacheOutcome::Miss,
+            planned: false,
+            from_store: 0,
+            fetched: 0,
+            failed: false,
+        }
+    }
+
+    fn served(&mut self, source: SourceKind, n: usize) {
+        let n = n as u64;
+        if source == SourceKind::Store {
+            self.from_store += n;
+        } else {
+            self.fetched += n;
+        }
+        self.metrics
+            .proxy_served_bytes
+            .get_or_create(&[("source", source.as_str())])
+            .inc_by(n);
+    }
+
+    fn fail(mut self, e: ProxyError) -> Response<Body> {
+        self.failed = true;
+        if e.blame() == Blame::Origin {
+            self.metrics
+                .proxy_origin_errors
+                .get_or_create(&[("kind", e.kind())])
+                .inc();
+        }
+        tracing::info!(peer = %self.peer, method = %self.method, error = %e, "proxy request failed");
+        e.into_response()
+    }
+
+    fn outcome(&self) -> CacheOutcome {
+        if self.failed {
+            CacheOutcome::Error
+        } else if !self.planned {
+            self.outcome
+        } else if self.fetched == 0 {
+            CacheOutcome::Hit
+        } else if self.from_store == 0 {
+            CacheOutcome::Miss
+        } else {
+            CacheOutcome::Partial
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let outcome = self.outcome();
+        self.metrics.proxy_in_flight.dec();
+        self.metrics
+            .proxy_request_duration
+            .observe(self.start.elapsed().as_secs_f64());
+        self.metrics
+            .proxy_requests
+            .get_or_create(&[("outcome", outcome.as_str())])
+            .inc();
+        let reason = match outcome {
+            CacheOutcome::Bypass(r) => r.as_str(),
+            _ => "",
+        };
+        tracing::debug!(peer = %self.peer, method = %self.method, outcome = outcome.as_str(), reason, store_bytes = self.from_store, fetched_bytes = self.fetched, "proxy request done");
+    }
+}
+
+/// An origin body streamed through unchanged.
+struct PassBody {
+    inner: Incoming,
+    guard: Guard,
+}
+
+impl HttpBody for PassBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.guard.served(SourceKind::Origin, data.len());
+                    this.guard
+                        .metrics
+                        .proxy_wan_bytes
+                        .get_or_create(&[("kind", "passthrough")])
+                        .inc_by(data.len() as u64);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.guard.failed = true;
+                Poll::Ready(Some(Err(std::io::Error::other(e))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A body rebuilt from verified blocks.
+struct PlannedBody {
+    first: Option<BodyChunk>,
+    // Mutex only to make the body `Sync` (hyper's boxed body requires it);
+    // accessed through `get_mut`, never locked.
+    rest: std::sync::Mutex<BoxStream<'static, Result<BodyChunk, FetchError>>>,
+    remaining: u64,
+    guard: Guard,
+}
+
+impl PlannedBody {
+    fn emit(&mut self, chunk: BodyChunk) -> Frame<Bytes> {
+        self.guard.served(chunk.source, chunk.data.len());
+        self.remaining = self.remaining.saturating_sub(chunk.data.len() as u64);
+        Frame::data(chunk.data)
+    }
+}
+
+impl HttpBody for PlannedBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
+        if let Some(chunk) = this.first.take() {
+            return Poll::Ready(Some(Ok(this.emit(chunk))));
+        }
+        if this.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let rest = this.rest.get_mut().unwrap_or_else(|e| e.into_inner());
+        match rest.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Some(Ok(this.emit(chunk)))),
+            Poll::Ready(Some(Err(e))) => {
+                this.guard.failed = true;
+                this.guard
+                    .metrics
+                    .proxy_origin_errors
+                    .get_or_create(&[("kind", e.kind())])
+                    .inc();
+                tracing::warn!(peer = %this.guard.peer, error = %e, "aborting response mid-body");
+                Poll::Ready(Some(Err(std::io::Error::other(e))))
+            }
+            Poll::Ready(None) => {
+                if this.remaining > 0 {
+                    this.guard.failed = true;
+                    return Poll::Ready(Some(Err(std::io::Error::other(
+                        "segment stream ended before the announced length",
+                    ))));
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}

@@ -1,0 +1,157 @@
+//! PCCRR peers (or a hosted cache) as a [`fetch::BlockSource`]: for each
+//! requested block, ask the known peers in turn with MSG_GETBLKS, decrypt and
+//! verify, and yield the block from the first peer that has it.
+//!
+//! A peer that times out, answers garbage or sends a block whose hash does
+//! not match is put in a penalty box for [`PEER_PENALTY`] and skipped. When
+//! no peer delivers a block the stream ends early: the planner asks the next
+//! source (finally the origin) for what is left. Errors are never yielded
+//! for a single missing block, because an error ends the planner's run.
+//!
+//! [`fetch::BlockSource`]: crate::fetch::BlockSource
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use futures_util::future::BoxFuture;
+use futures_util::stream::{self, BoxStream, StreamExt};
+
+use super::client::{BlockRequest, PeerClient};
+use crate::fetch::{Block, BlockSource, SegmentPlan, SourceError, SourceKind};
+use crate::proto::pccrc::SegmentId;
+
+/// How long a misbehaving peer is skipped: long enough not to pay its
+/// timeout on every block, short enough that a transient hiccup heals.
+pub const PEER_PENALTY: Duration = Duration::from_secs(60);
+/// Most peers asked for one block: bounds the worst case (all slow) to this
+/// many request timeouts per block.
+pub const MAX_PEERS_PER_BLOCK: usize = 4;
+
+/// Where the peers holding a segment are (discovery, or a fixed hosted cache).
+pub trait PeerLocator: Send + Sync + std::fmt::Debug {
+    /// Peers that may hold `id`, best first.
+    fn peers(&self, id: &SegmentId) -> BoxFuture<'static, Vec<SocketAddr>>;
+}
+
+/// A fixed list of peers for every segment (a configured hosted cache).
+#[derive(Debug, Clone)]
+pub struct StaticPeers(pub Vec<SocketAddr>);
+
+impl PeerLocator for StaticPeers {
+    fn peers(&self, _id: &SegmentId) -> BoxFuture<'static, Vec<SocketAddr>> {
+        let peers = self.0.clone();
+        Box::pin(async move { peers })
+    }
+}
+
+/// PCCRR peers as a block source for the fetch planner.
+#[derive(Debug, Clone)]
+pub struct PeerSource {
+    kind: SourceKind,
+    locator: Arc<dyn PeerLocator>,
+    client: PeerClient,
+    penalised: Arc<DashMap<SocketAddr, Instant>>,
+}
+
+impl PeerSource {
+    /// A source of `kind` ([`SourceKind::Peer`] or [`SourceKind::HostedCache`])
+    /// asking the peers `locator` names.
+    pub fn new(kind: SourceKind, locator: Arc<dyn PeerLocator>, client: PeerClient) -> Self {
+        PeerSource {
+            kind,
+            locator,
+            client,
+            penalised: Arc::new(DashMap::new()),
+        }
+    }
+
+    /// Whether `peer` is currently being skipped.
+    pub fn is_penalised(&self, peer: &SocketAddr) -> bool {
+        match self.penalised.get(peer).map(|until| *until) {
+            Some(until) if until > Instant::now() => true,
+            Some(_) => {
+                self.penalised.remove(peer);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn penalise(&self, peer: SocketAddr) {
+        self.penalised.insert(peer, Instant::now() + PEER_PENALTY);
+    }
+
+    /// Block `index` from the first peer that delivers it verified.
+    async fn one_block(
+        &self,
+        seg: &SegmentPlan,
+        peers: &[SocketAddr],
+        index: u32,
+    ) -> Option<Block> {
+        let want = BlockRequest {
+            segment_id: seg.id,
+            index,
+            kp: seg.secret,
+            expected_len: seg.block_len(index)?,
+            hash_algo: seg.algo,
+            expected_hash: *seg.block_hashes.get(usize::try_from(index).ok()?)?,
+        };
+        let candidates = peers
+            .iter()
+            .filter(|p| !self.is_penalised(p))
+            .take(MAX_PEERS_PER_BLOCK);
+        for &peer in candidates {
+            match self.client.fetch_block(peer, &want).await {
+                Ok(b) => {
+                    return Some(Block {
+                        index,
+                        data: b.data,
+                    })
+                }
+                Err(e) if e.penalise() => {
+                    tracing::debug!(%peer, segment = %seg.id, block = index, error = %e, "peer penalised");
+                    self.penalise(peer);
+                }
+                Err(_) => {} // not available there; try the next peer
+            }
+        }
+        None
+    }
+}
+
+impl BlockSource for PeerSource {
+    fn kind(&self) -> SourceKind {
+        self.kind
+    }
+
+    fn fetch(
+        &self,
+        seg: Arc<SegmentPlan>,
+        blocks: Range<u32>,
+    ) -> BoxStream<'static, Result<Block, SourceError>> {
+        let this = self.clone();
+        let peers = self.locator.peers(&seg.id);
+        stream::once(peers)
+            .flat_map(move |peers| {
+                let this = this.clone();
+                let seg = seg.clone();
+                stream::unfold(blocks.start, move |next| {
+                    let this = this.clone();
+                    let seg = seg.clone();
+                    let peers = peers.clone();
+                    let end = blocks.end;
+                    async move {
+                        if next >= end || peers.is_empty() {
+                            return None;
+                        }
+                        let block = this.one_block(&seg, &peers, next).await?;
+                        Some((Ok(block), next + 1))
+                    }
+                })
+            })
+            .boxed()
+    }
+}
