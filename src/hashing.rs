@@ -25,7 +25,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::proto::pccrc::{
     check_algo, server_secret, BuildError, Chunker, ContentHashes, HashAlgo, SegmentHasher,
@@ -230,13 +230,11 @@ fn hash_reader_with<R: Read>(
             Ok(())
         };
         loop {
-            let mut buf = BytesMut::zeroed(READ_CHUNK);
-            let n = read_full(&mut r, &mut buf)?;
-            if n == 0 {
+            let buf = read_chunk(&mut r)?;
+            if buf.is_empty() {
                 break;
             }
-            buf.truncate(n);
-            splitter.push(buf.freeze(), &mut jobs);
+            splitter.push(Bytes::from(buf), &mut jobs);
             send(&mut jobs)?;
             progress(splitter.total_len);
         }
@@ -255,18 +253,13 @@ fn hash_reader_with<R: Read>(
     })
 }
 
-/// Read until `buf` is full or the reader is at end of file.
-fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(buf.get_mut(filled..).unwrap_or_default()) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
+/// Read up to [`READ_CHUNK`] bytes (fewer only at end of file) into a fresh
+/// buffer. `read_to_end` on a `Take` lets readers such as `File` fill spare
+/// capacity without zeroing it first, and retries `Interrupted`.
+fn read_chunk<R: Read>(r: &mut R) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(READ_CHUNK);
+    r.by_ref().take(READ_CHUNK as u64).read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 /// Push-style parallel hasher for async producers.
