@@ -1,11 +1,13 @@
 //! Parallel content hashing: the IO-side driver around [`proto::pccrc::build`].
 //!
-//! Segments are independent, so they are hashed on several cores at once:
+//! Segments (and v1 blocks) are independent, so they are hashed on several
+//! cores at once. Work is cut into jobs: v1 runs of 16 blocks (1 MiB) whose
+//! block hashes are joined into segment `HoD`s afterwards, and batches of v2
+//! segments cut by the [`Chunker`] (which runs on the producer's thread).
 //!
-//! - [`hash_reader`] reads a [`Read`] on the calling thread, cuts segments
-//!   (32 MiB for v1; the [`Chunker`] for v2, run on the reading thread) and
-//!   hands batches of segments to `threads` scoped worker threads through a
-//!   rendezvous channel, so at most `threads + 1` jobs are in memory.
+//! - [`hash_reader`] reads a [`Read`] on the calling thread and hands jobs to
+//!   `threads` scoped worker threads through a rendezvous channel, so at most
+//!   `threads + 1` jobs are in memory.
 //! - [`ParallelHasher`] is the push-style variant for async producers (the
 //!   publisher streams an origin body into it). See its docs for the
 //!   backpressure contract.
@@ -28,24 +30,36 @@ use std::sync::{mpsc, Arc, Mutex};
 use bytes::Bytes;
 
 use crate::proto::pccrc::{
-    check_algo, server_secret, BuildError, Chunker, ContentHashes, HashAlgo, SegmentHasher,
-    SegmentHashes, ServerSecret, Version, V1_SEGMENT_SIZE,
+    check_algo, server_secret, v1_segment_from_blocks, BuildError, Chunker, ContentHashes, Digest,
+    HashAlgo, SegmentHasher, SegmentHashes, ServerSecret, Version, BLOCK_SIZE, V1_SEGMENT_SIZE,
 };
 
 /// Bytes read per `read` call in [`hash_reader`]: large enough to amortise the
 /// syscall, small enough to stay in the allocator's reusable heap.
 pub const READ_CHUNK: usize = 1024 * 1024;
-/// A job is handed to a worker once its segments hold this many bytes; v2
-/// segments (~64 KiB) are batched so per-job overhead stays negligible, a v1
-/// segment (32 MiB) is always a job of its own.
+/// v2: a job is handed to a worker once its segments (~64 KiB each) hold this
+/// many bytes, so per-job overhead stays negligible.
 pub const JOB_TARGET_BYTES: u64 = 4 * 1024 * 1024;
+/// v1: a job is a run of this many bytes (16 blocks) whose block hashes a
+/// worker computes; segment `HoD`s are joined from them afterwards. Small runs
+/// are hashed while still in cache, keep memory per hasher at a few MiB and
+/// spread even a single 32 MiB segment over all cores.
+pub const V1_RUN_BYTES: u64 = 16 * BLOCK_SIZE as u64;
+
+/// The job size for `version` ([`V1_RUN_BYTES`] or [`JOB_TARGET_BYTES`]).
+const fn job_target(version: Version) -> u64 {
+    match version {
+        Version::V1 => V1_RUN_BYTES,
+        Version::V2 => JOB_TARGET_BYTES,
+    }
+}
 
 /// Number of hashing threads to use when the caller asks for 0 ("all cores").
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
 }
 
-/// One segment whose bytes are known but not yet hashed.
+/// Bytes known but not yet hashed: one v2 segment, or a v1 run of whole blocks.
 #[derive(Debug, Default)]
 struct PendingSegment {
     offset: u64,
@@ -53,25 +67,70 @@ struct PendingSegment {
     pieces: Vec<Bytes>,
 }
 
-/// Consecutive segments handed to one worker.
+/// Consecutive v2 segments or v1 block runs handed to one worker.
 #[derive(Debug)]
 struct Job {
     seq: u64,
     segments: Vec<PendingSegment>,
 }
 
+/// What a worker hands back for one [`Job`].
+#[derive(Debug)]
+enum Done {
+    /// v2: finished segments.
+    Segments(Vec<SegmentHashes>),
+    /// v1: hashes of consecutive blocks.
+    Blocks(Vec<Digest>),
+}
+
 impl Job {
-    fn run(self, version: Version, algo: HashAlgo, ks: &ServerSecret) -> Vec<SegmentHashes> {
-        self.segments
-            .into_iter()
-            .map(|seg| {
-                let mut h = SegmentHasher::new(version, algo, seg.offset);
-                for p in &seg.pieces {
-                    h.update(p);
-                }
-                h.finish(ks)
-            })
-            .collect()
+    fn run(self, version: Version, algo: HashAlgo, ks: &ServerSecret) -> Done {
+        let hashers = self.segments.into_iter().map(|seg| {
+            let mut h = SegmentHasher::new(version, algo, seg.offset);
+            for p in &seg.pieces {
+                h.update(p);
+            }
+            h
+        });
+        match version {
+            Version::V1 => Done::Blocks(hashers.flat_map(|h| h.into_block_hashes()).collect()),
+            Version::V2 => Done::Segments(hashers.map(|h| h.finish(ks)).collect()),
+        }
+    }
+}
+
+/// Join worker results (in job order) into the segments of a resource.
+fn assemble(
+    version: Version,
+    algo: HashAlgo,
+    ks: &ServerSecret,
+    total_len: u64,
+    done: impl IntoIterator<Item = Done>,
+) -> ContentHashes {
+    let mut segments = Vec::new();
+    let mut blocks = Vec::new();
+    for d in done {
+        match d {
+            Done::Segments(s) => segments.extend(s),
+            Done::Blocks(b) => blocks.extend(b),
+        }
+    }
+    if version == Version::V1 {
+        let per_segment = (V1_SEGMENT_SIZE / BLOCK_SIZE) as usize;
+        let mut offset = 0u64;
+        let mut rest = blocks.into_iter();
+        while offset < total_len {
+            let size = (total_len - offset).min(u64::from(V1_SEGMENT_SIZE)) as u32;
+            let hashes: Vec<Digest> = rest.by_ref().take(per_segment).collect();
+            segments.push(v1_segment_from_blocks(algo, ks, offset, size, hashes));
+            offset += u64::from(size);
+        }
+    }
+    ContentHashes {
+        version,
+        algo,
+        total_len,
+        segments,
     }
 }
 
@@ -90,7 +149,13 @@ struct Splitter {
 }
 
 impl Splitter {
+    /// `job_target`: bytes per job; for v1 rounded to whole blocks (at least one),
+    /// which is also the run length.
     fn new(version: Version, job_target: u64) -> Self {
+        let job_target = match version {
+            Version::V1 => (job_target / u64::from(BLOCK_SIZE)).max(1) * u64::from(BLOCK_SIZE),
+            Version::V2 => job_target,
+        };
         Splitter {
             version,
             job_target,
@@ -108,7 +173,7 @@ impl Splitter {
         while !data.is_empty() {
             let cut = match self.version {
                 Version::V1 => {
-                    let room = u64::from(V1_SEGMENT_SIZE) - self.current.len;
+                    let room = self.job_target - self.current.len;
                     let n = usize::try_from(room).map_or(data.len(), |r| r.min(data.len()));
                     (n as u64 == room).then_some(n).ok_or(n)
                 }
@@ -163,8 +228,8 @@ impl Splitter {
 
 /// Hash everything `r` yields with `threads` worker threads (0 = all cores).
 ///
-/// Memory stays bounded: at most `threads + 1` jobs (a v1 job is one 32 MiB
-/// segment, a v2 job ~[`JOB_TARGET_BYTES`]) exist at once; the reading thread
+/// Memory stays bounded: at most `threads + 1` jobs (a v1 job is
+/// [`V1_RUN_BYTES`], a v2 job ~[`JOB_TARGET_BYTES`]) exist at once; the reading thread
 /// blocks until a worker is free. `progress` is called with the total number
 /// of bytes read so far after every read. The output is identical for every
 /// `threads` value.
@@ -176,7 +241,7 @@ pub fn hash_reader<R: Read>(
     threads: usize,
     progress: impl FnMut(u64),
 ) -> io::Result<ContentHashes> {
-    hash_reader_with(r, version, algo, ks, threads, JOB_TARGET_BYTES, progress)
+    hash_reader_with(r, version, algo, ks, threads, job_target(version), progress)
 }
 
 /// [`hash_reader`] with an explicit job size (tests use small jobs to get
@@ -197,9 +262,9 @@ fn hash_reader_with<R: Read>(
     };
     let mut splitter = Splitter::new(version, job_target);
     // Enough buffers for every job in flight, so steady state allocates nothing.
-    let pool = BufPool::new((threads + 2) * (V1_SEGMENT_SIZE as usize / READ_CHUNK));
+    let pool = BufPool::new((threads + 2) * (splitter.job_target as usize / READ_CHUNK + 1));
     let ks = *ks;
-    let mut results: Vec<(u64, Vec<SegmentHashes>)> = Vec::new();
+    let mut results: Vec<(u64, Done)> = Vec::new();
     std::thread::scope(|scope| -> io::Result<()> {
         // Rendezvous: a job leaves the reader only when a worker takes it.
         let (job_tx, job_rx) = mpsc::sync_channel::<Job>(0);
@@ -247,12 +312,8 @@ fn hash_reader_with<R: Read>(
         Ok(())
     })?;
     results.sort_unstable_by_key(|(seq, _)| *seq);
-    Ok(ContentHashes {
-        version,
-        algo,
-        total_len: splitter.total_len,
-        segments: results.into_iter().flat_map(|(_, s)| s).collect(),
-    })
+    let done = results.into_iter().map(|(_, d)| d);
+    Ok(assemble(version, algo, &ks, splitter.total_len, done))
 }
 
 /// Recycles read buffers: fresh memory costs a page fault per 4 KiB (~15 % of
@@ -323,7 +384,7 @@ impl BufPool {
 ///   (≥ 1.5 GB/s, i.e. ~40 µs for a 64 KiB frame).
 /// - Hashing runs on the rayon pool, never on the async runtime's threads.
 /// - Backpressure: at most `threads` jobs are queued or running for one
-///   hasher (a v1 job is one 32 MiB segment, a v2 job ~[`JOB_TARGET_BYTES`]).
+///   hasher (a v1 job is [`V1_RUN_BYTES`], a v2 job ~[`JOB_TARGET_BYTES`]).
 ///   When that many are outstanding, `push` *awaits* a free slot, which in
 ///   turn stops the producer from reading more of its body. Nothing blocks a
 ///   runtime thread.
@@ -334,8 +395,8 @@ pub struct ParallelHasher {
     ks: ServerSecret,
     splitter: Splitter,
     slots: Arc<tokio::sync::Semaphore>,
-    pending: VecDeque<tokio::sync::oneshot::Receiver<Vec<SegmentHashes>>>,
-    done: Vec<SegmentHashes>,
+    pending: VecDeque<tokio::sync::oneshot::Receiver<Done>>,
+    done: Vec<Done>,
 }
 
 impl ParallelHasher {
@@ -351,7 +412,7 @@ impl ParallelHasher {
             version,
             algo,
             ks,
-            splitter: Splitter::new(version, JOB_TARGET_BYTES),
+            splitter: Splitter::new(version, job_target(version)),
             slots: Arc::new(tokio::sync::Semaphore::new(threads)),
             pending: VecDeque::new(),
             done: Vec::new(),
@@ -392,8 +453,8 @@ impl ParallelHasher {
     fn collect_ready(&mut self) {
         while let Some(rx) = self.pending.front_mut() {
             match rx.try_recv() {
-                Ok(segments) => {
-                    self.done.extend(segments);
+                Ok(done) => {
+                    self.done.push(done);
                     self.pending.pop_front();
                 }
                 Err(_) => break,
@@ -410,15 +471,10 @@ impl ParallelHasher {
         self.splitter.finish(&mut jobs);
         self.dispatch(jobs).await;
         while let Some(rx) = self.pending.pop_front() {
-            let segments = rx.await.expect("a hashing job panicked");
-            self.done.extend(segments);
+            self.done.push(rx.await.expect("a hashing job panicked"));
         }
-        ContentHashes {
-            version: self.version,
-            algo: self.algo,
-            total_len: self.splitter.total_len,
-            segments: self.done,
-        }
+        let total_len = self.splitter.total_len;
+        assemble(self.version, self.algo, &self.ks, total_len, self.done)
     }
 }
 
