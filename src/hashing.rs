@@ -709,6 +709,14 @@ mod tests {
         }
     }
 
+    /// The publisher holds a hasher across `.await`s inside spawned tasks.
+    #[allow(dead_code)]
+    fn parallel_hasher_futures_are_send(h: &mut ParallelHasher, owned: ParallelHasher) {
+        fn is_send<T: Send>(_: T) {}
+        is_send(h.push(Bytes::new()));
+        is_send(owned.finish());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn parallel_hasher_matches_the_sequential_builder() {
         for v2 in [false, true] {
