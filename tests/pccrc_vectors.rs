@@ -260,3 +260,28 @@ fn inspect_rejects_bad_input_with_exit_code_2_and_one_stderr_line() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(String::from_utf8(out.stderr).unwrap().lines().count(), 1);
 }
+
+#[test]
+fn committed_vectors_are_exactly_what_the_generator_writes() {
+    // Guards against hand-edited or stale vectors: regenerate into a temp dir and compare.
+    let out = tempfile::tempdir().unwrap();
+    let status = Command::new("python3")
+        .arg(data_dir().join("gen_vectors.py"))
+        .arg(out.path())
+        .output()
+        .expect("python3 is needed to check the golden vectors (.ci/run installs it)");
+    assert!(status.status.success(), "{status:?}");
+    let mut compared = 0;
+    for entry in std::fs::read_dir(out.path()).unwrap() {
+        let fresh = entry.unwrap().path();
+        let name = fresh.file_name().unwrap();
+        let committed = std::fs::read(data_dir().join(name))
+            .unwrap_or_else(|e| panic!("{name:?} generated but not committed: {e}"));
+        assert!(
+            std::fs::read(&fresh).unwrap() == committed,
+            "{name:?} differs from the generator's output; rerun gen_vectors.py"
+        );
+        compared += 1;
+    }
+    assert_eq!(compared, 2 * vectors().len());
+}
