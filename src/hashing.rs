@@ -6,8 +6,8 @@
 //! segments cut by the [`Chunker`] (which runs on the producer's thread).
 //!
 //! - [`hash_reader`] reads a [`Read`] on the calling thread and hands jobs to
-//!   `threads` scoped worker threads through a rendezvous channel, so at most
-//!   `threads + 1` jobs are in memory.
+//!   `threads` scoped worker threads through a channel holding `threads`
+//!   jobs, so at most `2 × threads + 1` jobs are in memory.
 //! - [`ParallelHasher`] is the push-style variant for async producers (the
 //!   publisher streams an origin body into it). See its docs for the
 //!   backpressure contract.
@@ -228,7 +228,7 @@ impl Splitter {
 
 /// Hash everything `r` yields with `threads` worker threads (0 = all cores).
 ///
-/// Memory stays bounded: at most `threads + 1` jobs (a v1 job is
+/// Memory stays bounded: at most `2 × threads + 1` jobs (a v1 job is
 /// [`V1_RUN_BYTES`], a v2 job ~[`JOB_TARGET_BYTES`]) exist at once; the reading thread
 /// blocks until a worker is free. `progress` is called with the total number
 /// of bytes read so far after every read. The output is identical for every
@@ -262,12 +262,14 @@ fn hash_reader_with<R: Read>(
     };
     let mut splitter = Splitter::new(version, job_target);
     // Enough buffers for every job in flight, so steady state allocates nothing.
-    let pool = BufPool::new((threads + 2) * (splitter.job_target as usize / READ_CHUNK + 1));
+    let pool = BufPool::new((2 * threads + 2) * (splitter.job_target as usize / READ_CHUNK + 1));
     let ks = *ks;
     let mut results: Vec<(u64, Done)> = Vec::new();
     std::thread::scope(|scope| -> io::Result<()> {
-        // Rendezvous: a job leaves the reader only when a worker takes it.
-        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(0);
+        // One queued job per worker: a worker finds its next job ready even when
+        // the reader is not scheduled at that moment (a rendezvous channel
+        // stalled v2 on a busy machine), while memory stays bounded.
+        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(threads);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (res_tx, res_rx) = mpsc::channel();
         for _ in 0..threads {
