@@ -681,6 +681,28 @@ mod tests {
     }
 
     #[test]
+    fn v1_segment_boundary_plus_minus_one_byte() {
+        let (version, algo) = pick(false);
+        let ks = server_secret(algo, b"k");
+        let seg = V1_SEGMENT_SIZE as usize;
+        let bytes = data(seg + 1);
+        for (len, segments) in [(seg - 1, 1), (seg, 1), (seg + 1, 2)] {
+            let want = hash_content(version, algo, &ks, &bytes[..len]);
+            assert_eq!(want.segments.len(), segments, "{len}");
+            let got = hash_reader(&bytes[..len], version, algo, &ks, 2, |_| {}).unwrap();
+            assert_eq!(got, want, "{len}");
+            let ci = got.encode(None).unwrap();
+            let info = crate::proto::pccrc::ContentInfo::parse(&ci).unwrap();
+            assert_eq!(info.range(), 0..len as u64);
+            let last = info.segment(segments - 1).unwrap();
+            assert_eq!(
+                u64::from(last.block_count()),
+                (last.size() as u64).div_ceil(65_536)
+            );
+        }
+    }
+
+    #[test]
     fn hash_reader_reports_read_errors() {
         struct Broken(usize);
         impl Read for Broken {
