@@ -25,6 +25,7 @@ use std::io::{self, Read};
 use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use bytes::Bytes;
@@ -397,6 +398,8 @@ pub struct ParallelHasher {
     ks: ServerSecret,
     splitter: Splitter,
     slots: Arc<tokio::sync::Semaphore>,
+    /// Jobs spawned and not yet finished (for observability and tests).
+    in_flight: Arc<AtomicUsize>,
     pending: VecDeque<tokio::sync::oneshot::Receiver<Done>>,
     done: Vec<Done>,
 }
@@ -416,6 +419,7 @@ impl ParallelHasher {
             ks,
             splitter: Splitter::new(version, job_target(version)),
             slots: Arc::new(tokio::sync::Semaphore::new(threads)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
             pending: VecDeque::new(),
             done: Vec::new(),
         }
@@ -424,6 +428,11 @@ impl ParallelHasher {
     /// Bytes pushed so far.
     pub fn total_len(&self) -> u64 {
         self.splitter.total_len
+    }
+
+    /// Hashing jobs queued or running right now (never more than `threads`).
+    pub fn jobs_in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
     }
 
     /// Feed the next bytes of the resource; waits while `threads` jobs are
@@ -441,8 +450,11 @@ impl ParallelHasher {
             };
             let (tx, rx) = tokio::sync::oneshot::channel();
             let (version, algo, ks) = (self.version, self.algo, self.ks);
+            let in_flight = Arc::clone(&self.in_flight);
+            in_flight.fetch_add(1, Ordering::AcqRel);
             rayon::spawn(move || {
                 let out = job.run(version, algo, &ks);
+                in_flight.fetch_sub(1, Ordering::AcqRel);
                 drop(permit);
                 let _ = tx.send(out); // the hasher was dropped: nobody wants it
             });
@@ -739,6 +751,23 @@ mod tests {
         fn is_send<T: Send>(_: T) {}
         is_send(h.push(Bytes::new()));
         is_send(owned.finish());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parallel_hasher_never_has_more_jobs_than_threads_in_flight() {
+        let (version, algo) = pick(false);
+        let ks = server_secret(algo, b"k");
+        let bytes = Bytes::from(data(24 << 20));
+        let mut h = ParallelHasher::new(version, algo, ks, 2);
+        for frame in bytes.chunks(64 * 1024) {
+            h.push(bytes.slice_ref(frame)).await;
+            assert!(
+                h.jobs_in_flight() <= 2,
+                "{} jobs in flight",
+                h.jobs_in_flight()
+            );
+        }
+        assert_eq!(h.finish().await, hash_content(version, algo, &ks, &bytes));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
