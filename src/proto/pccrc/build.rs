@@ -208,27 +208,58 @@ impl SegmentHasher {
     ///
     /// A segment longer than `u32::MAX` bytes reports `size == u32::MAX`, which
     /// [`ContentHashes::encode`] rejects (segments are ≤ 32 MiB).
-    pub fn finish(mut self, ks: &ServerSecret) -> SegmentHashes {
-        let hash_of_data = match self.version {
+    pub fn finish(self, ks: &ServerSecret) -> SegmentHashes {
+        let size = u32::try_from(self.len).unwrap_or(u32::MAX);
+        match self.version {
             Version::V1 => {
-                if self.block_fill > 0 {
-                    self.finish_block();
-                }
-                let mut h = Hasher::new(self.algo);
-                for b in &self.block_hashes {
-                    h.update(b.as_bytes());
-                }
-                h.finalize()
+                let (algo, offset) = (self.algo, self.offset);
+                v1_segment_from_blocks(algo, ks, offset, size, self.into_block_hashes())
             }
-            Version::V2 => self.current.finalize(),
-        };
-        SegmentHashes {
-            offset: self.offset,
-            size: u32::try_from(self.len).unwrap_or(u32::MAX),
-            hash_of_data,
-            secret: segment_secret(self.algo, ks, &hash_of_data),
-            block_hashes: self.block_hashes,
+            Version::V2 => {
+                let hash_of_data = self.current.finalize();
+                SegmentHashes {
+                    offset: self.offset,
+                    size,
+                    hash_of_data,
+                    secret: segment_secret(self.algo, ks, &hash_of_data),
+                    block_hashes: Vec::new(),
+                }
+            }
         }
+    }
+
+    /// v1: finish the last (possibly short) block and return the hashes of all
+    /// blocks fed, without computing `HoD`. Lets a driver hash runs of blocks of
+    /// one segment in parallel and join them with [`v1_segment_from_blocks`].
+    /// v2 has no blocks: returns an empty list.
+    pub fn into_block_hashes(mut self) -> Vec<Digest> {
+        if self.version == Version::V1 && self.block_fill > 0 {
+            self.finish_block();
+        }
+        self.block_hashes
+    }
+}
+
+/// v1: a segment from its block hashes (all of them, in order):
+/// `HoD = H(block hashes)`, `Kp = HMAC(Ks, HoD)`.
+pub fn v1_segment_from_blocks(
+    algo: HashAlgo,
+    ks: &ServerSecret,
+    offset: u64,
+    size: u32,
+    block_hashes: Vec<Digest>,
+) -> SegmentHashes {
+    let mut h = Hasher::new(algo);
+    for b in &block_hashes {
+        h.update(b.as_bytes());
+    }
+    let hash_of_data = h.finalize();
+    SegmentHashes {
+        offset,
+        size,
+        hash_of_data,
+        secret: segment_secret(algo, ks, &hash_of_data),
+        block_hashes,
     }
 }
 

@@ -7,6 +7,7 @@ pub mod chunker;
 pub mod crypto;
 pub mod parse;
 
+pub use build::v1_segment_from_blocks;
 pub use build::{
     check_algo, hash_content, hash_segment, BuildError, ContentHashes, SegmentHasher,
     SegmentHashes, StreamBuilder,
