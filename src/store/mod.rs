@@ -53,6 +53,8 @@ const MAX_BATCH: usize = 128;
 const IO_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// redb page cache: the index is small (≈ 16 bytes per block), keep memory bounded.
 const INDEX_CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// Most threads fsyncing data files of one batch in parallel.
+const SYNC_THREADS: usize = 16;
 /// Wait between attempts to re-open the index after an IO error (re-open runs redb's repair).
 const INDEX_REOPEN_BACKOFF: Duration = Duration::from_secs(5);
 /// Name of the index file inside the store directory.
@@ -1078,8 +1080,9 @@ impl Writer {
         }
 
         // Data must be durable before the index may point at it.
-        for file in &touched_files {
-            if let Err(e) = self.shared.backend.sync(file) {
+        let synced = sync_files(&*self.shared.backend, &touched_files);
+        for (file, result) in touched_files.iter().zip(synced) {
+            if let Err(e) = result {
                 let err = io_err("sync", Path::new(&**file), e);
                 self.shared.io_log.report(&self.shared.metrics, &err);
                 let (failed, kept): (Vec<_>, Vec<_>) = blocks
@@ -1320,6 +1323,47 @@ impl Writer {
         txn.commit()?;
         Ok(())
     }
+}
+
+/// fsync `files`, in parallel when there are several: concurrent fsyncs
+/// share journal commits on common filesystems, so a batch touching many
+/// segment files costs about one fsync instead of one per file.
+fn sync_files(backend: &dyn Backend, files: &[Arc<str>]) -> Vec<io::Result<()>> {
+    if files.len() <= 1 {
+        return files.iter().map(|f| backend.sync(f)).collect();
+    }
+    let per_thread = files.len().div_ceil(SYNC_THREADS);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(per_thread)
+            .map(|chunk| {
+                let work = move || chunk.iter().map(|f| backend.sync(f)).collect::<Vec<_>>();
+                match std::thread::Builder::new()
+                    .name("store-sync".into())
+                    .spawn_scoped(scope, work)
+                {
+                    Ok(h) => Err(h),
+                    // No thread available: sync this chunk inline.
+                    Err(_) => Ok(work()),
+                }
+            })
+            .collect();
+        let mut out = Vec::with_capacity(files.len());
+        for (h, chunk) in handles.into_iter().zip(files.chunks(per_thread)) {
+            match h {
+                Ok(done) => out.extend(done),
+                Err(h) => match h.join() {
+                    Ok(done) => out.extend(done),
+                    Err(_) => out.extend(
+                        chunk
+                            .iter()
+                            .map(|_| Err(io::Error::other("sync thread panicked"))),
+                    ),
+                },
+            }
+        }
+        out
+    })
 }
 
 fn err_kind(e: &StoreError) -> io::ErrorKind {
