@@ -256,7 +256,6 @@ struct SegEntry {
     tick: u64,
     /// Distinguishes this incarnation from a later re-insert of the same id.
     generation: u64,
-    file: Arc<str>,
 }
 
 #[derive(Debug, Default)]
@@ -308,7 +307,6 @@ impl State {
                 bytes,
                 tick,
                 generation,
-                file: data_file_name(&id).into(),
             },
         );
     }
@@ -380,7 +378,7 @@ fn data_file_name(id: &SegmentId) -> String {
 }
 
 /// One segment to check in `verify_all`: id, meta, file, generation, present blocks.
-type VerifyItem = (SegmentId, Arc<SegmentMeta>, Arc<str>, u64, Vec<u32>);
+type VerifyItem = (SegmentId, Arc<SegmentMeta>, String, u64, Vec<u32>);
 
 /// Rate-limited logging of IO errors.
 #[derive(Debug)]
@@ -526,7 +524,7 @@ impl Store {
         let files = backend
             .list()
             .map_err(|e| io_err("list", Path::new(DATA_DIR), e))?;
-        let known: HashSet<&str> = state.segs.values().map(|e| &*e.file).collect();
+        let known: HashSet<String> = state.segs.keys().map(data_file_name).collect();
         let orphans: Vec<String> = files
             .into_iter()
             .filter(|f| !known.contains(f.as_str()))
@@ -668,7 +666,7 @@ impl Store {
             let loc = st.segs.get(&id).and_then(|e| {
                 let crc = (*e.crcs.get(index as usize)?)?;
                 Some((
-                    e.file.clone(),
+                    data_file_name(&id),
                     e.meta.block_offset(index),
                     e.meta.block_len(index)?,
                     crc,
@@ -842,7 +840,13 @@ impl Store {
                         .filter(|(_, c)| c.is_some())
                         .map(|(i, _)| i as u32)
                         .collect();
-                    (*id, e.meta.clone(), e.file.clone(), e.generation, present)
+                    (
+                        *id,
+                        e.meta.clone(),
+                        data_file_name(id),
+                        e.generation,
+                        present,
+                    )
                 })
                 .collect()
         };
@@ -1293,9 +1297,10 @@ impl Writer {
             self.shared.io_log.report(&self.shared.metrics, &e);
             return;
         }
-        for (_, e) in &victims {
-            if let Err(err) = self.shared.backend.remove(&e.file) {
-                tracing::warn!(file = %e.file, error = %err, "cannot remove evicted segment file; removed at next open");
+        for (id, _) in &victims {
+            let file = data_file_name(id);
+            if let Err(err) = self.shared.backend.remove(&file) {
+                tracing::warn!(file = %file, error = %err, "cannot remove evicted segment file; removed at next open");
             }
         }
     }
