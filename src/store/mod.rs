@@ -604,7 +604,8 @@ impl Store {
     }
 
     /// Verify `data` against block `index`'s hash and store it durably.
-    /// `Err(HashMismatch)` never stores anything. Storing a present block again is a no-op.
+    /// `Err(HashMismatch)` never stores anything (also returned when the block
+    /// is already present). Storing a present block again is a no-op.
     pub async fn put_block(
         &self,
         id: &SegmentId,
@@ -631,9 +632,6 @@ impl Store {
                 got: data.len(),
             });
         }
-        if present {
-            return Ok(());
-        }
         let expected = meta.block_hash(index).ok_or(StoreError::BlockOutOfRange {
             id,
             index,
@@ -646,6 +644,10 @@ impl Store {
         .await
         .map_err(|_| StoreError::Closed)?
         .ok_or(StoreError::HashMismatch { id, index })?;
+        // Verified first even when present, so a caller always learns bad data is bad.
+        if present {
+            return Ok(());
+        }
         self.request(|reply| Cmd::PutBlock {
             id,
             index,
