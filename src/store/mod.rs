@@ -27,6 +27,7 @@ mod index;
 mod meta;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -230,10 +231,18 @@ pub struct VerifyReport {
 }
 
 /// The block store. Cheap to clone (an `Arc` inside); all clones share one store.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Cmd>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -395,17 +404,20 @@ impl IoLog {
         }
     }
 
-    fn report(&self, metrics: &StoreMetrics, err: &StoreError) {
+    /// Count `err`; log it unless another error was logged within [`IO_LOG_INTERVAL`].
+    /// Returns whether it was logged.
+    fn report(&self, metrics: &StoreMetrics, err: &StoreError) -> bool {
         metrics.io_errors.inc();
         let now = Instant::now();
         let mut last = lock(&self.last);
         if last.is_some_and(|t| now.duration_since(t) < IO_LOG_INTERVAL) {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         }
         *last = Some(now);
         let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
         tracing::error!(error = %err, suppressed, "store IO error; serving continues without the store for affected blocks");
+        true
     }
 }
 
@@ -1181,6 +1193,9 @@ impl Writer {
     }
 
     fn persist_access(&mut self) {
+        if self.closed {
+            return;
+        }
         let access = self.take_dirty_access();
         if access.is_empty() {
             return;

@@ -565,6 +565,32 @@ async fn index_commit_failure_is_reported_and_the_index_recovers() {
     store.close().await.unwrap();
 }
 
+#[test]
+fn io_errors_are_all_counted_but_logged_once_per_interval() {
+    let log = IoLog::new();
+    let m = StoreMetrics::default();
+    let err = || StoreError::Io {
+        op: "write",
+        file: "x".into(),
+        source: io::Error::from_raw_os_error(28),
+    };
+    assert!(log.report(&m, &err()));
+    assert!(!log.report(&m, &err()));
+    assert!(!log.report(&m, &err()));
+    assert_eq!(m.io_errors.get(), 3);
+    assert_eq!(log.suppressed.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn debug_shows_stats_not_contents() {
+    let store = Store::open_in_memory(1000);
+    let (id, meta) = v2_segment(b"abc");
+    store.put_meta(id, meta).await.unwrap();
+    let dbg = format!("{store:?}");
+    assert!(dbg.contains("segments: 1"), "{dbg}");
+    assert!(!dbg.contains(&id.to_hex()), "{dbg}");
+}
+
 mod model {
     //! Random operation sequences against the real store (in memory): it
     //! never serves wrong bytes, its bookkeeping stays consistent, and it
