@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
@@ -44,6 +45,29 @@ pub struct Metrics {
     pub build_info: Gauge,
     /// `branchcache_admin_requests_total`: requests answered by the admin listener.
     pub admin_requests: Counter,
+    /// `branchcache_hosted_cache_offers_total{version,message,response}`:
+    /// PCHC requests by protocol version, message type and how they were answered.
+    pub hosted_cache_offers: Family<[(&'static str, &'static str); 3], Counter>,
+    /// `branchcache_hosted_cache_offered_segments_total{version,outcome}`:
+    /// segments named in accepted offers and what became of them.
+    pub hosted_cache_offered_segments: Family<[(&'static str, &'static str); 2], Counter>,
+    /// `branchcache_hosted_cache_pulls_total{outcome}`: finished segment pulls.
+    pub hosted_cache_pulls: Family<[(&'static str, &'static str); 1], Counter>,
+    /// `branchcache_hosted_cache_pull_queue_depth`: pulls queued, not yet started.
+    pub hosted_cache_pull_queue_depth: Gauge,
+    /// `branchcache_retrieval_requests_total{type,result}`: PCCRR requests
+    /// answered by the retrieval server, by message type and outcome.
+    pub retrieval_requests: Family<[(&'static str, &'static str); 2], Counter>,
+    /// `branchcache_retrieval_blocks_served_total`: blocks sent in MSG_BLK.
+    pub retrieval_blocks_served: Counter,
+    /// `branchcache_retrieval_bytes_served_total`: plaintext bytes of blocks sent.
+    pub retrieval_bytes_served: Counter,
+    /// `branchcache_retrieval_refusals_total`: requests answered with an
+    /// empty list / block because the client was over its concurrency limit.
+    pub retrieval_refusals: Counter,
+    /// `branchcache_retrieval_client_requests_total{type,result}`: PCCRR
+    /// requests this node sent to peers, by message type and outcome.
+    pub retrieval_client_requests: Family<[(&'static str, &'static str); 2], Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -75,11 +99,106 @@ impl Metrics {
             "Requests answered by the admin listener",
             admin_requests.clone(),
         );
+        let hosted_cache_offers = Family::default();
+        registry.register(
+            "hosted_cache_offers",
+            "PCHC requests by protocol version, message type and response",
+            hosted_cache_offers.clone(),
+        );
+        let hosted_cache_offered_segments = Family::default();
+        registry.register(
+            "hosted_cache_offered_segments",
+            "Segments in accepted PCHC offers by version and outcome (queued, duplicate, present, full)",
+            hosted_cache_offered_segments.clone(),
+        );
+        let hosted_cache_pulls = Family::default();
+        registry.register(
+            "hosted_cache_pulls",
+            "Hosted cache segment pulls by outcome",
+            hosted_cache_pulls.clone(),
+        );
+        let hosted_cache_pull_queue_depth = Gauge::default();
+        registry.register(
+            "hosted_cache_pull_queue_depth",
+            "Hosted cache pulls queued and not yet started",
+            hosted_cache_pull_queue_depth.clone(),
+        );
+        let retrieval_requests = Family::<[(&'static str, &'static str); 2], Counter>::default();
+        registry.register(
+            "retrieval_requests",
+            "PCCRR requests answered by the retrieval server, by message type and result",
+            retrieval_requests.clone(),
+        );
+        let retrieval_blocks_served = Counter::default();
+        registry.register(
+            "retrieval_blocks_served",
+            "Blocks sent to peers in MSG_BLK",
+            retrieval_blocks_served.clone(),
+        );
+        let retrieval_bytes_served = Counter::default();
+        registry.register(
+            "retrieval_bytes_served",
+            "Plaintext bytes of blocks sent to peers",
+            retrieval_bytes_served.clone(),
+        );
+        let retrieval_refusals = Counter::default();
+        registry.register(
+            "retrieval_refusals",
+            "PCCRR requests answered empty because the client exceeded its concurrency limit",
+            retrieval_refusals.clone(),
+        );
+        let retrieval_client_requests =
+            Family::<[(&'static str, &'static str); 2], Counter>::default();
+        registry.register(
+            "retrieval_client_requests",
+            "PCCRR requests sent to peers, by message type and result",
+            retrieval_client_requests.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             build_info,
             admin_requests,
+            hosted_cache_offers,
+            hosted_cache_offered_segments,
+            hosted_cache_pulls,
+            hosted_cache_pull_queue_depth,
+            retrieval_requests,
+            retrieval_blocks_served,
+            retrieval_bytes_served,
+            retrieval_refusals,
+            retrieval_client_requests,
         }
+    }
+
+    /// Count one PCHC request (`version`: v1/v2; `message`: type name or
+    /// `malformed`; `response`: ok, interested or the rejection kind).
+    pub fn hosted_cache_offer(
+        &self,
+        version: &'static str,
+        message: &'static str,
+        response: &'static str,
+    ) {
+        self.hosted_cache_offers
+            .get_or_create(&[
+                ("version", version),
+                ("message", message),
+                ("response", response),
+            ])
+            .inc();
+    }
+
+    /// Count one offered segment by version and outcome.
+    pub fn hosted_cache_offered_segment(&self, version: &'static str, outcome: &'static str) {
+        self.hosted_cache_offered_segments
+            .get_or_create(&[("version", version), ("outcome", outcome)])
+            .inc();
+    }
+
+    /// Count one finished pull by outcome (`ok` or the error kind).
+    pub fn hosted_cache_pull(&self, outcome: &'static str) {
+        self.hosted_cache_pulls
+            .get_or_create(&[("outcome", outcome)])
+            .inc();
     }
 
     /// Register a store's metric handles (call once per daemon).

@@ -8,5 +8,7 @@
 
 pub mod codec;
 pub mod pccrc;
+pub mod pccrr;
+pub mod pchc;
 
 pub use codec::{DecodeError, Reader, Writer};
