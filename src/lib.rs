@@ -39,5 +39,5 @@ pub mod inspect;
 pub mod metrics;
 pub mod net;
 pub mod proto;
-pub mod store;
 pub mod retrieval;
+pub mod store;
