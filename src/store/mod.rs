@@ -583,7 +583,12 @@ impl Store {
 
     /// Store `meta` for `id`. Idempotent. Rejects metadata whose id does not
     /// derive from (HoD, Kp) or whose v1 block hashes do not hash to HoD.
+    /// Cheap when the same metadata is already stored (no re-validation), so
+    /// callers may call it before every `put_block`.
     pub async fn put_meta(&self, id: SegmentId, meta: SegmentMeta) -> Result<(), StoreError> {
+        if self.meta_arc(&id).is_some_and(|m| *m == meta) {
+            return Ok(());
+        }
         let meta = tokio::task::spawn_blocking(move || {
             meta.validate(&id)
                 .map(|()| meta)

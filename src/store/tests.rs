@@ -94,8 +94,15 @@ async fn put_meta_rejects_meta_not_deriving_the_id_and_is_idempotent() {
     assert_eq!(err.kind(), "invalid_meta");
     assert_eq!(store.meta(&other).await, None);
     store.put_meta(id, meta.clone()).await.unwrap();
-    store.put_meta(id, meta).await.unwrap();
+    store.put_meta(id, meta.clone()).await.unwrap();
     assert_eq!(store.stats().segments, 1);
+    // Different (invalid) metadata under a known id is still rejected.
+    let mut wrong = meta;
+    wrong.block_hashes.clear();
+    assert_eq!(
+        store.put_meta(id, wrong).await.unwrap_err().kind(),
+        "invalid_meta"
+    );
 }
 
 #[tokio::test]
