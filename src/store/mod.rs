@@ -470,7 +470,7 @@ impl Store {
         Self::open_with(Some(file_opener(index)), backend, max_size).await
     }
 
-    /// A store whose index and data live in memory (tests, `--no-store` setups).
+    /// A store whose index and data live in memory (tests; nothing survives a restart).
     pub fn open_in_memory(max_size: u64) -> Store {
         Self::start_sync(None, Arc::new(MemBackend::new()), max_size)
             .expect("in-memory redb and an empty MemBackend cannot fail to open")
