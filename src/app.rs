@@ -158,6 +158,10 @@ impl App {
                 shutdown.child_token(),
             ));
         }
+        tasks.spawn(flush_store_periodically(
+            store.clone(),
+            shutdown.child_token(),
+        ));
         state.ready.store(true, Ordering::Release);
         tracing::info!(admin = %admin_addr, store = %config.store.path.display(), "branchcache started");
         Ok(App {
@@ -193,6 +197,26 @@ impl App {
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         self.wait().await;
+    }
+}
+
+/// How often the store's lazily kept state (LRU order) is persisted when
+/// there are no writes to carry it: bounds what a crash forgets.
+const STORE_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn flush_store_periodically(store: Store, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(STORE_FLUSH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = store.flush().await {
+                    tracing::warn!(error = %e, "periodic store flush failed");
+                }
+            }
+        }
     }
 }
 

@@ -27,6 +27,7 @@ mod index;
 mod meta;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +54,8 @@ const MAX_BATCH: usize = 128;
 const IO_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// redb page cache: the index is small (≈ 16 bytes per block), keep memory bounded.
 const INDEX_CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// Most threads fsyncing data files of one batch in parallel.
+const SYNC_THREADS: usize = 16;
 /// Wait between attempts to re-open the index after an IO error (re-open runs redb's repair).
 const INDEX_REOPEN_BACKOFF: Duration = Duration::from_secs(5);
 /// Name of the index file inside the store directory.
@@ -228,10 +231,18 @@ pub struct VerifyReport {
 }
 
 /// The block store. Cheap to clone (an `Arc` inside); all clones share one store.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Cmd>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -254,7 +265,6 @@ struct SegEntry {
     tick: u64,
     /// Distinguishes this incarnation from a later re-insert of the same id.
     generation: u64,
-    file: Arc<str>,
 }
 
 #[derive(Debug, Default)]
@@ -306,7 +316,6 @@ impl State {
                 bytes,
                 tick,
                 generation,
-                file: data_file_name(&id).into(),
             },
         );
     }
@@ -378,7 +387,7 @@ fn data_file_name(id: &SegmentId) -> String {
 }
 
 /// One segment to check in `verify_all`: id, meta, file, generation, present blocks.
-type VerifyItem = (SegmentId, Arc<SegmentMeta>, Arc<str>, u64, Vec<u32>);
+type VerifyItem = (SegmentId, Arc<SegmentMeta>, String, u64, Vec<u32>);
 
 /// Rate-limited logging of IO errors.
 #[derive(Debug)]
@@ -395,17 +404,20 @@ impl IoLog {
         }
     }
 
-    fn report(&self, metrics: &StoreMetrics, err: &StoreError) {
+    /// Count `err`; log it unless another error was logged within [`IO_LOG_INTERVAL`].
+    /// Returns whether it was logged.
+    fn report(&self, metrics: &StoreMetrics, err: &StoreError) -> bool {
         metrics.io_errors.inc();
         let now = Instant::now();
         let mut last = lock(&self.last);
         if last.is_some_and(|t| now.duration_since(t) < IO_LOG_INTERVAL) {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         }
         *last = Some(now);
         let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
         tracing::error!(error = %err, suppressed, "store IO error; serving continues without the store for affected blocks");
+        true
     }
 }
 
@@ -458,7 +470,7 @@ impl Store {
         Self::open_with(Some(file_opener(index)), backend, max_size).await
     }
 
-    /// A store whose index and data live in memory (tests, `--no-store` setups).
+    /// A store whose index and data live in memory (tests; nothing survives a restart).
     pub fn open_in_memory(max_size: u64) -> Store {
         Self::start_sync(None, Arc::new(MemBackend::new()), max_size)
             .expect("in-memory redb and an empty MemBackend cannot fail to open")
@@ -524,7 +536,7 @@ impl Store {
         let files = backend
             .list()
             .map_err(|e| io_err("list", Path::new(DATA_DIR), e))?;
-        let known: HashSet<&str> = state.segs.values().map(|e| &*e.file).collect();
+        let known: HashSet<String> = state.segs.keys().map(data_file_name).collect();
         let orphans: Vec<String> = files
             .into_iter()
             .filter(|f| !known.contains(f.as_str()))
@@ -571,7 +583,12 @@ impl Store {
 
     /// Store `meta` for `id`. Idempotent. Rejects metadata whose id does not
     /// derive from (HoD, Kp) or whose v1 block hashes do not hash to HoD.
+    /// Cheap when the same metadata is already stored (no re-validation), so
+    /// callers may call it before every `put_block`.
     pub async fn put_meta(&self, id: SegmentId, meta: SegmentMeta) -> Result<(), StoreError> {
+        if self.meta_arc(&id).is_some_and(|m| *m == meta) {
+            return Ok(());
+        }
         let meta = tokio::task::spawn_blocking(move || {
             meta.validate(&id)
                 .map(|()| meta)
@@ -604,7 +621,8 @@ impl Store {
     }
 
     /// Verify `data` against block `index`'s hash and store it durably.
-    /// `Err(HashMismatch)` never stores anything. Storing a present block again is a no-op.
+    /// `Err(HashMismatch)` never stores anything (also returned when the block
+    /// is already present). Storing a present block again is a no-op.
     pub async fn put_block(
         &self,
         id: &SegmentId,
@@ -631,9 +649,6 @@ impl Store {
                 got: data.len(),
             });
         }
-        if present {
-            return Ok(());
-        }
         let expected = meta.block_hash(index).ok_or(StoreError::BlockOutOfRange {
             id,
             index,
@@ -646,6 +661,10 @@ impl Store {
         .await
         .map_err(|_| StoreError::Closed)?
         .ok_or(StoreError::HashMismatch { id, index })?;
+        // Verified first even when present, so a caller always learns bad data is bad.
+        if present {
+            return Ok(());
+        }
         self.request(|reply| Cmd::PutBlock {
             id,
             index,
@@ -666,7 +685,7 @@ impl Store {
             let loc = st.segs.get(&id).and_then(|e| {
                 let crc = (*e.crcs.get(index as usize)?)?;
                 Some((
-                    e.file.clone(),
+                    data_file_name(&id),
                     e.meta.block_offset(index),
                     e.meta.block_len(index)?,
                     crc,
@@ -840,7 +859,13 @@ impl Store {
                         .filter(|(_, c)| c.is_some())
                         .map(|(i, _)| i as u32)
                         .collect();
-                    (*id, e.meta.clone(), e.file.clone(), e.generation, present)
+                    (
+                        *id,
+                        e.meta.clone(),
+                        data_file_name(id),
+                        e.generation,
+                        present,
+                    )
                 })
                 .collect()
         };
@@ -1078,8 +1103,9 @@ impl Writer {
         }
 
         // Data must be durable before the index may point at it.
-        for file in &touched_files {
-            if let Err(e) = self.shared.backend.sync(file) {
+        let synced = sync_files(&*self.shared.backend, &touched_files);
+        for (file, result) in touched_files.iter().zip(synced) {
+            if let Err(e) = result {
                 let err = io_err("sync", Path::new(&**file), e);
                 self.shared.io_log.report(&self.shared.metrics, &err);
                 let (failed, kept): (Vec<_>, Vec<_>) = blocks
@@ -1172,6 +1198,9 @@ impl Writer {
     }
 
     fn persist_access(&mut self) {
+        if self.closed {
+            return;
+        }
         let access = self.take_dirty_access();
         if access.is_empty() {
             return;
@@ -1290,9 +1319,10 @@ impl Writer {
             self.shared.io_log.report(&self.shared.metrics, &e);
             return;
         }
-        for (_, e) in &victims {
-            if let Err(err) = self.shared.backend.remove(&e.file) {
-                tracing::warn!(file = %e.file, error = %err, "cannot remove evicted segment file; removed at next open");
+        for (id, _) in &victims {
+            let file = data_file_name(id);
+            if let Err(err) = self.shared.backend.remove(&file) {
+                tracing::warn!(file = %file, error = %err, "cannot remove evicted segment file; removed at next open");
             }
         }
     }
@@ -1320,6 +1350,47 @@ impl Writer {
         txn.commit()?;
         Ok(())
     }
+}
+
+/// fsync `files`, in parallel when there are several: concurrent fsyncs
+/// share journal commits on common filesystems, so a batch touching many
+/// segment files costs about one fsync instead of one per file.
+fn sync_files(backend: &dyn Backend, files: &[Arc<str>]) -> Vec<io::Result<()>> {
+    if files.len() <= 1 {
+        return files.iter().map(|f| backend.sync(f)).collect();
+    }
+    let per_thread = files.len().div_ceil(SYNC_THREADS);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(per_thread)
+            .map(|chunk| {
+                let work = move || chunk.iter().map(|f| backend.sync(f)).collect::<Vec<_>>();
+                match std::thread::Builder::new()
+                    .name("store-sync".into())
+                    .spawn_scoped(scope, work)
+                {
+                    Ok(h) => Err(h),
+                    // No thread available: sync this chunk inline.
+                    Err(_) => Ok(work()),
+                }
+            })
+            .collect();
+        let mut out = Vec::with_capacity(files.len());
+        for (h, chunk) in handles.into_iter().zip(files.chunks(per_thread)) {
+            match h {
+                Ok(done) => out.extend(done),
+                Err(h) => match h.join() {
+                    Ok(done) => out.extend(done),
+                    Err(_) => out.extend(
+                        chunk
+                            .iter()
+                            .map(|_| Err(io::Error::other("sync thread panicked"))),
+                    ),
+                },
+            }
+        }
+        out
+    })
 }
 
 fn err_kind(e: &StoreError) -> io::ErrorKind {

@@ -94,8 +94,15 @@ async fn put_meta_rejects_meta_not_deriving_the_id_and_is_idempotent() {
     assert_eq!(err.kind(), "invalid_meta");
     assert_eq!(store.meta(&other).await, None);
     store.put_meta(id, meta.clone()).await.unwrap();
-    store.put_meta(id, meta).await.unwrap();
+    store.put_meta(id, meta.clone()).await.unwrap();
     assert_eq!(store.stats().segments, 1);
+    // Different (invalid) metadata under a known id is still rejected.
+    let mut wrong = meta;
+    wrong.block_hashes.clear();
+    assert_eq!(
+        store.put_meta(id, wrong).await.unwrap_err().kind(),
+        "invalid_meta"
+    );
 }
 
 #[tokio::test]
@@ -563,4 +570,132 @@ async fn index_commit_failure_is_reported_and_the_index_recovers() {
     assert_eq!(store.present_blocks(&id), vec![0]);
     assert_eq!(store.stats().verify_failures, 1);
     store.close().await.unwrap();
+}
+
+#[test]
+fn io_errors_are_all_counted_but_logged_once_per_interval() {
+    let log = IoLog::new();
+    let m = StoreMetrics::default();
+    let err = || StoreError::Io {
+        op: "write",
+        file: "x".into(),
+        source: io::Error::from_raw_os_error(28),
+    };
+    assert!(log.report(&m, &err()));
+    assert!(!log.report(&m, &err()));
+    assert!(!log.report(&m, &err()));
+    assert_eq!(m.io_errors.get(), 3);
+    assert_eq!(log.suppressed.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn debug_shows_stats_not_contents() {
+    let store = Store::open_in_memory(1000);
+    let (id, meta) = v2_segment(b"abc");
+    store.put_meta(id, meta).await.unwrap();
+    let dbg = format!("{store:?}");
+    assert!(dbg.contains("segments: 1"), "{dbg}");
+    assert!(!dbg.contains(&id.to_hex()), "{dbg}");
+}
+
+mod model {
+    //! Random operation sequences against the real store (in memory): it
+    //! never serves wrong bytes, its bookkeeping stays consistent, and it
+    //! stays within its bound.
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        PutMeta(usize),
+        PutBlock { seg: usize, index: u32, bad: bool },
+        Get { seg: usize, index: u32 },
+        Corrupt { seg: usize, index: u32 },
+        Verify,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..4usize).prop_map(Op::PutMeta),
+            (0..4usize, 0..3u32, proptest::bool::weighted(0.2))
+                .prop_map(|(seg, index, bad)| Op::PutBlock { seg, index, bad }),
+            (0..4usize, 0..3u32).prop_map(|(seg, index)| Op::Get { seg, index }),
+            (0..4usize, 0..3u32).prop_map(|(seg, index)| Op::Corrupt { seg, index }),
+            Just(Op::Verify),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        #[test]
+        fn store_never_serves_wrong_bytes(ops in proptest::collection::vec(op(), 1..40)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let segs: Vec<(SegmentId, SegmentMeta, Vec<u8>)> = (0..4u8)
+                    .map(|s| {
+                        let d = pattern(100 + s, 140_000);
+                        let (id, m) = v1_segment(&d);
+                        (id, m, d)
+                    })
+                    .collect();
+                let one = record_bytes(&segs[0].1) + 140_000;
+                let mem = Arc::new(MemBackend::new());
+                let store = Store::open_with_backend(mem.clone(), 2 * one + 1000).await.unwrap();
+                for op in ops {
+                    match op {
+                        Op::PutMeta(s) => {
+                            let (id, m, _) = &segs[s];
+                            store.put_meta(*id, m.clone()).await.unwrap();
+                            assert!(store.meta_arc(id).is_some());
+                        }
+                        Op::PutBlock { seg, index, bad } => {
+                            let (id, m, d) = &segs[seg];
+                            let mut b = block(d, m, index).to_vec();
+                            if bad {
+                                b[0] ^= 1;
+                            }
+                            let known = store.meta_arc(id).is_some();
+                            match store.put_block(id, index, Bytes::from(b)).await {
+                                Ok(()) => {
+                                    assert!(known && !bad);
+                                    assert!(store.has_block(id, index));
+                                }
+                                Err(StoreError::HashMismatch { .. }) => assert!(bad),
+                                Err(StoreError::UnknownSegment { .. }) => assert!(!known),
+                                Err(e) => panic!("unexpected {e}"),
+                            }
+                        }
+                        Op::Get { seg, index } => {
+                            let (id, m, d) = &segs[seg];
+                            let had = store.has_block(id, index);
+                            let got = store.get_block(id, index).await.unwrap();
+                            if let Some(b) = &got {
+                                assert_eq!(b, &block(d, m, index));
+                            }
+                            assert!(got.is_none() || had);
+                        }
+                        Op::Corrupt { seg, index } => {
+                            let (id, m, _) = &segs[seg];
+                            let before = store.stats().verify_failures;
+                            if store.has_block(id, index)
+                                && mem.corrupt(&data_file_name(id), m.block_offset(index) + 7, b"!!")
+                            {
+                                assert_eq!(store.get_block(id, index).await.unwrap(), None);
+                                assert!(!store.has_block(id, index));
+                                assert_eq!(store.stats().verify_failures, before + 1);
+                            }
+                        }
+                        Op::Verify => {
+                            let r = store.verify_all(|_| {}).await;
+                            assert_eq!(r.bad, 0);
+                        }
+                    }
+                    store.flush().await.unwrap();
+                    store.assert_consistent();
+                    let s = store.stats();
+                    assert!(s.used_bytes <= s.max_bytes, "{s:?}");
+                }
+            });
+        }
+    }
 }
