@@ -259,3 +259,33 @@ async fn v2_offers_are_answered_but_not_pulled_into_the_verified_store() {
     stop.cancel();
     hc.server.join().await;
 }
+
+#[test]
+fn gen_cert_writes_a_pair_the_v1_listener_loads_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("hc.crt"), dir.path().join("hc.key"));
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_branchcache"))
+            .arg("gen-cert")
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .args(["--name", "hc.branch.example", "--name", "127.0.0.1"])
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert!(out.status.success(), "{out:?}");
+    tls::server_config(&cert, &key).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "key readable by others: {mode:o}");
+    }
+    let before = std::fs::read(&key).unwrap();
+    let again = run();
+    assert!(!again.status.success());
+    assert_eq!(std::fs::read(&key).unwrap(), before);
+}
