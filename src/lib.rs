@@ -8,13 +8,15 @@
 //!   retrieval messages (MS-PCCRR), discovery (MS-PCCRD), hosted cache
 //!   (MS-PCHC) and the PeerDist HTTP header logic. No IO, clock or RNG.
 //! - [`config`]: TOML → validated, typed configuration.
+//! - [`hashing`]: parallel content hashing (segments on all cores) feeding the
+//!   content information builder.
 //! - [`app`]: binds listeners, spawns roles, graceful shutdown.
 //! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`, `/status`.
 //! - [`net`]: the shared hyper serving loop.
+//! - [`store`]: the persistent, verified block store keyed by segment id.
 //! - [`retrieval`]: MS-PCCRR server handler and peer client.
 //! - [`hosted_cache`]: the MS-PCHC offer server (v2 HTTP, v1 HTTPS) and its
 //!   bounded pull queue.
-//! - [`store`]: the persistent, verified block store keyed by segment id.
 //! - [`inspect`]: renders content information for `branchcache inspect`.
 //! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
 //!
@@ -31,6 +33,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod fuzz;
+pub mod hashing;
 pub mod hosted_cache;
 pub mod inspect;
 pub mod metrics;
