@@ -18,12 +18,15 @@
 //! store, live elsewhere and plug in through [`SegmentCatalog`] and [`Puller`];
 //! [`StorePuller`] and the `SegmentCatalog` impl for [`crate::store::Store`]
 //! are the production pair (v1 pulls with the PCCRR client into the store).
+//! [`OfferClient`] is the offering side, for branch nodes using a hosted cache.
 
+mod client;
 mod offers;
 mod puller;
 mod queue;
 pub mod tls;
 
+pub use client::{OfferClient, OfferClientError, OFFER_TIMEOUT};
 pub use offers::{
     Holding, OfferReject, OfferService, RateLimit, SegmentCatalog, MAX_TRACKED_CLIENTS,
 };
