@@ -334,6 +334,20 @@ async fn v1_initial_offer_for_stored_segments() {
 }
 
 #[tokio::test]
+async fn v2_offer_of_a_segment_with_stored_hash_info_is_pulled_as_v1() {
+    let h = Harness::start(true, |_| {}).await;
+    h.catalog
+        .set(SegmentId::from_slice(&[5; 32]).unwrap(), Holding::HashInfo);
+    let (code, _) = h.http(Method::POST, V2_PATH, &batch(80, &[5, 6])).await;
+    assert_eq!(code, StatusCode::OK);
+    let mut jobs = h.puller.wait_for_jobs(2).await;
+    jobs.sort_by_key(|j| j.id);
+    assert!(matches!(jobs[0].kind, PullKind::V1Stored));
+    assert!(matches!(jobs[1].kind, PullKind::V2(_)));
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn each_url_rejects_the_other_versions_messages() {
     let h = Harness::start(true, |_| {}).await;
     for msg in [INITIAL_OFFER, SEGMENT_INFO] {
