@@ -45,6 +45,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a self-signed TLS certificate and key (PEM) for a lab hosted cache's PCHC v1
+    /// HTTPS listener. Clients must be given the certificate as a trusted root.
+    GenCert {
+        /// Where to write the certificate.
+        #[arg(long)]
+        cert: PathBuf,
+        /// Where to write the private key (created with mode 0600).
+        #[arg(long)]
+        key: PathBuf,
+        /// Subject alternative names: host names or IP addresses (repeatable).
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+    },
     /// Write the content information (MS-PCCRC) of a file, as a publisher would serve it.
     ///
     /// Exit status: 0 written, 2 bad invocation or input (missing file, empty key file, bad
@@ -110,6 +123,16 @@ fn main() -> ExitCode {
         Command::Inspect { file, json } => inspect(&file, json),
         Command::Hash(args) => hash(args),
         Command::Store { action } => store_command(cli.config, action),
+        Command::GenCert { cert, key, names } => match gen_cert(&cert, &key, &names) {
+            Ok(()) => {
+                println!("wrote {} and {}", cert.display(), key.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("branchcache gen-cert: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run => match run(cli.config, cli.log_format) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -333,4 +356,28 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// `gen-cert`: refuse to overwrite; the key file is created 0600.
+fn gen_cert(cert: &std::path::Path, key: &std::path::Path, names: &[String]) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let (cert_pem, key_pem) =
+        branchcache::hosted_cache::tls::self_signed(names).context("generating certificate")?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    opts.open(key)
+        .and_then(|mut f| f.write_all(key_pem.as_bytes()))
+        .with_context(|| format!("writing {}", key.display()))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(cert)
+        .and_then(|mut f| f.write_all(cert_pem.as_bytes()))
+        .with_context(|| format!("writing {}", cert.display()))?;
+    Ok(())
 }

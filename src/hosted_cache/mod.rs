@@ -15,15 +15,22 @@
 //! without a trailing slash); a message of the other version is rejected with
 //! 400. Pulls connect only to the offering client's source address on the
 //! port it advertised. The PCCRR server the hosted cache also runs, and the
-//! store, live elsewhere and plug in through [`SegmentCatalog`] and [`Puller`].
+//! store, live elsewhere and plug in through [`SegmentCatalog`] and [`Puller`];
+//! [`StorePuller`] and the `SegmentCatalog` impl for [`crate::store::Store`]
+//! are the production pair (v1 pulls with the PCCRR client into the store).
+//! [`OfferClient`] is the offering side, for branch nodes using a hosted cache.
 
+mod client;
 mod offers;
+mod puller;
 mod queue;
 pub mod tls;
 
+pub use client::{OfferClient, OfferClientError, OFFER_TIMEOUT};
 pub use offers::{
     Holding, OfferReject, OfferService, RateLimit, SegmentCatalog, MAX_TRACKED_CLIENTS,
 };
+pub use puller::StorePuller;
 pub use queue::{Enqueue, PullError, PullJob, PullKind, PullQueue, Puller, PULL_TIMEOUT};
 
 use std::io;

@@ -7,7 +7,8 @@
 //! - INITIAL_OFFER → `OK` when the hash information is known (stored or in a
 //!   queued v1 job), pulling missing blocks if needed; else `INTERESTED`.
 //! - SEGMENT_INFO → verified ([`verify_segment_info`]) → `OK`, pull queued.
-//! - BATCHED_OFFER → `OK`, one pull per segment not present or in flight.
+//! - BATCHED_OFFER → `OK`, one pull per segment not present or in flight
+//!   (pulled as v1 when the store already has its hash information).
 //! - Every client IP has a token bucket; an empty bucket rejects the message.
 //! - Pulls connect only to the client's source IP and advertised port.
 
@@ -270,19 +271,18 @@ impl<C: SegmentCatalog> OfferService<C> {
             RequestBody::BatchedOffer(batch) => {
                 for d in batch.descriptors {
                     let id = d.segment_id();
-                    if self.catalog.holding(&id) == Holding::Complete {
-                        self.metrics
-                            .hosted_cache_offered_segment(version, "present");
-                        continue;
-                    }
-                    self.enqueue(
-                        version,
-                        PullJob {
-                            source,
-                            id,
-                            kind: PullKind::V2(d),
-                        },
-                    );
+                    let kind = match self.catalog.holding(&id) {
+                        Holding::Complete => {
+                            self.metrics
+                                .hosted_cache_offered_segment(version, "present");
+                            continue;
+                        }
+                        // Hash information from an earlier v1 offer: the
+                        // blocks can be verified, so pull them as v1.
+                        Holding::HashInfo => PullKind::V1Stored,
+                        Holding::Nothing => PullKind::V2(d),
+                    };
+                    self.enqueue(version, PullJob { source, id, kind });
                 }
                 Ok(Response::OK)
             }

@@ -90,6 +90,12 @@ pub enum PullError {
     /// [`PULL_TIMEOUT`] passed.
     #[error("pull timed out")]
     Timeout,
+    /// This puller cannot handle the job.
+    #[error("unsupported: {what}")]
+    Unsupported {
+        /// What is not supported.
+        what: &'static str,
+    },
 }
 
 impl PullError {
@@ -101,6 +107,7 @@ impl PullError {
             PullError::Verify { .. } => "verify",
             PullError::Store(_) => "store",
             PullError::Timeout => "timeout",
+            PullError::Unsupported { .. } => "unsupported",
         }
     }
 }

@@ -334,6 +334,20 @@ async fn v1_initial_offer_for_stored_segments() {
 }
 
 #[tokio::test]
+async fn v2_offer_of_a_segment_with_stored_hash_info_is_pulled_as_v1() {
+    let h = Harness::start(true, |_| {}).await;
+    h.catalog
+        .set(SegmentId::from_slice(&[5; 32]).unwrap(), Holding::HashInfo);
+    let (code, _) = h.http(Method::POST, V2_PATH, &batch(80, &[5, 6])).await;
+    assert_eq!(code, StatusCode::OK);
+    let mut jobs = h.puller.wait_for_jobs(2).await;
+    jobs.sort_by_key(|j| j.id);
+    assert!(matches!(jobs[0].kind, PullKind::V1Stored));
+    assert!(matches!(jobs[1].kind, PullKind::V2(_)));
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn each_url_rejects_the_other_versions_messages() {
     let h = Harness::start(true, |_| {}).await;
     for msg in [INITIAL_OFFER, SEGMENT_INFO] {
@@ -472,4 +486,120 @@ fn rate_limiter_refills_with_time_and_tracks_clients_separately() {
     assert!(limiter.allow(b, t0));
     assert!(limiter.allow(a, t0 + Duration::from_secs(1)));
     assert!(!limiter.allow(a, t0 + Duration::from_secs(1)));
+}
+
+#[tokio::test]
+async fn offer_client_v2_splits_batches_of_128_and_every_segment_is_pulled() {
+    let h = Harness::start(true, |_| {}).await;
+    let descriptors: Vec<SegmentDescriptor> = (0..130u32)
+        .map(|i| {
+            let mut hohodk = [0u8; 32];
+            hohodk[..4].copy_from_slice(&i.to_be_bytes());
+            SegmentDescriptor {
+                block_size: 0x8000,
+                segment_size: 0x8000,
+                content_tag: [0; 16],
+                hash_algorithm: OfferHashAlgo::SHA512_TRUNC,
+                hohodk,
+            }
+        })
+        .collect();
+    let client = OfferClient::new(None);
+    client
+        .offer_v2(h.server.http_addr().unwrap(), 4242, &descriptors)
+        .await
+        .unwrap();
+    let jobs = h.puller.wait_for_jobs(130).await;
+    assert!(jobs.iter().all(|j| j.source.port() == 4242));
+    let text = h.metrics.render();
+    assert!(
+        text.contains(r#"{version="v2",message="batched_offer",response="ok"} 2"#),
+        "{text}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn offer_client_v1_sends_segment_info_only_when_interested() {
+    let h = Harness::start(false, |_| {}).await;
+    let client = OfferClient::new(Some(h.client_tls.clone()));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let RequestBody::SegmentInfo(info) = PchcRequest::decode(SEGMENT_INFO).unwrap().body else {
+        unreachable!()
+    };
+    let addr = h.server.https_addr().unwrap();
+    let first = client
+        .offer_v1(
+            addr,
+            &name,
+            GOLDEN_PORT,
+            golden_v1_id(),
+            info.content_tag,
+            info.content_info,
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, crate::proto::pchc::ResponseCode::INTERESTED);
+    h.puller.wait_for_jobs(1).await;
+    let second = client
+        .offer_v1(
+            addr,
+            &name,
+            GOLDEN_PORT,
+            golden_v1_id(),
+            info.content_tag,
+            info.content_info,
+        )
+        .await
+        .unwrap();
+    assert_eq!(second, crate::proto::pchc::ResponseCode::OK);
+    let text = h.metrics.render();
+    assert!(
+        text.contains(r#"{version="v1",message="segment_info",response="ok"} 1"#),
+        "{text}"
+    );
+    // v1 without a TLS configuration fails cleanly; an empty v2 offer sends nothing.
+    let plain = OfferClient::new(None);
+    let err = plain
+        .offer_v1(
+            addr,
+            &name,
+            GOLDEN_PORT,
+            golden_v1_id(),
+            info.content_tag,
+            info.content_info,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "no_tls");
+    let err = client.offer_v2(h.server.http_addr().unwrap(), 0, &[]).await;
+    assert!(err.is_ok(), "no descriptors: nothing to send");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn offer_client_reports_http_errors_with_the_status() {
+    let h = Harness::start(true, |o| {
+        o.rate_limit = RateLimit {
+            per_second: 0.0,
+            burst: 0.0,
+        }
+    })
+    .await;
+    let d = SegmentDescriptor {
+        block_size: 0x8000,
+        segment_size: 0x8000,
+        content_tag: [0; 16],
+        hash_algorithm: OfferHashAlgo::SHA512_TRUNC,
+        hohodk: [9; 32],
+    };
+    let err = OfferClient::new(None)
+        .offer_v2(h.server.http_addr().unwrap(), 80, &[d])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, OfferClientError::Status { status, .. } if status == StatusCode::SERVICE_UNAVAILABLE),
+        "{err}"
+    );
+    h.stop().await;
 }

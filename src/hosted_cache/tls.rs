@@ -48,6 +48,14 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
+/// A self-signed certificate and its private key, both PEM, for lab hosted
+/// caches (`branchcache gen-cert`). `names` become subject alternative names:
+/// DNS names, or IP addresses when they parse as one. The key is secret.
+pub fn self_signed(names: &[String]) -> Result<(String, String), rcgen::Error> {
+    let cert = rcgen::generate_simple_self_signed(names.to_vec())?;
+    Ok((cert.cert.pem(), cert.signing_key.serialize_pem()))
+}
+
 /// A rustls server configuration from PEM files (chain first in `cert`),
 /// ring provider, TLS 1.2 and 1.3, ALPN `http/1.1`, no client certificates.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
