@@ -8,13 +8,16 @@
 //!   retrieval messages (MS-PCCRR), discovery (MS-PCCRD), hosted cache
 //!   (MS-PCHC) and the PeerDist HTTP header logic. No IO, clock or RNG.
 //! - [`config`]: TOML → validated, typed configuration.
+//! - [`hashing`]: parallel content hashing (segments on all cores) feeding the
+//!   content information builder.
 //! - [`app`]: binds listeners, spawns roles, graceful shutdown.
 //! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`, `/status`.
 //! - [`net`]: the shared hyper serving loop.
-//! - [`discovery`]: MS-PCCRD UDP driver around `proto::pccrd`.
+//! - [`store`]: the persistent, verified block store keyed by segment id.
+//! - [`retrieval`]: MS-PCCRR server handler and peer client.
 //! - [`inspect`]: renders content information for `branchcache inspect`.
 //! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
-//! - [`retrieval`]: MS-PCCRR server handler and peer client.
+//! - [`discovery`]: MS-PCCRD UDP driver around `proto::pccrd`.
 //!
 //! ## Data flow (branch proxy)
 //! client → proxy → origin with `Accept-Encoding: peerdist` → content
@@ -30,8 +33,10 @@ pub mod app;
 pub mod config;
 pub mod discovery;
 pub mod fuzz;
+pub mod hashing;
 pub mod inspect;
 pub mod metrics;
 pub mod net;
 pub mod proto;
 pub mod retrieval;
+pub mod store;

@@ -11,6 +11,33 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+/// The block store's metric handles. Owned by the store (which updates them),
+/// registered into the daemon's registry with [`Metrics::register_store`].
+/// Cloning shares the underlying values.
+#[derive(Debug, Clone, Default)]
+pub struct StoreMetrics {
+    /// `branchcache_store_used_bytes`: bytes accounted (block data + metadata records).
+    pub used_bytes: Gauge,
+    /// `branchcache_store_max_bytes`: the configured size bound.
+    pub max_bytes: Gauge,
+    /// `branchcache_store_segments`: segments with metadata.
+    pub segments: Gauge,
+    /// `branchcache_store_blocks`: blocks present and verified.
+    pub blocks: Gauge,
+    /// `branchcache_store_blocks_written_total`: blocks made durable.
+    pub blocks_written: Counter,
+    /// `branchcache_store_hits_total`: block reads answered from the store.
+    pub hits: Counter,
+    /// `branchcache_store_misses_total`: block reads not answered (absent, evicted or failed).
+    pub misses: Counter,
+    /// `branchcache_store_evictions_total`: segments evicted to stay under the size bound.
+    pub evictions: Counter,
+    /// `branchcache_store_verify_failures_total`: stored blocks found corrupt (evicted).
+    pub verify_failures: Counter,
+    /// `branchcache_store_io_errors_total`: IO errors on data files or the index.
+    pub io_errors: Counter,
+}
+
 /// All metric handles. Cheap to clone handles out of; shared as `Arc<Metrics>`.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -125,6 +152,61 @@ impl Metrics {
         }
     }
 
+    /// Register a store's metric handles (call once per daemon).
+    pub fn register_store(&self, m: &StoreMetrics) {
+        let mut r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        r.register(
+            "store_used_bytes",
+            "Bytes used by the block store (block data and metadata records)",
+            m.used_bytes.clone(),
+        );
+        r.register(
+            "store_max_bytes",
+            "Configured size bound of the block store",
+            m.max_bytes.clone(),
+        );
+        r.register(
+            "store_segments",
+            "Segments held by the block store",
+            m.segments.clone(),
+        );
+        r.register(
+            "store_blocks",
+            "Blocks present and verified in the block store",
+            m.blocks.clone(),
+        );
+        r.register(
+            "store_blocks_written",
+            "Blocks written durably to the block store",
+            m.blocks_written.clone(),
+        );
+        r.register(
+            "store_hits",
+            "Block reads answered from the block store",
+            m.hits.clone(),
+        );
+        r.register(
+            "store_misses",
+            "Block reads the block store could not answer",
+            m.misses.clone(),
+        );
+        r.register(
+            "store_evictions",
+            "Segments evicted to stay under the size bound",
+            m.evictions.clone(),
+        );
+        r.register(
+            "store_verify_failures",
+            "Stored blocks found corrupt on read or verify (evicted)",
+            m.verify_failures.clone(),
+        );
+        r.register(
+            "store_io_errors",
+            "IO errors on store data files or index",
+            m.io_errors.clone(),
+        );
+    }
+
     /// Prometheus text exposition (OpenMetrics text, `# EOF` terminated).
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -150,5 +232,41 @@ mod tests {
             "{text}"
         );
         assert!(text.trim_end().ends_with("# EOF"));
+    }
+
+    #[test]
+    fn renders_store_metrics_once_registered() {
+        let m = Metrics::new();
+        let s = StoreMetrics::default();
+        m.register_store(&s);
+        s.verify_failures.inc();
+        s.used_bytes.set(42);
+        let text = m.render();
+        assert!(
+            text.contains("branchcache_store_verify_failures_total 1"),
+            "{text}"
+        );
+        assert!(text.contains("branchcache_store_used_bytes 42"), "{text}");
+    }
+
+    #[test]
+    fn every_store_metric_is_documented() {
+        let m = Metrics::new();
+        m.register_store(&StoreMetrics::default());
+        let doc = include_str!("../docs/METRICS.md");
+        let text = m.render();
+        let names: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with("branchcache_store_"))
+            .collect();
+        assert_eq!(names.len(), 10, "{text}");
+        for n in names {
+            assert!(
+                doc.contains(&format!("`{n}`")),
+                "{n} missing from docs/METRICS.md"
+            );
+        }
     }
 }

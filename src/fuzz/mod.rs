@@ -9,10 +9,17 @@
 
 pub mod pccrc;
 pub mod pccrd;
+pub mod pccrr;
 
 /// Every target name [`run`] knows; also the directory names under `fuzz/corpus/` and
 /// `tests/data/regress/`.
-pub const TARGETS: &[&str] = &["pccrc_parse", "pccrd_decode", "pccrd_engine"];
+pub const TARGETS: &[&str] = &[
+    "pccrc_parse",
+    "pccrd_decode",
+    "pccrd_engine",
+    "pccrr_request",
+    "pccrr_response",
+];
 
 /// Run the harness for `target` on `data`; `None` when no harness has that name.
 pub fn run(target: &str, data: &[u8]) -> Option<()> {
@@ -20,6 +27,8 @@ pub fn run(target: &str, data: &[u8]) -> Option<()> {
         "pccrc_parse" => pccrc::parse(data),
         "pccrd_decode" => pccrd::decode(data),
         "pccrd_engine" => pccrd::engine(data),
+        "pccrr_request" => pccrr::request(data),
+        "pccrr_response" => pccrr::response(data),
         _ => return None,
     }
     Some(())

@@ -246,6 +246,13 @@ impl RetrievalServer {
                 return Err(e);
             }
         };
+        if header.msg_size as usize != body.len() {
+            // Not even framed as a PCCRR message: garbage, not a version question.
+            self.count("invalid", "bad_request");
+            return Err(DecodeError::Invalid {
+                what: "MsgSize differs from request length",
+            });
+        }
         let major = header.prot_ver.major();
         if major < self.config.min_version.major() || major > self.config.max_version.major() {
             // SPEC(MS-PCCRR §3.2.5.2): any request with an unsupported major
@@ -474,5 +481,89 @@ impl BlockSource for MemorySource {
         let s = self.segments.read().unwrap_or_else(|e| e.into_inner());
         let out = s.get(id).and_then(|(_, b)| b.get(&index).cloned());
         Box::pin(std::future::ready(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retrieval_path_matching() {
+        assert!(is_retrieval_path("/116B50EB-ECE2-41ac-8429-9F9E963361B7/"));
+        assert!(is_retrieval_path("/116b50eb-ece2-41ac-8429-9f9e963361b7"));
+        assert!(!is_retrieval_path(
+            "/116B50EB-ECE2-41ac-8429-9F9E963361B7//"
+        ));
+        assert!(!is_retrieval_path("/116B50EB-ECE2-41ac-8429-9F9E963361B"));
+        assert!(!is_retrieval_path("/"));
+    }
+
+    #[test]
+    fn runs_merge_adjacent_indexes() {
+        let r = runs([0, 1, 2, 5, 7, 8].into_iter());
+        assert_eq!(
+            r,
+            vec![
+                BlockRange { index: 0, count: 3 },
+                BlockRange { index: 5, count: 1 },
+                BlockRange { index: 7, count: 2 },
+            ]
+        );
+        assert_eq!(runs((0..2000).map(|i| i * 2)).len(), MAX_RANGES);
+    }
+
+    #[test]
+    fn active_count_is_released_when_requests_end() {
+        let config = ServerConfig {
+            max_active_per_client: 2,
+            ..ServerConfig::default()
+        };
+        let server = RetrievalServer::new(
+            Arc::new(MemorySource::new()),
+            config,
+            Arc::new(Metrics::new()),
+        );
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let other: IpAddr = "127.0.0.2".parse().unwrap();
+        let a = server.enter(ip).unwrap();
+        let b = server.enter(ip).unwrap();
+        assert!(server.enter(ip).is_none());
+        assert!(server.enter(other).is_some());
+        drop(a);
+        let c = server.enter(ip).unwrap();
+        drop((b, c));
+        assert!(server.active.is_empty());
+    }
+
+    #[test]
+    fn memory_source_lists_only_held_blocks_in_wanted_ranges() {
+        let s = MemorySource::new();
+        let id = SegmentId::from_slice(&[1; 32]).unwrap();
+        let kp = SegmentSecret::from_slice(&[2; 32]).unwrap();
+        for i in [0, 1, 2, 10, 11, 500] {
+            s.insert(id, kp, i, Bytes::from_static(b"x"));
+        }
+        let wide = [BlockRange {
+            index: 1,
+            count: u32::MAX - 1,
+        }];
+        assert_eq!(
+            s.present_ranges(&id, &wide),
+            vec![
+                BlockRange { index: 1, count: 2 },
+                BlockRange {
+                    index: 10,
+                    count: 2
+                },
+                BlockRange {
+                    index: 500,
+                    count: 1
+                },
+            ]
+        );
+        assert_eq!(s.next_present_block(&id, 2), Some(10));
+        assert_eq!(s.next_present_block(&id, 500), None);
+        assert_eq!(s.next_present_block(&id, u32::MAX), None);
     }
 }
