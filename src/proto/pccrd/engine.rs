@@ -131,6 +131,39 @@ impl SegmentLookup for LocalSegments {
     }
 }
 
+/// An IP network (`addr/prefix`), for the source allow-list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpNet {
+    /// Any address inside the network.
+    pub addr: IpAddr,
+    /// Prefix length in bits (clamped to 32 / 128).
+    pub prefix: u8,
+}
+
+impl IpNet {
+    /// True when `ip` is inside this network (same family only).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        fn masked(bits: u128, width: u32, prefix: u8) -> u128 {
+            let keep = u32::from(prefix).min(width);
+            if keep == 0 {
+                0
+            } else {
+                bits >> (width - keep)
+            }
+        }
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                masked(u32::from(n).into(), 32, self.prefix)
+                    == masked(u32::from(a).into(), 32, self.prefix)
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                masked(u128::from(n), 128, self.prefix) == masked(u128::from(a), 128, self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Tunables; [`Default`] gives the documented protocol values.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -143,6 +176,10 @@ pub struct EngineConfig {
     pub xaddrs: Vec<SocketAddr>,
     /// Answer other hosts' Probes.
     pub respond: bool,
+    /// Accept datagrams only from these networks (the local subnets; the
+    /// spec wants off-subnet Probes and ProbeMatches ignored). Empty: accept
+    /// every source (multicast with TTL 1 already keeps to the link).
+    pub allowed_sources: Vec<IpNet>,
     /// Largest responder back-off; the delay is uniform in 1 ms..=this
     /// (MS-PCCRD APP_MAX_DELAY: 65 ms).
     pub max_backoff: Duration,
@@ -189,6 +226,7 @@ impl Default for EngineConfig {
             instance_id: 0,
             xaddrs: Vec::new(),
             respond: true,
+            allowed_sources: Vec::new(),
             max_backoff: Duration::from_millis(65),
             transmissions: 2,
             retransmit_interval: Duration::from_secs(1),
@@ -362,11 +400,13 @@ pub struct EngineStats {
     /// Replies whose XAddrs named none of the sender's addresses (we use the
     /// sender's address with the advertised port instead).
     pub xaddrs_rewritten: u64,
+    /// Datagrams from outside [`EngineConfig::allowed_sources`].
+    pub off_subnet: u64,
 }
 
 impl EngineStats {
     /// Every counter with a stable snake_case name (metric label values).
-    pub fn counters(&self) -> [(&'static str, u64); 15] {
+    pub fn counters(&self) -> [(&'static str, u64); 16] {
         [
             ("malformed", self.malformed),
             ("rate_limited", self.rate_limited),
@@ -383,6 +423,7 @@ impl EngineStats {
             ("queries_finished", self.queries_finished),
             ("outputs_dropped", self.outputs_dropped),
             ("xaddrs_rewritten", self.xaddrs_rewritten),
+            ("off_subnet", self.off_subnet),
         ]
     }
 }
@@ -670,6 +711,13 @@ impl<L: SegmentLookup> Engine<L> {
 
     /// Feed one received datagram.
     pub fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Time) {
+        // SPEC(MS-PCCRD §3): discovery is subnet-local; off-subnet Probes
+        // are ignored and a prober checks replies come from its subnet.
+        let allowed = &self.config.allowed_sources;
+        if !allowed.is_empty() && !allowed.iter().any(|n| n.contains(from.ip())) {
+            self.stats.off_subnet += 1;
+            return;
+        }
         if !self.admit(from.ip(), now) {
             self.stats.rate_limited += 1;
             return;
@@ -1747,6 +1795,51 @@ mod tests {
         let found = lan.found(0, q);
         assert_eq!(found[0].1.addrs, vec![pccrr_addr(1)]);
         assert_eq!(lan.nodes[0].engine.stats().xaddrs_rewritten, 1);
+    }
+
+    #[test]
+    fn ip_net_matches_by_prefix_and_family() {
+        let net = IpNet {
+            addr: IpAddr::from([10, 0, 0, 77]),
+            prefix: 24,
+        };
+        assert!(net.contains(IpAddr::from([10, 0, 0, 1])));
+        assert!(!net.contains(IpAddr::from([10, 0, 1, 1])));
+        assert!(!net.contains("::ffff:10.0.0.1".parse().unwrap()));
+        let all = IpNet {
+            addr: IpAddr::from([0, 0, 0, 0]),
+            prefix: 0,
+        };
+        assert!(all.contains(IpAddr::from([192, 0, 2, 1])));
+        let v6 = IpNet {
+            addr: "fe80::".parse().unwrap(),
+            prefix: 200,
+        };
+        assert!(v6.contains("fe80::".parse().unwrap()));
+        assert!(!v6.contains("fe80::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn off_subnet_datagrams_are_ignored() {
+        let mut configs: Vec<EngineConfig> = (0..3).map(config).collect();
+        // Node 1 accepts 10.0.0.0/31 only: node 0 (10.0.0.1) is inside,
+        // node 2 (10.0.0.3) outside.
+        configs[1].allowed_sources = vec![IpNet {
+            addr: IpAddr::from([10, 0, 0, 0]),
+            prefix: 31,
+        }];
+        let mut lan = Lan::with_configs(configs, 20);
+        lan.hold(1, seg(1), full(1));
+        let inside = lan.query(0, &[seg(1)], Version::V1);
+        let outside = lan.query(2, &[seg(1)], Version::V1);
+        lan.run_until(Duration::from_secs(3));
+        assert_eq!(lan.found(0, inside).len(), 1);
+        assert!(lan.found(2, outside).is_empty());
+        assert_eq!(
+            lan.nodes[1].engine.stats().off_subnet,
+            2,
+            "two transmissions"
+        );
     }
 
     #[test]
