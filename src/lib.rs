@@ -15,6 +15,8 @@
 //! - [`net`]: the shared hyper serving loop.
 //! - [`store`]: the persistent, verified block store keyed by segment id.
 //! - [`retrieval`]: MS-PCCRR server handler and peer client.
+//! - [`hosted_cache`]: the MS-PCHC offer server (v2 HTTP, v1 HTTPS) and its
+//!   bounded pull queue.
 //! - [`inspect`]: renders content information for `branchcache inspect`.
 //! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
 //! - [`discovery`]: MS-PCCRD UDP driver around `proto::pccrd`.
@@ -34,6 +36,7 @@ pub mod config;
 pub mod discovery;
 pub mod fuzz;
 pub mod hashing;
+pub mod hosted_cache;
 pub mod inspect;
 pub mod metrics;
 pub mod net;

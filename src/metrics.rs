@@ -45,6 +45,16 @@ pub struct Metrics {
     pub build_info: Gauge,
     /// `branchcache_admin_requests_total`: requests answered by the admin listener.
     pub admin_requests: Counter,
+    /// `branchcache_hosted_cache_offers_total{version,message,response}`:
+    /// PCHC requests by protocol version, message type and how they were answered.
+    pub hosted_cache_offers: Family<[(&'static str, &'static str); 3], Counter>,
+    /// `branchcache_hosted_cache_offered_segments_total{version,outcome}`:
+    /// segments named in accepted offers and what became of them.
+    pub hosted_cache_offered_segments: Family<[(&'static str, &'static str); 2], Counter>,
+    /// `branchcache_hosted_cache_pulls_total{outcome}`: finished segment pulls.
+    pub hosted_cache_pulls: Family<[(&'static str, &'static str); 1], Counter>,
+    /// `branchcache_hosted_cache_pull_queue_depth`: pulls queued, not yet started.
+    pub hosted_cache_pull_queue_depth: Gauge,
     /// `branchcache_retrieval_requests_total{type,result}`: PCCRR requests
     /// answered by the retrieval server, by message type and outcome.
     pub retrieval_requests: Family<[(&'static str, &'static str); 2], Counter>,
@@ -95,6 +105,30 @@ impl Metrics {
             "Requests answered by the admin listener",
             admin_requests.clone(),
         );
+        let hosted_cache_offers = Family::default();
+        registry.register(
+            "hosted_cache_offers",
+            "PCHC requests by protocol version, message type and response",
+            hosted_cache_offers.clone(),
+        );
+        let hosted_cache_offered_segments = Family::default();
+        registry.register(
+            "hosted_cache_offered_segments",
+            "Segments in accepted PCHC offers by version and outcome (queued, duplicate, present, full)",
+            hosted_cache_offered_segments.clone(),
+        );
+        let hosted_cache_pulls = Family::default();
+        registry.register(
+            "hosted_cache_pulls",
+            "Hosted cache segment pulls by outcome",
+            hosted_cache_pulls.clone(),
+        );
+        let hosted_cache_pull_queue_depth = Gauge::default();
+        registry.register(
+            "hosted_cache_pull_queue_depth",
+            "Hosted cache pulls queued and not yet started",
+            hosted_cache_pull_queue_depth.clone(),
+        );
         let retrieval_requests = Family::<[(&'static str, &'static str); 2], Counter>::default();
         registry.register(
             "retrieval_requests",
@@ -142,6 +176,10 @@ impl Metrics {
             registry: Mutex::new(registry),
             build_info,
             admin_requests,
+            hosted_cache_offers,
+            hosted_cache_offered_segments,
+            hosted_cache_pulls,
+            hosted_cache_pull_queue_depth,
             retrieval_requests,
             retrieval_blocks_served,
             retrieval_bytes_served,
@@ -150,6 +188,37 @@ impl Metrics {
             discovery_events,
             discovery_active_queries,
         }
+    }
+
+    /// Count one PCHC request (`version`: v1/v2; `message`: type name or
+    /// `malformed`; `response`: ok, interested or the rejection kind).
+    pub fn hosted_cache_offer(
+        &self,
+        version: &'static str,
+        message: &'static str,
+        response: &'static str,
+    ) {
+        self.hosted_cache_offers
+            .get_or_create(&[
+                ("version", version),
+                ("message", message),
+                ("response", response),
+            ])
+            .inc();
+    }
+
+    /// Count one offered segment by version and outcome.
+    pub fn hosted_cache_offered_segment(&self, version: &'static str, outcome: &'static str) {
+        self.hosted_cache_offered_segments
+            .get_or_create(&[("version", version), ("outcome", outcome)])
+            .inc();
+    }
+
+    /// Count one finished pull by outcome (`ok` or the error kind).
+    pub fn hosted_cache_pull(&self, outcome: &'static str) {
+        self.hosted_cache_pulls
+            .get_or_create(&[("outcome", outcome)])
+            .inc();
     }
 
     /// Register a store's metric handles (call once per daemon).
@@ -267,6 +336,30 @@ mod tests {
                 doc.contains(&format!("`{n}`")),
                 "{n} missing from docs/METRICS.md"
             );
+        }
+    }
+
+    #[test]
+    fn discovery_metrics_render_and_are_documented() {
+        let m = Metrics::new();
+        m.discovery_events
+            .get_or_create(&[("event", "probes_sent")])
+            .inc();
+        m.discovery_active_queries.set(2);
+        let text = m.render();
+        let doc = include_str!("../docs/METRICS.md");
+        for (name, sample) in [
+            (
+                "branchcache_discovery_events_total{event}",
+                "branchcache_discovery_events_total{event=\"probes_sent\"} 1",
+            ),
+            (
+                "branchcache_discovery_active_queries",
+                "branchcache_discovery_active_queries 2",
+            ),
+        ] {
+            assert!(text.contains(sample), "{text}");
+            assert!(doc.contains(&format!("`{name}`")), "{name} undocumented");
         }
     }
 }

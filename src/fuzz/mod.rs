@@ -10,6 +10,7 @@
 pub mod pccrc;
 pub mod pccrd;
 pub mod pccrr;
+pub mod pchc;
 
 /// Every target name [`run`] knows; also the directory names under `fuzz/corpus/` and
 /// `tests/data/regress/`.
@@ -19,6 +20,9 @@ pub const TARGETS: &[&str] = &[
     "pccrd_engine",
     "pccrr_request",
     "pccrr_response",
+    "pchc_request",
+    "pchc_response",
+    "pchc_segment_info",
 ];
 
 /// Run the harness for `target` on `data`; `None` when no harness has that name.
@@ -29,6 +33,9 @@ pub fn run(target: &str, data: &[u8]) -> Option<()> {
         "pccrd_engine" => pccrd::engine(data),
         "pccrr_request" => pccrr::request(data),
         "pccrr_response" => pccrr::response(data),
+        "pchc_request" => pchc::request(data),
+        "pchc_response" => pchc::response(data),
+        "pchc_segment_info" => pchc::segment_info(data),
         _ => return None,
     }
     Some(())

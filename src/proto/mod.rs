@@ -10,5 +10,6 @@ pub mod codec;
 pub mod pccrc;
 pub mod pccrd;
 pub mod pccrr;
+pub mod pchc;
 
 pub use codec::{DecodeError, Reader, Writer};
