@@ -644,5 +644,6 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// An in-memory lookup shared between the driver and its owner.
+/// The lookup type for a responder backed by something shared with the rest
+/// of the daemon (e.g. the store): `Discovery<SharedLookup>`.
 pub type SharedLookup = Arc<dyn SegmentLookup + Send + Sync>;
