@@ -405,4 +405,28 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn discovery_metrics_render_and_are_documented() {
+        let m = Metrics::new();
+        m.discovery_events
+            .get_or_create(&[("event", "probes_sent")])
+            .inc();
+        m.discovery_active_queries.set(2);
+        let text = m.render();
+        let doc = include_str!("../docs/METRICS.md");
+        for (name, sample) in [
+            (
+                "branchcache_discovery_events_total{event}",
+                "branchcache_discovery_events_total{event=\"probes_sent\"} 1",
+            ),
+            (
+                "branchcache_discovery_active_queries",
+                "branchcache_discovery_active_queries 2",
+            ),
+        ] {
+            assert!(text.contains(sample), "{text}");
+            assert!(doc.contains(&format!("`{name}`")), "{name} undocumented");
+        }
+    }
 }

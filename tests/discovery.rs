@@ -54,12 +54,19 @@ struct Lan {
 
 /// `n` drivers on loopback, each targeting all the others.
 async fn lan(n: u8) -> Lan {
+    lan_with(n, |_| {}).await
+}
+
+/// As [`lan`], with each driver's config adjusted by `tweak`.
+async fn lan_with(n: u8, tweak: impl Fn(&mut DiscoveryConfig)) -> Lan {
     let token = CancellationToken::new();
     let metrics: Vec<Arc<Metrics>> = (0..n).map(|_| Arc::new(Metrics::new())).collect();
     let drivers: Vec<_> = (0..n)
         .map(|i| {
             let m = metrics[usize::from(i)].clone();
-            Discovery::start(config(i), LocalSegments::new(), m, token.clone()).unwrap()
+            let mut c = config(i);
+            tweak(&mut c);
+            Discovery::start(c, LocalSegments::new(), m, token.clone()).unwrap()
         })
         .collect();
     let addrs: Vec<SocketAddr> = drivers.iter().map(|d| d.local_addrs()[0]).collect();
@@ -186,6 +193,28 @@ async fn shutdown_stops_the_driver_and_handles_report_it() {
         .await
         .unwrap_err();
     assert!(matches!(err, DiscoveryError::Stopped), "{err}");
+}
+
+#[tokio::test]
+async fn dropping_a_query_handle_cancels_the_query() {
+    // A one-hour wait: only the cancellation can end this query in time.
+    let lan = lan_with(2, |c| c.engine.initial_wait = Duration::from_secs(3600)).await;
+    lan.hold(0, seg(3), held(1)).await;
+    let handle = lan.drivers[1].handle();
+    let q = handle.start_query(vec![seg(3)], Version::V1).await.unwrap();
+    drop(q);
+    // The peer's reply arrives after its back-off and finds the handle
+    // gone. Poll the counters; the loop bound is only a give-up limit.
+    let mut finished = 0;
+    for _ in 0..100 {
+        finished = handle.stats().await.unwrap().queries_finished;
+        if finished == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(finished, 1);
+    lan.stop().await;
 }
 
 #[tokio::test]

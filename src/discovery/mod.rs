@@ -599,8 +599,15 @@ impl<L: SegmentLookup + Send + 'static> Driver<L> {
                     peer,
                 } => {
                     if let Some(s) = self.subscribers.get(&query) {
-                        // Full or closed: the final result carries every peer.
-                        let _ = s.peers.try_send((segment, peer));
+                        match s.peers.try_send((segment, peer)) {
+                            // Full: the final result still carries every peer.
+                            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                            // The QueryHandle was dropped: nobody wants the answer.
+                            Err(mpsc::error::TrySendError::Closed(_)) => {
+                                self.subscribers.remove(&query);
+                                self.engine.cancel_query(query);
+                            }
+                        }
                     }
                 }
                 Output::QueryFinished { query, results } => {
@@ -637,5 +644,6 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// An in-memory lookup shared between the driver and its owner.
+/// The lookup type for a responder backed by something shared with the rest
+/// of the daemon (e.g. the store): `Discovery<SharedLookup>`.
 pub type SharedLookup = Arc<dyn SegmentLookup + Send + Sync>;

@@ -131,6 +131,39 @@ impl SegmentLookup for LocalSegments {
     }
 }
 
+/// An IP network (`addr/prefix`), for the source allow-list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpNet {
+    /// Any address inside the network.
+    pub addr: IpAddr,
+    /// Prefix length in bits (clamped to 32 / 128).
+    pub prefix: u8,
+}
+
+impl IpNet {
+    /// True when `ip` is inside this network (same family only).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        fn masked(bits: u128, width: u32, prefix: u8) -> u128 {
+            let keep = u32::from(prefix).min(width);
+            if keep == 0 {
+                0
+            } else {
+                bits >> (width - keep)
+            }
+        }
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                masked(u32::from(n).into(), 32, self.prefix)
+                    == masked(u32::from(a).into(), 32, self.prefix)
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                masked(u128::from(n), 128, self.prefix) == masked(u128::from(a), 128, self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Tunables; [`Default`] gives the documented protocol values.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -143,6 +176,10 @@ pub struct EngineConfig {
     pub xaddrs: Vec<SocketAddr>,
     /// Answer other hosts' Probes.
     pub respond: bool,
+    /// Accept datagrams only from these networks (the local subnets; the
+    /// spec wants off-subnet Probes and ProbeMatches ignored). Empty: accept
+    /// every source (multicast with TTL 1 already keeps to the link).
+    pub allowed_sources: Vec<IpNet>,
     /// Largest responder back-off; the delay is uniform in 1 ms..=this
     /// (MS-PCCRD APP_MAX_DELAY: 65 ms).
     pub max_backoff: Duration,
@@ -189,6 +226,7 @@ impl Default for EngineConfig {
             instance_id: 0,
             xaddrs: Vec::new(),
             respond: true,
+            allowed_sources: Vec::new(),
             max_backoff: Duration::from_millis(65),
             transmissions: 2,
             retransmit_interval: Duration::from_secs(1),
@@ -362,11 +400,13 @@ pub struct EngineStats {
     /// Replies whose XAddrs named none of the sender's addresses (we use the
     /// sender's address with the advertised port instead).
     pub xaddrs_rewritten: u64,
+    /// Datagrams from outside [`EngineConfig::allowed_sources`].
+    pub off_subnet: u64,
 }
 
 impl EngineStats {
     /// Every counter with a stable snake_case name (metric label values).
-    pub fn counters(&self) -> [(&'static str, u64); 15] {
+    pub fn counters(&self) -> [(&'static str, u64); 16] {
         [
             ("malformed", self.malformed),
             ("rate_limited", self.rate_limited),
@@ -383,6 +423,7 @@ impl EngineStats {
             ("queries_finished", self.queries_finished),
             ("outputs_dropped", self.outputs_dropped),
             ("xaddrs_rewritten", self.xaddrs_rewritten),
+            ("off_subnet", self.off_subnet),
         ]
     }
 }
@@ -670,6 +711,13 @@ impl<L: SegmentLookup> Engine<L> {
 
     /// Feed one received datagram.
     pub fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Time) {
+        // SPEC(MS-PCCRD §3): discovery is subnet-local; off-subnet Probes
+        // are ignored and a prober checks replies come from its subnet.
+        let allowed = &self.config.allowed_sources;
+        if !allowed.is_empty() && !allowed.iter().any(|n| n.contains(from.ip())) {
+            self.stats.off_subnet += 1;
+            return;
+        }
         if !self.admit(from.ip(), now) {
             self.stats.rate_limited += 1;
             return;
@@ -1750,6 +1798,51 @@ mod tests {
     }
 
     #[test]
+    fn ip_net_matches_by_prefix_and_family() {
+        let net = IpNet {
+            addr: IpAddr::from([10, 0, 0, 77]),
+            prefix: 24,
+        };
+        assert!(net.contains(IpAddr::from([10, 0, 0, 1])));
+        assert!(!net.contains(IpAddr::from([10, 0, 1, 1])));
+        assert!(!net.contains("::ffff:10.0.0.1".parse().unwrap()));
+        let all = IpNet {
+            addr: IpAddr::from([0, 0, 0, 0]),
+            prefix: 0,
+        };
+        assert!(all.contains(IpAddr::from([192, 0, 2, 1])));
+        let v6 = IpNet {
+            addr: "fe80::".parse().unwrap(),
+            prefix: 200,
+        };
+        assert!(v6.contains("fe80::".parse().unwrap()));
+        assert!(!v6.contains("fe80::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn off_subnet_datagrams_are_ignored() {
+        let mut configs: Vec<EngineConfig> = (0..3).map(config).collect();
+        // Node 1 accepts 10.0.0.0/31 only: node 0 (10.0.0.1) is inside,
+        // node 2 (10.0.0.3) outside.
+        configs[1].allowed_sources = vec![IpNet {
+            addr: IpAddr::from([10, 0, 0, 0]),
+            prefix: 31,
+        }];
+        let mut lan = Lan::with_configs(configs, 20);
+        lan.hold(1, seg(1), full(1));
+        let inside = lan.query(0, &[seg(1)], Version::V1);
+        let outside = lan.query(2, &[seg(1)], Version::V1);
+        lan.run_until(Duration::from_secs(3));
+        assert_eq!(lan.found(0, inside).len(), 1);
+        assert!(lan.found(2, outside).is_empty());
+        assert_eq!(
+            lan.nodes[1].engine.stats().off_subnet,
+            2,
+            "two transmissions"
+        );
+    }
+
+    #[test]
     fn non_responder_stays_silent() {
         let mut configs: Vec<EngineConfig> = (0..2).map(config).collect();
         configs[1].respond = false;
@@ -1759,5 +1852,185 @@ mod tests {
         lan.run_until(Duration::from_secs(3));
         assert!(lan.found(0, q).is_empty());
         assert!(lan.replies_sent(1).is_empty());
+    }
+
+    mod props {
+        //! Random operation sequences against one engine: bounds, timer
+        //! discipline, liveness and output validity hold whatever arrives.
+
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Garbage(u8, Vec<u8>),
+            ProbeFor(u8, Vec<u8>, bool),
+            MatchFor(u8, usize, Vec<u8>, bool),
+            Start(Vec<u8>, bool),
+            Advance(u64),
+            Cancel(u64),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..64))
+                    .prop_map(|(f, b)| Op::Garbage(f, b)),
+                (
+                    any::<u8>(),
+                    proptest::collection::vec(0u8..6, 1..5),
+                    any::<bool>()
+                )
+                    .prop_map(|(f, ids, v2)| Op::ProbeFor(f, ids, v2)),
+                (
+                    any::<u8>(),
+                    any::<usize>(),
+                    proptest::collection::vec(0u8..6, 0..5),
+                    any::<bool>()
+                )
+                    .prop_map(|(f, i, ids, v2)| Op::MatchFor(f, i, ids, v2)),
+                (proptest::collection::vec(0u8..6, 1..30), any::<bool>())
+                    .prop_map(|(ids, v2)| Op::Start(ids, v2)),
+                (0u64..3000).prop_map(Op::Advance),
+                (0u64..8).prop_map(Op::Cancel),
+            ]
+        }
+
+        fn source(f: u8) -> SocketAddr {
+            SocketAddr::new(IpAddr::from([10, 1, 0, f % 4]), 3702)
+        }
+
+        proptest! {
+            #[test]
+            fn engine_invariants_hold_under_random_operations(
+                ops in proptest::collection::vec(op(), 1..60),
+                seed in any::<u64>(),
+            ) {
+                let cfg = EngineConfig {
+                    max_queries: 3,
+                    max_pending_replies: 4,
+                    dedup_capacity: 8,
+                    rate_sources: 2,
+                    max_peers_per_segment: 3,
+                    ..config(0)
+                };
+                let (dedup_cap, pending_cap, sources_cap, peers_cap) = (8, 4, 2, 3);
+                let mut lookup = LocalSegments::new();
+                lookup.insert(seg(1), full(2));
+                lookup.insert(seg(2), partial(1));
+                let mut e = Engine::new(cfg, lookup, entropy(seed));
+                let mut rng = Rng(seed);
+                let mut now = Duration::ZERO;
+                let mut probe_ids: Vec<Uri> = Vec::new();
+                let mut started: Vec<QueryId> = Vec::new();
+                let mut finished: Vec<QueryId> = Vec::new();
+                let mut query_ids: HashMap<QueryId, Vec<SegmentId>> = HashMap::new();
+                for op in ops {
+                    match op {
+                        Op::Garbage(f, b) => e.handle_datagram(source(f), &b, now),
+                        Op::ProbeFor(f, ids, v2) => {
+                            let b: [u8; 16] = core::array::from_fn(|_| rng.next_u64() as u8);
+                            let p = Probe {
+                                message_id: Uuid::new_v4(b).to_uri(),
+                                version: if v2 { Version::V2 } else { Version::V1 },
+                                segment_ids: ids.into_iter().map(seg).collect(),
+                            };
+                            e.handle_datagram(source(f), &p.encode(), now);
+                        }
+                        Op::MatchFor(f, i, ids, v2) => {
+                            if probe_ids.is_empty() {
+                                continue;
+                            }
+                            let relates_to = probe_ids[i % probe_ids.len()].clone();
+                            let b: [u8; 16] = core::array::from_fn(|_| rng.next_u64() as u8);
+                            let body = if v2 {
+                                let a: Vec<Availability> = ids
+                                    .iter()
+                                    .map(|n| if n % 2 == 0 { Availability::Full } else { Availability::None })
+                                    .collect();
+                                MatchBody::V2 {
+                                    availability: AvailabilityBitmap::from_entries(&a),
+                                    ages: None,
+                                }
+                            } else {
+                                MatchBody::V1(
+                                    ids.iter()
+                                        .map(|n| V1Scope { id: seg(*n), block_count: u32::from(*n) })
+                                        .collect(),
+                                )
+                            };
+                            let m = ProbeMatch {
+                                message_id: Uuid::new_v4(b).to_uri(),
+                                relates_to,
+                                app_sequence: AppSequence { instance_id: 1, message_number: 1 },
+                                endpoint: Uuid::new_v4([f; 16]).to_uri(),
+                                xaddrs: vec![SocketAddr::new(source(f).ip(), 8082)],
+                                body,
+                            };
+                            e.handle_datagram(source(f), &m.encode(), now);
+                        }
+                        Op::Start(ids, v2) => {
+                            let ids: Vec<SegmentId> = ids.into_iter().map(seg).collect();
+                            let v = if v2 { Version::V2 } else { Version::V1 };
+                            if let Ok(q) = e.start_query(&ids, v, now) {
+                                started.push(q);
+                                query_ids.insert(q, ids);
+                            }
+                        }
+                        Op::Advance(ms) => {
+                            now += Duration::from_millis(ms);
+                            e.handle_timeout(now);
+                            // Timer discipline: nothing is left overdue.
+                            if let Some(t) = e.poll_timeout() {
+                                prop_assert!(t > now, "{t:?} <= {now:?}");
+                            }
+                        }
+                        Op::Cancel(q) => {
+                            e.cancel_query(QueryId(q));
+                        }
+                    }
+                    while let Some(o) = e.poll_output() {
+                        match o {
+                            Output::Transmit(t) => match Message::decode(&t.payload) {
+                                Ok(Message::Probe(p)) => {
+                                    prop_assert_eq!(t.destination, Destination::Multicast);
+                                    probe_ids.push(p.message_id);
+                                }
+                                Ok(Message::ProbeMatch(m)) => {
+                                    prop_assert!(matches!(t.destination, Destination::Unicast(_)));
+                                    prop_assert_eq!(m.endpoint, e.endpoint.clone());
+                                }
+                                Err(err) => prop_assert!(false, "undecodable output: {err}"),
+                            },
+                            Output::PeerFound { query, segment, .. } => {
+                                prop_assert!(query_ids[&query].contains(&segment));
+                            }
+                            Output::QueryFinished { query, results } => {
+                                prop_assert!(!finished.contains(&query), "finished twice");
+                                finished.push(query);
+                                let ids: Vec<SegmentId> = results.iter().map(|r| r.segment).collect();
+                                prop_assert_eq!(&ids, &query_ids[&query]);
+                                prop_assert!(results.iter().all(|r| r.peers.len() <= peers_cap));
+                            }
+                        }
+                    }
+                    prop_assert!(e.active_queries() <= 3);
+                    prop_assert!(e.pending.len() <= pending_cap);
+                    prop_assert!(e.seen.set.len() <= dedup_cap);
+                    prop_assert!(e.buckets.len() <= sources_cap);
+                }
+                // Liveness: every query ends once its deadline has passed.
+                now += Duration::from_secs(10);
+                e.handle_timeout(now);
+                while let Some(o) = e.poll_output() {
+                    if let Output::QueryFinished { query, .. } = o {
+                        finished.push(query);
+                    }
+                }
+                started.sort();
+                finished.sort();
+                prop_assert_eq!(started, finished);
+                prop_assert_eq!(e.poll_timeout(), None);
+            }
+        }
     }
 }

@@ -950,6 +950,19 @@ mod tests {
     }
 
     #[test]
+    fn decode_rejects_markup_inside_a_text_field() {
+        let bad = String::from_utf8(PROBE_V1.to_vec())
+            .unwrap()
+            .replace("strcmp0\">", "strcmp0\"><x/>");
+        assert_eq!(
+            Probe::decode(bad.as_bytes()).unwrap_err(),
+            DecodeError::Invalid {
+                what: "element inside a text-only field"
+            }
+        );
+    }
+
+    #[test]
     fn decode_rejects_too_many_v1_ids() {
         let p = Probe {
             segment_ids: vec![id1(); MAX_IDS_PER_PROBE],

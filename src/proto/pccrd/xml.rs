@@ -212,6 +212,11 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Envelope, DecodeError> {
             _ => (None, false),
         };
         if let Some(e) = start {
+            if stack.last().is_some_and(|n| n.captures_text()) {
+                return Err(DecodeError::Invalid {
+                    what: "element inside a text-only field",
+                });
+            }
             let (res, local) = reader.resolver().resolve_element(e.name());
             let ns = classify(&res);
             let node = match stack.last() {
