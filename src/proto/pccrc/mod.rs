@@ -3,11 +3,13 @@
 //! See `../shared/docs/PROTOCOL.md` §1–§4. v1 is little-endian, v2 big-endian.
 
 pub mod crypto;
+pub mod parse;
 
 pub use crypto::{
     segment_id, segment_secret, server_secret, Digest, HashAlgo, Hasher, SegmentId, SegmentSecret,
     ServerSecret, C2,
 };
+pub use parse::{ContentInfo, Segment, Version};
 
 /// v1 block size; the only value the protocol allows.
 pub const BLOCK_SIZE: u32 = 65_536;
