@@ -2,6 +2,7 @@
 //!
 //! See `../shared/docs/PROTOCOL.md` §1–§4. v1 is little-endian, v2 big-endian.
 
+pub mod chunker;
 pub mod crypto;
 pub mod parse;
 
