@@ -2,10 +2,16 @@
 //!
 //! See `../shared/docs/PROTOCOL.md` §1–§4. v1 is little-endian, v2 big-endian.
 
+pub mod build;
 pub mod chunker;
 pub mod crypto;
 pub mod parse;
 
+pub use build::{
+    check_algo, hash_content, hash_segment, BuildError, ContentHashes, SegmentHasher,
+    SegmentHashes, StreamBuilder,
+};
+pub use chunker::Chunker;
 pub use crypto::{
     segment_id, segment_secret, server_secret, Digest, HashAlgo, Hasher, SegmentId, SegmentSecret,
     ServerSecret, C2,
