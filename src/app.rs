@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::publisher::Publisher;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,9 @@ pub enum StartError {
         /// The IO error.
         source: std::io::Error,
     },
+    /// The publisher's server secret could not be loaded or created.
+    #[error("publisher: {0}")]
+    Publisher(#[from] crate::publisher::secret::SecretError),
     /// The store directory could not be created.
     #[error("cannot create store directory {path}: {source}")]
     StoreDir {
@@ -45,6 +49,8 @@ pub enum StartError {
 pub struct App {
     /// Where the admin listener is bound (useful when configured with port 0).
     pub admin_addr: SocketAddr,
+    /// Where the publisher listens, when `[publisher]` is configured.
+    pub publisher_addr: Option<SocketAddr>,
     /// Shared metrics.
     pub metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -70,10 +76,26 @@ impl App {
                 addr: config.admin.listen,
                 source,
             })?;
+        let mut roles = vec!["admin"];
+        let mut publisher_addr = None;
+        if let Some(pcfg) = config.publisher.clone() {
+            let listener = bind("publisher", pcfg.listen).await?;
+            let addr = listener.local_addr().map_err(|source| StartError::Bind {
+                what: "publisher",
+                addr: pcfg.listen,
+                source,
+            })?;
+            let publisher = Arc::new(Publisher::new(pcfg, metrics.clone())?);
+            tasks.spawn(publisher.serve(listener, shutdown.child_token()));
+            tracing::info!(publisher = %addr, "publisher listening");
+            publisher_addr = Some(addr);
+            roles.push("publisher");
+        }
+
         let state = Arc::new(AdminState {
             metrics: metrics.clone(),
             ready: Default::default(),
-            roles: vec!["admin"],
+            roles,
             started: Instant::now(),
         });
         {
@@ -88,6 +110,7 @@ impl App {
         tracing::info!(admin = %admin_addr, store = %config.store.path.display(), "branchcache started");
         Ok(App {
             admin_addr,
+            publisher_addr,
             metrics,
             shutdown,
             tasks,

@@ -11,6 +11,7 @@
 //! - [`app`]: binds listeners, spawns roles, graceful shutdown.
 //! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`, `/status`.
 //! - [`net`]: the shared hyper serving loop.
+//! - [`publisher`]: HQ role — content information for a plain origin.
 //!
 //! ## Data flow (branch proxy)
 //! client → proxy → origin with `Accept-Encoding: peerdist` → content
@@ -27,3 +28,4 @@ pub mod config;
 pub mod metrics;
 pub mod net;
 pub mod proto;
+pub mod publisher;

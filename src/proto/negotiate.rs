@@ -87,30 +87,15 @@ fn parse_digits(s: &str) -> Option<u32> {
     s.parse().ok()
 }
 
-/// Content information version (negotiated by `X-P2P-PeerDistEx`, PROTOCOL.md §11.22).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum CiVersion {
-    /// MS-PCCRC §2.3, 32 MiB segments of 64 KiB blocks.
-    V1,
-    /// MS-PCCRC §2.4, content-defined segments ≤ 128 KiB.
-    V2,
-}
+/// Content information version (negotiated by `X-P2P-PeerDistEx`, PROTOCOL.md §11.22):
+/// the parser's [`Version`](crate::proto::pccrc::Version) under its HTTP-layer name.
+pub use crate::proto::pccrc::Version as CiVersion;
 
-impl CiVersion {
-    /// The version as it appears in `MinContentInformation` / `MaxContentInformation`.
-    pub const fn proto_version(self) -> ProtoVersion {
-        match self {
-            CiVersion::V1 => ProtoVersion::new(1, 0),
-            CiVersion::V2 => ProtoVersion::new(2, 0),
-        }
-    }
-
-    /// `1` or `2`, as in the `content_version` config key.
-    pub const fn number(self) -> u8 {
-        match self {
-            CiVersion::V1 => 1,
-            CiVersion::V2 => 2,
-        }
+/// The version as it appears in `MinContentInformation` / `MaxContentInformation`.
+pub const fn ci_proto_version(v: CiVersion) -> ProtoVersion {
+    match v {
+        CiVersion::V1 => ProtoVersion::new(1, 0),
+        CiVersion::V2 => ProtoVersion::new(2, 0),
     }
 }
 
@@ -388,6 +373,11 @@ pub enum IdentityReason {
     UnknownLength,
     /// The entity has no validator and is too large to hash per request.
     TooLargeUnvalidated,
+    /// The request is conditional (`If-None-Match`, `If-Modified-Since`, …):
+    /// the origin answers it (usually 304), content information would not help.
+    Conditional,
+    /// The origin's answer already has a `Content-Encoding` (we hash identity bytes only).
+    ContentEncoded,
 }
 
 impl IdentityReason {
@@ -407,6 +397,8 @@ impl IdentityReason {
             IdentityReason::TooSmall => "too_small",
             IdentityReason::UnknownLength => "unknown_length",
             IdentityReason::TooLargeUnvalidated => "too_large_unvalidated",
+            IdentityReason::Conditional => "conditional",
+            IdentityReason::ContentEncoded => "content_encoded",
         }
     }
 }
@@ -451,18 +443,31 @@ fn texts<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<Vec<&'h str>> 
         .collect()
 }
 
+/// Request headers that make a request conditional (RFC 9110 §13.1).
+const CONDITIONAL_HEADERS: [HeaderName; 5] = [
+    http::header::IF_MATCH,
+    http::header::IF_NONE_MATCH,
+    http::header::IF_MODIFIED_SINCE,
+    http::header::IF_UNMODIFIED_SINCE,
+    http::header::IF_RANGE,
+];
+
 /// Server decision (PROTOCOL.md §7.2) from the request alone.
 ///
 /// PeerDist only when the method is GET, `Accept-Encoding` names
 /// `peerdist`, `X-P2P-PeerDist` parses with major version 1 and
 /// `MissingDataRequest` is not `true`, and `X-P2P-PeerDistEx` (if present)
-/// allows a CI version the policy produces. A `Range` with a single range is
+/// allows a CI version the policy produces. Conditional requests are left to
+/// the origin (identity, usually a 304). A `Range` with a single range is
 /// carried in the decision (the CI then covers exactly that range); several
 /// ranges → identity.
 pub fn decide(method: &Method, headers: &HeaderMap, policy: ServerPolicy) -> Decision {
     use IdentityReason as R;
     if method != Method::GET {
         return Decision::Identity(R::Method);
+    }
+    if CONDITIONAL_HEADERS.iter().any(|h| headers.contains_key(h)) {
+        return Decision::Identity(R::Conditional);
     }
     match texts(headers, &ACCEPT_ENCODING) {
         Some(v) if accepts_peerdist(v.iter().copied()) => {}
@@ -523,14 +528,14 @@ pub fn decide(method: &Method, headers: &HeaderMap, policy: ServerPolicy) -> Dec
 /// Pick the CI version from a client's `[Min, Max]` and the server policy.
 /// Only 1.0 and 2.0 exist; a window containing neither (or Min > Max) → `None`.
 pub fn choose_ci_version(ex: &PeerDistExParams, policy: ServerPolicy) -> Option<CiVersion> {
-    let v1 = CiVersion::V1.proto_version();
+    let v1 = ci_proto_version(CiVersion::V1);
     // Absent bounds default to 1.0: a PeerDistEx without them is a v1 client.
     let min = ex.min_content_information.unwrap_or(v1);
     let max = ex.max_content_information.unwrap_or(min.max(v1));
     if min > max {
         return None;
     }
-    let allowed = |v: CiVersion| (min..=max).contains(&v.proto_version());
+    let allowed = |v: CiVersion| (min..=max).contains(&ci_proto_version(v));
     let order: &[CiVersion] = match policy.preferred {
         CiVersion::V2 => &[CiVersion::V2, CiVersion::V1],
         CiVersion::V1 => &[CiVersion::V1],
@@ -897,6 +902,16 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn conditional_request_gets_identity() {
+        let d = decide_get(&[
+            ("accept-encoding", "peerdist"),
+            ("x-p2p-peerdist", "Version=1.1"),
+            ("if-none-match", "\"abc\""),
+        ]);
+        assert_eq!(d, Decision::Identity(IdentityReason::Conditional));
     }
 
     #[test]
