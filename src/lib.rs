@@ -12,6 +12,8 @@
 //! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`, `/status`.
 //! - [`net`]: the shared hyper serving loop.
 //! - [`publisher`]: HQ role — content information for a plain origin.
+//! - [`inspect`]: renders content information for `branchcache inspect`.
+//! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
 //!
 //! ## Data flow (branch proxy)
 //! client → proxy → origin with `Accept-Encoding: peerdist` → content
@@ -25,6 +27,8 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod fuzz;
+pub mod inspect;
 pub mod metrics;
 pub mod net;
 pub mod proto;

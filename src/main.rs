@@ -1,4 +1,4 @@
-//! `branchcache` command line: `run` (default), `check-config`, …
+//! `branchcache` command line: `run` (default), `check-config`, `inspect`, …
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +35,15 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Print a content information file (MS-PCCRC v1/v2): range, segments, hashes, secrets.
+    /// Exit code 2 when the file cannot be read or is not valid content information.
+    Inspect {
+        /// The content information file (the body of a `Content-Encoding: peerdist` answer).
+        file: PathBuf,
+        /// Print JSON instead of the human-readable summary.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -50,6 +59,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Inspect { file, json } => inspect(&file, json),
         Command::Run => match run(cli.config, cli.log_format) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -57,6 +67,26 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn inspect(file: &std::path::Path, json: bool) -> ExitCode {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    match branchcache::inspect::inspect(&bytes, json) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -224,6 +224,11 @@ impl fmt::Debug for Segment<'_> {
 }
 
 impl Segment<'_> {
+    /// The format of the structure this segment was listed in.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
     /// Index of the segment in the whole resource (v1: offset / 32 MiB; v2:
     /// `ullIndexOfFirstSegment` + position in the list). PCCRD/PCCRR use the segment id, but
     /// the proxy and store key segments of one resource by this.
