@@ -8,6 +8,8 @@
 //!   retrieval messages (MS-PCCRR), discovery (MS-PCCRD), hosted cache
 //!   (MS-PCHC) and the PeerDist HTTP header logic. No IO, clock or RNG.
 //! - [`config`]: TOML → validated, typed configuration.
+//! - [`hashing`]: parallel content hashing (segments on all cores) feeding the
+//!   content information builder.
 //! - [`app`]: binds listeners, spawns roles, graceful shutdown.
 //! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`, `/status`.
 //! - [`net`]: the shared hyper serving loop.
@@ -28,6 +30,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod fuzz;
+pub mod hashing;
 pub mod inspect;
 pub mod metrics;
 pub mod net;
