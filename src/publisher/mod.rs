@@ -10,7 +10,8 @@
 //!    (`If-None-Match` / `If-Modified-Since`) when a CI for that URL is cached.
 //!    `304` → the cached CI is still valid (warm path: one small round trip to
 //!    the origin, which stays the authority on freshness and access). `200` →
-//!    the body streams into the hasher, never held whole; the CI is cached
+//!    the body streams into [`ParallelHasher`] (segments hashed on all
+//!    cores, bounded memory), never held whole; the CI is cached
 //!    under the response's validator (strong `ETag`, else `Last-Modified` +
 //!    length), replacing any entry for an older validator.
 //! 3. Every waiter then answers with the CI (whole, or encoded for its single
@@ -23,7 +24,6 @@
 //! turns failures into 502 / 504.
 
 pub mod cache;
-pub mod ci;
 pub mod error;
 pub mod origin;
 pub mod secret;
@@ -43,6 +43,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PublisherConfig;
+use crate::hashing::ParallelHasher;
 use crate::metrics::Metrics;
 use crate::net::{full, Body};
 use crate::proto::negotiate::{
@@ -51,7 +52,6 @@ use crate::proto::negotiate::{
 use crate::proto::pccrc::{server_secret, HashAlgo, ServerSecret};
 
 use cache::{CiCache, CiEntry, Validator};
-use ci::BodyHasher;
 use error::PublisherError;
 use origin::OriginClient;
 use secret::{SecretError, SecretKey};
@@ -347,7 +347,7 @@ impl Publisher {
             CiVersion::V1 => (self.cfg.hash, self.ks_v1),
             CiVersion::V2 => (HashAlgo::Sha512Trunc, self.ks_v2),
         };
-        let mut hasher = BodyHasher::start(version, algo, ks);
+        let mut hasher = ParallelHasher::new(version, algo, ks, self.cfg.hash_threads);
         let mut body = resp.into_body();
         let mut got: u64 = 0;
         let body_err = |reason: String| PublisherError::OriginBody {
@@ -366,7 +366,7 @@ impl Publisher {
                 if got > expected {
                     break;
                 }
-                hasher.push(data).await.map_err(PublisherError::Hashing)?;
+                hasher.push(data).await;
             }
         }
         if got != expected {
@@ -376,7 +376,7 @@ impl Publisher {
                 got,
             });
         }
-        let hashes = hasher.finish().await.map_err(PublisherError::Hashing)?;
+        let hashes = hasher.finish().await;
         self.metrics.publisher_bytes_hashed.inc_by(got);
         self.metrics.publisher_ci_generated.inc();
         let full = Bytes::from(hashes.encode(None)?);
