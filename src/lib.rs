@@ -14,6 +14,8 @@
 //! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`, `/status`.
 //! - [`net`]: the shared hyper serving loop.
 //! - [`publisher`]: HQ role — content information for a plain origin.
+//! - [`store`]: the persistent, verified block store keyed by segment id.
+//! - [`retrieval`]: MS-PCCRR server handler and peer client.
 //! - [`inspect`]: renders content information for `branchcache inspect`.
 //! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
 //!
@@ -36,3 +38,5 @@ pub mod metrics;
 pub mod net;
 pub mod proto;
 pub mod publisher;
+pub mod retrieval;
+pub mod store;

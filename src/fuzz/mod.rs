@@ -8,15 +8,18 @@
 //! `[[bin]]` entry in `fuzz/Cargo.toml`.
 
 pub mod pccrc;
+pub mod pccrr;
 
 /// Every target name [`run`] knows; also the directory names under `fuzz/corpus/` and
 /// `tests/data/regress/`.
-pub const TARGETS: &[&str] = &["pccrc_parse"];
+pub const TARGETS: &[&str] = &["pccrc_parse", "pccrr_request", "pccrr_response"];
 
 /// Run the harness for `target` on `data`; `None` when no harness has that name.
 pub fn run(target: &str, data: &[u8]) -> Option<()> {
     match target {
         "pccrc_parse" => pccrc::parse(data),
+        "pccrr_request" => pccrr::request(data),
+        "pccrr_response" => pccrr::response(data),
         _ => return None,
     }
     Some(())

@@ -9,5 +9,6 @@
 pub mod codec;
 pub mod negotiate;
 pub mod pccrc;
+pub mod pccrr;
 
 pub use codec::{DecodeError, Reader, Writer};
