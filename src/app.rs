@@ -33,7 +33,7 @@ pub enum StartError {
     },
     /// The publisher's server secret could not be loaded or created.
     #[error("publisher: {0}")]
-    Publisher(#[from] crate::publisher::secret::SecretError),
+    Publisher(#[from] crate::publisher::InitError),
     /// The store directory could not be created.
     #[error("cannot create store directory {path}: {source}")]
     StoreDir {

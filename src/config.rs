@@ -127,6 +127,9 @@ pub struct FilePublisher {
     pub body_idle_timeout: Option<String>,
     /// Hashing threads; 0 (default) = one per core.
     pub hash_threads: Option<usize>,
+    /// PEM file of CA certificates trusted for an `https` upstream instead of
+    /// the built-in public roots (private CAs).
+    pub upstream_ca_file: Option<PathBuf>,
 }
 
 /// `[log]` as written.
@@ -180,6 +183,9 @@ pub struct PublisherConfig {
     pub body_idle_timeout: Duration,
     /// Hashing threads (0 = one per core).
     pub hash_threads: usize,
+    /// Trust only these CA certificates (PEM) for an https upstream; `None`:
+    /// the built-in public (webpki) roots.
+    pub upstream_ca_file: Option<PathBuf>,
 }
 
 /// Validated `[store]`.
@@ -407,6 +413,7 @@ fn publisher_config(
             DEFAULT_BODY_IDLE_TIMEOUT,
         )?,
         hash_threads: p.hash_threads.unwrap_or(0),
+        upstream_ca_file: p.upstream_ca_file,
     })
 }
 

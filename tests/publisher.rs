@@ -181,6 +181,43 @@ async fn start_origin() -> (Arc<Origin>, SocketAddr) {
     (origin, addr)
 }
 
+/// The same origin behind TLS (self-signed for 127.0.0.1); returns the cert PEM.
+async fn start_origin_tls() -> (Arc<Origin>, SocketAddr, String) {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let pem = ck.cert.pem();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
+    let cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let origin = Arc::new(Origin::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let o = origin.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (o, acceptor) = (o.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |req| {
+                    let o = o.clone();
+                    async move { Ok::<_, Infallible>(o.handle(req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (origin, addr, pem)
+}
+
 // ---------------------------------------------------------------- publisher
 
 struct Setup {
@@ -751,4 +788,32 @@ async fn generated_secret_file_is_used_and_kept() {
     let g2 = peerdist(app.publisher_addr.unwrap(), "/k.bin").await;
     assert_eq!(g2.body, g.body);
     app.shutdown().await;
+}
+
+#[tokio::test]
+async fn https_upstream_with_private_ca_works_and_untrusted_cert_is_502() {
+    let (origin, addr, pem) = start_origin_tls().await;
+    let content = data(100 * 1024, 16);
+    origin.put("/tls.bin", content.clone(), Some("\"tls\""), None);
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca = ca_dir.path().join("ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let s = start_with_upstream(
+        origin.clone(),
+        &format!("https://{addr}"),
+        &format!("upstream_ca_file = {ca:?}"),
+    )
+    .await;
+    let g = peerdist(s.publisher, "/tls.bin").await;
+    assert_eq!(header(&g, "content-encoding"), "peerdist");
+    assert_v1_matches(&g.body, &content);
+    let g = request(s.publisher, Method::GET, "/tls.bin", &[]).await;
+    assert_eq!(&g.body[..], &content[..]);
+    s.app.shutdown().await;
+
+    // Public roots only: the self-signed origin is not trusted.
+    let s = start_with_upstream(origin, &format!("https://{addr}"), "").await;
+    let g = peerdist(s.publisher, "/tls.bin").await;
+    assert_eq!(g.status, StatusCode::BAD_GATEWAY);
+    s.app.shutdown().await;
 }

@@ -77,6 +77,17 @@ enum Outcome {
     Failed(PublisherError),
 }
 
+/// Why the publisher could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// The server secret file.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The upstream TLS trust configuration.
+    #[error(transparent)]
+    Tls(#[from] origin::TlsSetupError),
+}
+
 /// The publisher: configuration, origin client, server secrets, CI cache and
 /// in-flight CI computations.
 pub struct Publisher {
@@ -101,25 +112,29 @@ impl std::fmt::Debug for Publisher {
 
 impl Publisher {
     /// Load (or create) the server secret and build the publisher.
-    pub fn new(cfg: PublisherConfig, metrics: Arc<Metrics>) -> Result<Self, SecretError> {
+    pub fn new(cfg: PublisherConfig, metrics: Arc<Metrics>) -> Result<Self, InitError> {
         let (key, created) = secret::load_or_create(&cfg.secret_file)?;
         if created {
             tracing::info!(path = %cfg.secret_file.display(), "generated a new server secret");
         }
-        Ok(Self::with_key(cfg, &key, metrics))
+        Self::with_key(cfg, &key, metrics)
     }
 
     /// Build the publisher with a given server secret key.
-    pub fn with_key(cfg: PublisherConfig, key: &SecretKey, metrics: Arc<Metrics>) -> Self {
-        Publisher {
-            client: origin::client(cfg.connect_timeout),
+    pub fn with_key(
+        cfg: PublisherConfig,
+        key: &SecretKey,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, InitError> {
+        Ok(Publisher {
+            client: origin::client(cfg.connect_timeout, cfg.upstream_ca_file.as_deref())?,
             ks_v1: server_secret(cfg.hash, key.expose()),
             ks_v2: server_secret(HashAlgo::Sha512Trunc, key.expose()),
             cache: CiCache::new(cfg.cache_size),
             flights: DashMap::new(),
             metrics,
             cfg,
-        }
+        })
     }
 
     /// Serve on `listener` until `shutdown` fires (then drain).

@@ -1,6 +1,7 @@
 //! The publisher's side toward the origin: an HTTP(S) client, request URL
 //! mapping onto the upstream base, and RFC 9110 hop-by-hop header hygiene.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,20 +22,60 @@ pub type OriginClient =
 /// commonly close theirs at 60–75 s, so staying below avoids reusing a dying one.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
-/// Build the origin client (HTTP/1.1; TLS via rustls with the webpki roots).
-pub fn client(connect_timeout: Duration) -> OriginClient {
+/// Why the origin client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// The CA file could not be read or holds no usable certificate.
+    #[error("upstream CA file {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Build the origin client (HTTP/1.1; TLS via rustls). `ca_file`: trust only
+/// the CA certificates in that PEM file; `None`: the built-in webpki roots.
+pub fn client(
+    connect_timeout: Duration,
+    ca_file: Option<&Path>,
+) -> Result<OriginClient, TlsSetupError> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .build(https)
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match ca_file {
+        None => builder.with_webpki_roots(),
+        Some(path) => builder.with_tls_config(tls_config_with_roots(path)?),
+    };
+    let https = builder.https_or_http().enable_http1().wrap_connector(http);
+    Ok(
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(https),
+    )
+}
+
+fn tls_config_with_roots(path: &Path) -> Result<rustls::ClientConfig, TlsSetupError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let err = |reason: String| TlsSetupError::CaFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| err(e.to_string()))? {
+        let cert = cert.map_err(|e| err(e.to_string()))?;
+        roots.add(cert).map_err(|e| err(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(err("no certificate in the file".into()));
+    }
+    Ok(rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// Map a request target onto the upstream base: `base` path prefix + the
