@@ -17,6 +17,7 @@ use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
+use crate::store::{Store, StoreError};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -31,16 +32,16 @@ pub enum StartError {
         /// The IO error.
         source: std::io::Error,
     },
-    /// The publisher's server secret could not be loaded or created.
+    /// The publisher could not start (server secret file, upstream TLS trust).
     #[error("publisher: {0}")]
     Publisher(#[from] crate::publisher::InitError),
-    /// The store directory could not be created.
-    #[error("cannot create store directory {path}: {source}")]
+    /// The store could not be opened.
+    #[error("cannot open store {path}: {source}")]
     StoreDir {
         /// The directory.
         path: std::path::PathBuf,
-        /// The IO error.
-        source: std::io::Error,
+        /// Why.
+        source: StoreError,
     },
 }
 
@@ -53,6 +54,8 @@ pub struct App {
     pub publisher_addr: Option<SocketAddr>,
     /// Shared metrics.
     pub metrics: Arc<Metrics>,
+    /// The block store shared by every role (clone it freely).
+    pub store: Store,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -60,11 +63,14 @@ pub struct App {
 impl App {
     /// Bind every listener and start every configured role.
     pub async fn start(config: Config) -> Result<App, StartError> {
-        std::fs::create_dir_all(&config.store.path).map_err(|source| StartError::StoreDir {
-            path: config.store.path.clone(),
-            source,
-        })?;
+        let store = Store::open(&config.store.path, config.store.max_size)
+            .await
+            .map_err(|source| StartError::StoreDir {
+                path: config.store.path.clone(),
+                source,
+            })?;
         let metrics = Arc::new(Metrics::new());
+        metrics.register_store(store.metrics());
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
 
@@ -112,6 +118,7 @@ impl App {
             admin_addr,
             publisher_addr,
             metrics,
+            store,
             shutdown,
             tasks,
         })
@@ -122,12 +129,16 @@ impl App {
         self.shutdown.clone()
     }
 
-    /// Wait until the daemon stops (after [`shutdown_token`](Self::shutdown_token) fires).
+    /// Wait until the daemon stops (after [`shutdown_token`](Self::shutdown_token) fires),
+    /// then flush and close the store.
     pub async fn wait(mut self) {
         while let Some(res) = self.tasks.join_next().await {
             if let Err(e) = res {
                 tracing::error!(error = %e, "task failed");
             }
+        }
+        if let Err(e) = self.store.close().await {
+            tracing::error!(error = %e, "closing the store failed");
         }
     }
 

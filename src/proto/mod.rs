@@ -10,5 +10,6 @@ pub mod codec;
 pub mod negotiate;
 pub mod pccrc;
 pub mod pccrr;
+pub mod pchc;
 
 pub use codec::{DecodeError, Reader, Writer};
