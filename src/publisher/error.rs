@@ -130,3 +130,33 @@ fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_failures_map_to_502_and_504_with_short_bodies() {
+        let slow = PublisherError::OriginTimeout {
+            url: "http://o/x".into(),
+            secs: 30,
+        };
+        assert_eq!(slow.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert!(slow.is_origin());
+        let short = PublisherError::OriginLength {
+            url: "http://o/secret-path".into(),
+            expected: 10,
+            got: 5,
+        };
+        assert_eq!(short.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(short.kind(), "origin_length");
+        let resp = short.to_response();
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(PublisherError::BadTarget.status(), StatusCode::BAD_REQUEST);
+        assert!(!PublisherError::BadTarget.is_origin());
+        assert_eq!(
+            PublisherError::Hashing("x".into()).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+}
