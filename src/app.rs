@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::publisher::Publisher;
 use crate::store::{Store, StoreError};
 
 /// Why the daemon could not start.
@@ -34,6 +35,9 @@ pub enum StartError {
     /// The proxy's origin client could not be built.
     #[error("proxy: {0}")]
     ProxyClient(#[from] crate::fetch::origin::ClientError),
+    /// The publisher could not start (server secret file, upstream TLS trust).
+    #[error("publisher: {0}")]
+    Publisher(#[from] crate::publisher::InitError),
     /// The store could not be opened.
     #[error("cannot open store {path}: {source}")]
     StoreDir {
@@ -53,6 +57,8 @@ pub struct App {
     pub proxy_addr: Option<SocketAddr>,
     /// Where the PCCRR server listens, when `[peer]` is configured.
     pub peer_addr: Option<SocketAddr>,
+    /// Where the publisher listens, when `[publisher]` is configured.
+    pub publisher_addr: Option<SocketAddr>,
     /// Shared metrics.
     pub metrics: Arc<Metrics>,
     /// The block store shared by every role (clone it freely).
@@ -144,6 +150,21 @@ impl App {
             roles.push("peer");
         }
 
+        let mut publisher_addr = None;
+        if let Some(pcfg) = config.publisher.clone() {
+            let listener = bind("publisher", pcfg.listen).await?;
+            let addr = listener.local_addr().map_err(|source| StartError::Bind {
+                what: "publisher",
+                addr: pcfg.listen,
+                source,
+            })?;
+            let publisher = Arc::new(Publisher::new(pcfg, metrics.clone())?);
+            tasks.spawn(publisher.serve(listener, shutdown.child_token()));
+            tracing::info!(publisher = %addr, "publisher listening");
+            publisher_addr = Some(addr);
+            roles.push("publisher");
+        }
+
         let state = Arc::new(AdminState {
             metrics: metrics.clone(),
             ready: Default::default(),
@@ -168,6 +189,7 @@ impl App {
             admin_addr,
             proxy_addr,
             peer_addr,
+            publisher_addr,
             metrics,
             store,
             shutdown,

@@ -13,6 +13,7 @@
 //! - [`app`]: binds listeners, spawns roles, graceful shutdown.
 //! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`, `/status`.
 //! - [`net`]: the shared hyper serving loop.
+//! - [`publisher`]: HQ role — content information for a plain origin.
 //! - [`store`]: the persistent, verified block store keyed by segment id.
 //! - [`retrieval`]: MS-PCCRR server handler and peer client.
 //! - [`hosted_cache`]: the MS-PCHC offer server (v2 HTTP, v1 HTTPS) and its
@@ -45,5 +46,6 @@ pub mod metrics;
 pub mod net;
 pub mod proto;
 pub mod proxy;
+pub mod publisher;
 pub mod retrieval;
 pub mod store;

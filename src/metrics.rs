@@ -53,6 +53,18 @@ pub struct Metrics {
     pub build_info: Gauge,
     /// `branchcache_admin_requests_total`: requests answered by the admin listener.
     pub admin_requests: Counter,
+    /// `branchcache_publisher_ci_served_total`: Peerdist responses (content information bodies) sent by the publisher.
+    pub publisher_ci_served: Counter,
+    /// `branchcache_publisher_ci_generated_total`: Content information structures computed from origin bytes.
+    pub publisher_ci_generated: Counter,
+    /// `branchcache_publisher_ci_cache_hits_total`: Peerdist responses answered from the content information cache.
+    pub publisher_ci_cache_hits: Counter,
+    /// `branchcache_publisher_bytes_hashed_total`: Origin bytes hashed into content information.
+    pub publisher_bytes_hashed: Counter,
+    /// `branchcache_publisher_passthrough_total`: Requests the publisher proxied to the origin unchanged.
+    pub publisher_passthrough: Counter,
+    /// `branchcache_publisher_origin_errors_total`: Origin failures (connect, timeout, protocol) seen by the publisher.
+    pub publisher_origin_errors: Counter,
     /// `branchcache_hosted_cache_offers_total{version,message,response}`:
     /// PCHC requests by protocol version, message type and how they were answered.
     pub hosted_cache_offers: Family<[(&'static str, &'static str); 3], Counter>,
@@ -125,6 +137,42 @@ impl Metrics {
             "admin_requests",
             "Requests answered by the admin listener",
             admin_requests.clone(),
+        );
+        let publisher_ci_served = Counter::default();
+        registry.register(
+            "publisher_ci_served",
+            "Peerdist responses (content information bodies) sent by the publisher",
+            publisher_ci_served.clone(),
+        );
+        let publisher_ci_generated = Counter::default();
+        registry.register(
+            "publisher_ci_generated",
+            "Content information structures computed from origin bytes",
+            publisher_ci_generated.clone(),
+        );
+        let publisher_ci_cache_hits = Counter::default();
+        registry.register(
+            "publisher_ci_cache_hits",
+            "Peerdist responses answered from the content information cache",
+            publisher_ci_cache_hits.clone(),
+        );
+        let publisher_bytes_hashed = Counter::default();
+        registry.register(
+            "publisher_bytes_hashed",
+            "Origin bytes hashed into content information",
+            publisher_bytes_hashed.clone(),
+        );
+        let publisher_passthrough = Counter::default();
+        registry.register(
+            "publisher_passthrough",
+            "Requests the publisher proxied to the origin unchanged",
+            publisher_passthrough.clone(),
+        );
+        let publisher_origin_errors = Counter::default();
+        registry.register(
+            "publisher_origin_errors",
+            "Origin failures (connect, timeout, protocol) seen by the publisher",
+            publisher_origin_errors.clone(),
         );
         let hosted_cache_offers = Family::default();
         registry.register(
@@ -237,6 +285,12 @@ impl Metrics {
             registry: Mutex::new(registry),
             build_info,
             admin_requests,
+            publisher_ci_served,
+            publisher_ci_generated,
+            publisher_ci_cache_hits,
+            publisher_bytes_hashed,
+            publisher_passthrough,
+            publisher_origin_errors,
             hosted_cache_offers,
             hosted_cache_offered_segments,
             hosted_cache_pulls,
