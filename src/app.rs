@@ -33,6 +33,9 @@ pub enum StartError {
     /// The proxy's origin client could not be built.
     #[error("proxy: {0}")]
     ProxyClient(#[from] crate::fetch::origin::ClientError),
+    /// The block store could not be opened.
+    #[error("cannot open the block store: {0}")]
+    Store(crate::store::StoreError),
     /// The store directory could not be created.
     #[error("cannot create store directory {path}: {source}")]
     StoreDir {
@@ -50,6 +53,8 @@ pub struct App {
     pub admin_addr: SocketAddr,
     /// Where the branch proxy listens, when `[proxy]` is configured.
     pub proxy_addr: Option<SocketAddr>,
+    /// The block store, when a role that needs it is configured.
+    pub store: Option<crate::store::Store>,
     /// Shared metrics.
     pub metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -78,6 +83,7 @@ impl App {
         let mut roles = vec!["admin"];
 
         let mut proxy_addr = None;
+        let mut opened_store = None;
         if let Some(pc) = &config.proxy {
             let listener = bind("proxy", pc.listen).await?;
             proxy_addr = Some(listener.local_addr().map_err(|source| StartError::Bind {
@@ -85,8 +91,12 @@ impl App {
                 addr: pc.listen,
                 source,
             })?);
-            // TODO(store): the persistent store plugs in here once `store` lands.
-            let store: Arc<dyn crate::fetch::BlockStore> = Arc::new(crate::fetch::NoStore);
+            let store = crate::store::Store::open(&config.store.path, config.store.max_size)
+                .await
+                .map_err(StartError::Store)?;
+            metrics.register_store(store.metrics());
+            opened_store = Some(store.clone());
+            let store: Arc<dyn crate::fetch::BlockStore> = Arc::new(store);
             let planner = crate::fetch::Planner::new(
                 store,
                 Vec::new(),
@@ -126,6 +136,7 @@ impl App {
         Ok(App {
             admin_addr,
             proxy_addr,
+            store: opened_store,
             metrics,
             shutdown,
             tasks,
@@ -142,6 +153,11 @@ impl App {
         while let Some(res) = self.tasks.join_next().await {
             if let Err(e) = res {
                 tracing::error!(error = %e, "task failed");
+            }
+        }
+        if let Some(store) = &self.store {
+            if let Err(e) = store.close().await {
+                tracing::warn!(error = %e, "closing the block store failed");
             }
         }
     }

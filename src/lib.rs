@@ -8,11 +8,17 @@
 //!   retrieval messages (MS-PCCRR), discovery (MS-PCCRD), hosted cache
 //!   (MS-PCHC) and the PeerDist HTTP header logic. No IO, clock or RNG.
 //! - [`config`]: TOML → validated, typed configuration.
+//! - [`hashing`]: parallel content hashing (segments on all cores) feeding the
+//!   content information builder.
 //! - [`app`]: binds listeners, spawns roles, graceful shutdown.
 //! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`, `/status`.
 //! - [`net`]: the shared hyper serving loop.
 //! - [`proxy`]: the branch proxy (hyper service, pass-through, response assembly).
 //! - [`fetch`]: the per-segment planner: store → sources → origin ranges, verified.
+//! - [`store`]: the persistent, verified block store keyed by segment id.
+//! - [`retrieval`]: MS-PCCRR server handler and peer client.
+//! - [`inspect`]: renders content information for `branchcache inspect`.
+//! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
 //!
 //! ## Data flow (branch proxy)
 //! client → proxy → origin with `Accept-Encoding: peerdist` → content
@@ -27,7 +33,12 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod fetch;
+pub mod fuzz;
+pub mod hashing;
+pub mod inspect;
 pub mod metrics;
 pub mod net;
 pub mod proto;
 pub mod proxy;
+pub mod retrieval;
+pub mod store;

@@ -1,4 +1,4 @@
-//! `branchcache` command line: `run` (default), `check-config`, …
+//! `branchcache` command line: `run` (default), `check-config`, `hash`, `inspect`, …
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +35,48 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Print a content information file (MS-PCCRC v1/v2): range, segments, hashes, secrets.
+    /// Exit code 2 when the file cannot be read or is not valid content information.
+    Inspect {
+        /// The content information file (the body of a `Content-Encoding: peerdist` answer).
+        file: PathBuf,
+        /// Print JSON instead of the human-readable summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the content information (MS-PCCRC) of a file, as a publisher would serve it.
+    ///
+    /// Exit status: 0 written, 2 bad invocation or input (missing file, empty key file, bad
+    /// or out-of-file range, algorithm not allowed for the version, empty file), 1 IO failure.
+    Hash(HashArgs),
+}
+
+#[derive(clap::Args)]
+struct HashArgs {
+    /// The file to describe.
+    file: PathBuf,
+    /// File holding the raw server secret key bytes (Ks is derived from them).
+    #[arg(long, value_name = "KEYFILE")]
+    key_file: PathBuf,
+    /// Content information version: 1 (32 MiB segments of 64 KiB blocks) or 2
+    /// (content-defined segments of at most 128 KiB, truncated SHA-512).
+    #[arg(long, default_value = "1", value_parser = ["1", "2"])]
+    content_version: String,
+    /// Hash algorithm. v1: sha256 (default; the only one Windows peers serve), sha384,
+    /// sha512. v2 always uses truncated SHA-512: only sha512 is accepted.
+    #[arg(long, value_parser = ["sha256", "sha384", "sha512"])]
+    hash: Option<String>,
+    /// Describe only bytes START through END, END inclusive as in HTTP `Range: bytes=`
+    /// (also `START-` to the end and `-SUFFIX` for the last SUFFIX bytes). The listed
+    /// segments are whole; the range fields mark the requested bytes.
+    #[arg(long, value_name = "START-END", allow_hyphen_values = true)]
+    range: Option<String>,
+    /// Output file (default: standard output, which must not be a terminal).
+    #[arg(short, long, value_name = "OUT")]
+    output: Option<PathBuf>,
+    /// Hashing threads (0 = all cores).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    threads: usize,
 }
 
 fn main() -> ExitCode {
@@ -50,6 +92,8 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Inspect { file, json } => inspect(&file, json),
+        Command::Hash(args) => hash(args),
         Command::Run => match run(cli.config, cli.log_format) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -57,6 +101,103 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn inspect(file: &std::path::Path, json: bool) -> ExitCode {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    match branchcache::inspect::inspect(&bytes, json) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Files at least this large get a progress bar (when stderr is a terminal):
+/// smaller ones hash in well under a second.
+const PROGRESS_MIN_BYTES: u64 = 256 * 1024 * 1024;
+
+fn hash(args: HashArgs) -> ExitCode {
+    use std::io::{IsTerminal, Write};
+
+    use branchcache::hashing::{hash_file, HashFileRequest};
+    use branchcache::proto::pccrc::{HashAlgo, Version};
+
+    let version = match args.content_version.as_str() {
+        "2" => Version::V2,
+        _ => Version::V1,
+    };
+    let algo = match (version, args.hash.as_deref()) {
+        (Version::V2, None | Some("sha512")) => HashAlgo::Sha512Trunc,
+        (_, Some("sha384")) => HashAlgo::Sha384,
+        (_, Some("sha512")) => HashAlgo::Sha512,
+        _ => HashAlgo::Sha256,
+    };
+    if args.output.is_none() && std::io::stdout().is_terminal() {
+        eprintln!("branchcache hash: refusing to write binary content information to a terminal; use -o OUT or redirect");
+        return ExitCode::from(2);
+    }
+    let len = std::fs::metadata(&args.file).map_or(0, |m| m.len());
+    let bar = (std::io::stderr().is_terminal() && len >= PROGRESS_MIN_BYTES).then(|| {
+        let bar = indicatif::ProgressBar::new(len);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let req = HashFileRequest {
+        path: args.file,
+        key_file: args.key_file,
+        version,
+        algo,
+        range: args.range,
+        threads: args.threads,
+    };
+    let result = hash_file(&req, |n| {
+        if let Some(bar) = &bar {
+            bar.set_position(n);
+        }
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let ci = match result {
+        Ok(ci) => ci,
+        Err(e) => {
+            eprintln!("branchcache hash: {e}");
+            return ExitCode::from(if e.is_usage() { 2 } else { 1 });
+        }
+    };
+    let written = match &args.output {
+        Some(out) => std::fs::write(out, &ci).with_context(|| format!("writing {}", out.display())),
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&ci)
+                .and_then(|()| stdout.flush())
+                .context("writing to standard output")
+        }
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("branchcache hash: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -19,6 +19,32 @@ pub type Label = [(&'static str, &'static str); 1];
 const DURATION_BUCKET_START: f64 = 0.001;
 /// Number of duration buckets (1 ms · 2^16 ≈ 65 s covers a WAN download of a large object).
 const DURATION_BUCKETS: u16 = 17;
+/// The block store's metric handles. Owned by the store (which updates them),
+/// registered into the daemon's registry with [`Metrics::register_store`].
+/// Cloning shares the underlying values.
+#[derive(Debug, Clone, Default)]
+pub struct StoreMetrics {
+    /// `branchcache_store_used_bytes`: bytes accounted (block data + metadata records).
+    pub used_bytes: Gauge,
+    /// `branchcache_store_max_bytes`: the configured size bound.
+    pub max_bytes: Gauge,
+    /// `branchcache_store_segments`: segments with metadata.
+    pub segments: Gauge,
+    /// `branchcache_store_blocks`: blocks present and verified.
+    pub blocks: Gauge,
+    /// `branchcache_store_blocks_written_total`: blocks made durable.
+    pub blocks_written: Counter,
+    /// `branchcache_store_hits_total`: block reads answered from the store.
+    pub hits: Counter,
+    /// `branchcache_store_misses_total`: block reads not answered (absent, evicted or failed).
+    pub misses: Counter,
+    /// `branchcache_store_evictions_total`: segments evicted to stay under the size bound.
+    pub evictions: Counter,
+    /// `branchcache_store_verify_failures_total`: stored blocks found corrupt (evicted).
+    pub verify_failures: Counter,
+    /// `branchcache_store_io_errors_total`: IO errors on data files or the index.
+    pub io_errors: Counter,
+}
 
 /// All metric handles. Cheap to clone handles out of; shared as `Arc<Metrics>`.
 pub struct Metrics {
@@ -40,6 +66,19 @@ pub struct Metrics {
     pub proxy_in_flight: Gauge,
     /// `branchcache_proxy_request_duration_seconds`: time from request to end of body.
     pub proxy_request_duration: Histogram,
+    /// `branchcache_retrieval_requests_total{type,result}`: PCCRR requests
+    /// answered by the retrieval server, by message type and outcome.
+    pub retrieval_requests: Family<[(&'static str, &'static str); 2], Counter>,
+    /// `branchcache_retrieval_blocks_served_total`: blocks sent in MSG_BLK.
+    pub retrieval_blocks_served: Counter,
+    /// `branchcache_retrieval_bytes_served_total`: plaintext bytes of blocks sent.
+    pub retrieval_bytes_served: Counter,
+    /// `branchcache_retrieval_refusals_total`: requests answered with an
+    /// empty list / block because the client was over its concurrency limit.
+    pub retrieval_refusals: Counter,
+    /// `branchcache_retrieval_client_requests_total{type,result}`: PCCRR
+    /// requests this node sent to peers, by message type and outcome.
+    pub retrieval_client_requests: Family<[(&'static str, &'static str); 2], Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -111,6 +150,37 @@ impl Metrics {
             "Time from proxy request to the end of its response body",
             proxy_request_duration.clone(),
         );
+        let retrieval_requests = Family::<[(&'static str, &'static str); 2], Counter>::default();
+        registry.register(
+            "retrieval_requests",
+            "PCCRR requests answered by the retrieval server, by message type and result",
+            retrieval_requests.clone(),
+        );
+        let retrieval_blocks_served = Counter::default();
+        registry.register(
+            "retrieval_blocks_served",
+            "Blocks sent to peers in MSG_BLK",
+            retrieval_blocks_served.clone(),
+        );
+        let retrieval_bytes_served = Counter::default();
+        registry.register(
+            "retrieval_bytes_served",
+            "Plaintext bytes of blocks sent to peers",
+            retrieval_bytes_served.clone(),
+        );
+        let retrieval_refusals = Counter::default();
+        registry.register(
+            "retrieval_refusals",
+            "PCCRR requests answered empty because the client exceeded its concurrency limit",
+            retrieval_refusals.clone(),
+        );
+        let retrieval_client_requests =
+            Family::<[(&'static str, &'static str); 2], Counter>::default();
+        registry.register(
+            "retrieval_client_requests",
+            "PCCRR requests sent to peers, by message type and result",
+            retrieval_client_requests.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             build_info,
@@ -121,7 +191,67 @@ impl Metrics {
             proxy_origin_errors,
             proxy_in_flight,
             proxy_request_duration,
+            retrieval_requests,
+            retrieval_blocks_served,
+            retrieval_bytes_served,
+            retrieval_refusals,
+            retrieval_client_requests,
         }
+    }
+
+    /// Register a store's metric handles (call once per daemon).
+    pub fn register_store(&self, m: &StoreMetrics) {
+        let mut r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        r.register(
+            "store_used_bytes",
+            "Bytes used by the block store (block data and metadata records)",
+            m.used_bytes.clone(),
+        );
+        r.register(
+            "store_max_bytes",
+            "Configured size bound of the block store",
+            m.max_bytes.clone(),
+        );
+        r.register(
+            "store_segments",
+            "Segments held by the block store",
+            m.segments.clone(),
+        );
+        r.register(
+            "store_blocks",
+            "Blocks present and verified in the block store",
+            m.blocks.clone(),
+        );
+        r.register(
+            "store_blocks_written",
+            "Blocks written durably to the block store",
+            m.blocks_written.clone(),
+        );
+        r.register(
+            "store_hits",
+            "Block reads answered from the block store",
+            m.hits.clone(),
+        );
+        r.register(
+            "store_misses",
+            "Block reads the block store could not answer",
+            m.misses.clone(),
+        );
+        r.register(
+            "store_evictions",
+            "Segments evicted to stay under the size bound",
+            m.evictions.clone(),
+        );
+        r.register(
+            "store_verify_failures",
+            "Stored blocks found corrupt on read or verify (evicted)",
+            m.verify_failures.clone(),
+        );
+        r.register(
+            "store_io_errors",
+            "IO errors on store data files or index",
+            m.io_errors.clone(),
+        );
     }
 
     /// Prometheus text exposition (OpenMetrics text, `# EOF` terminated).
@@ -149,5 +279,41 @@ mod tests {
             "{text}"
         );
         assert!(text.trim_end().ends_with("# EOF"));
+    }
+
+    #[test]
+    fn renders_store_metrics_once_registered() {
+        let m = Metrics::new();
+        let s = StoreMetrics::default();
+        m.register_store(&s);
+        s.verify_failures.inc();
+        s.used_bytes.set(42);
+        let text = m.render();
+        assert!(
+            text.contains("branchcache_store_verify_failures_total 1"),
+            "{text}"
+        );
+        assert!(text.contains("branchcache_store_used_bytes 42"), "{text}");
+    }
+
+    #[test]
+    fn every_store_metric_is_documented() {
+        let m = Metrics::new();
+        m.register_store(&StoreMetrics::default());
+        let doc = include_str!("../docs/METRICS.md");
+        let text = m.render();
+        let names: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with("branchcache_store_"))
+            .collect();
+        assert_eq!(names.len(), 10, "{text}");
+        for n in names {
+            assert!(
+                doc.contains(&format!("`{n}`")),
+                "{n} missing from docs/METRICS.md"
+            );
+        }
     }
 }

@@ -227,7 +227,11 @@ struct Proxy {
 
 impl Proxy {
     async fn start(extra: &str) -> Proxy {
-        let dir = tempfile::tempdir().unwrap();
+        Proxy::start_in(tempfile::tempdir().unwrap(), extra).await
+    }
+
+    /// A proxy whose store lives in `dir` (reuse it to restart with a warm store).
+    async fn start_in(dir: tempfile::TempDir, extra: &str) -> Proxy {
         let toml = format!(
             "[store]\npath = {:?}\n[admin]\nlisten = \"127.0.0.1:0\"\n[proxy]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
             dir.path().join("store")
@@ -235,6 +239,12 @@ impl Proxy {
         let config = Config::from_toml(&toml, "test").unwrap();
         let app = App::start(config).await.unwrap();
         Proxy { app, _dir: dir }
+    }
+
+    /// Stop the daemon and hand back its store directory.
+    async fn stop(self) -> tempfile::TempDir {
+        self.app.shutdown().await;
+        self._dir
     }
 
     async fn reverse(origin: &Origin) -> Proxy {
@@ -654,4 +664,112 @@ async fn concurrent_cold_clients_cause_one_wan_copy() {
         assert!(body == data);
     }
     assert_eq!(origin.body_bytes(), data.len() as u64);
+}
+
+/// Wait until the store holds every block of `len` bytes (writes land
+/// asynchronously, after the client got its bytes).
+async fn wait_stored(proxy: &Proxy, len: usize) {
+    let want = len.div_ceil(65_536) as u64;
+    for _ in 0..500 {
+        if proxy.app.store.as_ref().unwrap().stats().blocks >= want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("store never reached {want} blocks");
+}
+
+#[tokio::test]
+async fn second_download_costs_only_the_content_information() {
+    let origin = Origin::start().await;
+    let data = content(3 * MIB + 4321, 20);
+    origin.put("/warm", Object::peerdist(data.clone()));
+    let proxy = Proxy::reverse(&origin).await;
+    let (_, _, first) = fetch(proxy.addr(), "/warm").await;
+    assert!(first == data);
+    wait_stored(&proxy, data.len()).await;
+    let body_after_first = origin.body_bytes();
+    let ci_after_first = origin.ci_bytes();
+    assert_eq!(body_after_first, data.len() as u64);
+
+    let (status, _, second) = fetch(proxy.addr(), "/warm").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(second == data);
+    assert_eq!(
+        origin.body_bytes(),
+        body_after_first,
+        "second download hit the WAN"
+    );
+    assert_eq!(origin.ci_bytes(), 2 * ci_after_first);
+    let m = proxy.metrics();
+    assert_eq!(
+        metric(&m, "branchcache_proxy_requests_total{outcome=\"hit\"}"),
+        1,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "branchcache_proxy_served_bytes_total{source=\"store\"}"),
+        data.len() as u64
+    );
+}
+
+#[tokio::test]
+async fn restart_keeps_the_store_warm() {
+    let origin = Origin::start().await;
+    let data = content(MIB + 99, 21);
+    origin.put("/keep", Object::peerdist(data.clone()));
+    let proxy = Proxy::reverse(&origin).await;
+    let (_, _, first) = fetch(proxy.addr(), "/keep").await;
+    assert!(first == data);
+    wait_stored(&proxy, data.len()).await;
+    let dir = proxy.stop().await;
+
+    let proxy = Proxy::start_in(dir, &format!("upstream = \"http://{}\"", origin.addr)).await;
+    let (status, _, again) = fetch(proxy.addr(), "/keep").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(again == data);
+    assert_eq!(
+        origin.body_bytes(),
+        data.len() as u64,
+        "restart lost the cache"
+    );
+}
+
+#[tokio::test]
+async fn corrupt_block_on_disk_is_refetched_and_served_correctly() {
+    let origin = Origin::start().await;
+    let data = content(5 * 65_536 + 10, 22);
+    origin.put("/rot", Object::peerdist(data.clone()));
+    let proxy = Proxy::reverse(&origin).await;
+    let (_, _, first) = fetch(proxy.addr(), "/rot").await;
+    assert!(first == data);
+    wait_stored(&proxy, data.len()).await;
+
+    // Flip one byte of block 2 in the segment's data file.
+    let data_dir = proxy._dir.path().join("store").join("data");
+    let seg_file = std::fs::read_dir(&data_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .unwrap();
+    let mut bytes = std::fs::read(&seg_file).unwrap();
+    bytes[2 * 65_536 + 17] ^= 0xFF;
+    std::fs::write(&seg_file, &bytes).unwrap();
+
+    let (status, _, second) = fetch(proxy.addr(), "/rot").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(second == data, "served corrupt bytes");
+    // Exactly the corrupt block came over the WAN again.
+    assert_eq!(origin.body_bytes(), data.len() as u64 + 65_536);
+    let m = proxy.metrics();
+    assert_eq!(
+        metric(&m, "branchcache_proxy_requests_total{outcome=\"partial\"}"),
+        1,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "branchcache_store_verify_failures_total"),
+        1,
+        "{m}"
+    );
 }

@@ -8,5 +8,6 @@
 
 pub mod codec;
 pub mod pccrc;
+pub mod pccrr;
 
 pub use codec::{DecodeError, Reader, Writer};

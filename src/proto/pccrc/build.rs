@@ -272,7 +272,9 @@ impl ContentHashes {
     /// as IIS does. `Some(range)` (end exclusive) → exactly the segments
     /// touching the range with the range fields set (v1 block lists from
     /// block 0 up to the last block intersecting the range; v2
-    /// `ullIndexOfFirstSegment` etc.).
+    /// `ullIndexOfFirstSegment` etc.). A range that ends where the last listed
+    /// segment ends is encoded with read-bytes / length 0 ("to the end"), so
+    /// `encode(Some(0..total_len)) == encode(None)`.
     pub fn encode(&self, range: Option<Range<u64>>) -> Result<Vec<u8>, BuildError> {
         check_algo(self.version, self.algo)?;
         self.validate()?;
@@ -383,7 +385,11 @@ fn encode_v1(algo: HashAlgo, segments: &[SegmentHashes], range: Option<Range<u64
         Some(r) => {
             // SPEC(MS-PCCRC §2.3.1.1): with a single segment the read count is
             // measured from the range start, otherwise from the last segment's start.
-            let read = if segments.len() == 1 {
+            // A range running to the end of the last listed segment is written as 0
+            // ("whole last segment"), as in the spec's §3.3 example and IIS output.
+            let read = if r.end == last.end() {
+                0
+            } else if segments.len() == 1 {
                 r.end - r.start
             } else {
                 r.end - last.offset
@@ -418,7 +424,7 @@ fn encode_v1(algo: HashAlgo, segments: &[SegmentHashes], range: Option<Range<u64
 /// v2 wire format; same preconditions as [`encode_v1`]. `first_index` is the
 /// index of `segments[0]` in the resource.
 fn encode_v2(first_index: u64, segments: &[SegmentHashes], range: Option<Range<u64>>) -> Vec<u8> {
-    let Some(first) = segments.first() else {
+    let (Some(first), Some(last)) = (segments.first(), segments.last()) else {
         return Vec::new(); // unreachable: validated non-empty
     };
     let (start, index, offset_in_first, length) = match &range {
@@ -427,7 +433,15 @@ fn encode_v2(first_index: u64, segments: &[SegmentHashes], range: Option<Range<u
             first.offset,
             first_index,
             (r.start - first.offset) as u32,
-            r.end - r.start,
+            // SPEC(MS-PCCRC §2.4.1): ullLengthOfRange is a length; 0 means "to the end
+            // of the last listed segment". We write 0 whenever that is exact: it is
+            // what IIS sends, and iPXE (which reads the field as an absolute end)
+            // then still gets the right range.
+            if r.end == last.end() {
+                0
+            } else {
+                r.end - r.start
+            },
         ),
     };
     let chunks = segments.len().div_ceil(V2_MAX_SEGMENTS_PER_CHUNK);
@@ -661,9 +675,11 @@ mod tests {
         let ci = h.encode(Some(102_400..128_000)).unwrap();
         assert_eq!(ci.len(), 166);
         assert_eq!(u32_le_at(&ci, 6), 102_400);
-        assert_eq!(u32_le_at(&ci, 10), 25_600); // single segment: counted from the range start
+        assert_eq!(u32_le_at(&ci, 10), 0); // the range runs to the end of the segment
         assert_eq!(u32_le_at(&ci, 98), 2);
-        // A range inside block 0 lists only block 0.
+        let ci = h.encode(Some(102_400..122_400)).unwrap();
+        assert_eq!(u32_le_at(&ci, 10), 20_000); // single segment: counted from the range start
+                                                // A range inside block 0 lists only block 0.
         let ci = h.encode(Some(10..20)).unwrap();
         assert_eq!(u32_le_at(&ci, 98), 1);
         assert_eq!(ci.len(), 134);
@@ -729,6 +745,18 @@ mod tests {
             "000204000000000000f0000000000000000001 0000a000 0000000000002800 00 00000044 00015400"
                 .replace(' ', "")
         );
+    }
+
+    #[test]
+    fn full_range_encodes_like_the_whole_object() {
+        for (version, algo) in [
+            (Version::V1, HashAlgo::Sha256),
+            (Version::V2, HashAlgo::Sha512Trunc),
+        ] {
+            let h = hash_content(version, algo, &ks(algo), &data(300_000));
+            assert_eq!(h.encode(Some(0..300_000)).unwrap(), h.encode(None).unwrap());
+            assert_ne!(h.encode(Some(0..299_999)).unwrap(), h.encode(None).unwrap());
+        }
     }
 
     #[test]
@@ -814,6 +842,70 @@ mod tests {
         }
     }
 
+    /// Encode `h` over `range`, parse it back and check every field.
+    fn assert_round_trip(h: &ContentHashes, range: Option<Range<u64>>) {
+        let ci = h.encode(range.clone()).unwrap();
+        let info = crate::proto::pccrc::ContentInfo::parse(&ci).unwrap();
+        assert_eq!(info.version(), h.version);
+        assert_eq!(info.hash_algo(), h.algo);
+        let want = range.clone().unwrap_or(0..h.total_len);
+        assert_eq!(info.range(), want);
+        let listed: Vec<&SegmentHashes> = h
+            .segments
+            .iter()
+            .filter(|s| s.offset < want.end && s.end() > want.start)
+            .collect();
+        assert_eq!(info.segment_count(), listed.len());
+        for (seg, want_seg) in info.segments().zip(&listed) {
+            let index = h.segments.iter().position(|s| s == *want_seg).unwrap() as u64;
+            assert_eq!(seg.index(), index);
+            assert_eq!(seg.offset(), want_seg.offset);
+            assert_eq!(seg.size(), want_seg.size);
+            assert_eq!(seg.hash_of_data(), want_seg.hash_of_data);
+            assert_eq!(seg.secret(), want_seg.secret);
+            assert_eq!(seg.id(), want_seg.id(h.algo));
+            match h.version {
+                Version::V1 => {
+                    let n = seg.block_count();
+                    let last_needed = (want.end.min(want_seg.end()) - 1 - want_seg.offset)
+                        / u64::from(BLOCK_SIZE);
+                    assert_eq!(u64::from(n), last_needed + 1);
+                    for j in 0..n {
+                        assert_eq!(seg.block_hash(j), Some(want_seg.block_hashes[j as usize]));
+                    }
+                }
+                Version::V2 => assert_eq!(seg.block_count(), 1),
+            }
+        }
+    }
+
+    #[test]
+    fn v1_round_trips_across_the_segment_boundary() {
+        for algo in [HashAlgo::Sha256, HashAlgo::Sha384, HashAlgo::Sha512] {
+            let len = 32 * MIB + 1;
+            let h = fake(Version::V1, algo, &[V1_SEGMENT_SIZE, 1]);
+            for r in [
+                None,
+                Some(0..len),
+                Some(32 * MIB - 1..len),
+                Some(32 * MIB..len),
+                Some(5..32 * MIB),
+            ] {
+                assert_round_trip(&h, r);
+            }
+        }
+        let algo = HashAlgo::Sha256;
+        let h = hash_content(Version::V1, algo, &ks(algo), &data(64 * MIB as usize + 3));
+        assert_eq!(h.segments.len(), 3);
+        for r in [
+            None,
+            Some(1..64 * MIB + 3),
+            Some(32 * MIB - 65_536..64 * MIB + 1),
+        ] {
+            assert_round_trip(&h, r);
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
         #[test]
@@ -834,6 +926,30 @@ mod tests {
                 i += 1;
             }
             prop_assert_eq!(b.finish(), whole);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn build_then_parse_round_trips(
+            v2 in any::<bool>(),
+            algo_pick in 0usize..3,
+            len in prop_oneof![1usize..3, 65_535usize..65_538, 131_071usize..131_074, 1usize..700_000],
+            a in any::<u64>(),
+            b in any::<u64>(),
+            whole in any::<bool>(),
+        ) {
+            let (version, algo) = if v2 {
+                (Version::V2, HashAlgo::Sha512Trunc)
+            } else {
+                (Version::V1, [HashAlgo::Sha256, HashAlgo::Sha384, HashAlgo::Sha512][algo_pick])
+            };
+            let h = hash_content(version, algo, &ks(algo), &data(len));
+            let len = len as u64;
+            let (x, y) = (a % len, b % len);
+            let range = (!whole).then(|| x.min(y)..x.max(y) + 1);
+            assert_round_trip(&h, range);
         }
     }
 }

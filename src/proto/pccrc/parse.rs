@@ -2,8 +2,8 @@
 //!
 //! [`ContentInfo::parse`] validates the whole structure in one pass — header, every segment
 //! description, every block list, the trimmed range — and remembers where each segment's
-//! fields live. Nothing is copied out of the buffer: [`ContentInfo::segment`] hands out a
-//! [`Segment`] view whose hashes are read from the original bytes on demand.
+//! fields live. [`ContentInfo::segment`] hands out a [`Segment`] view that borrows the block
+//! hashes from the original bytes (HoD and Kp are copied into inline, heap-free digests).
 //!
 //! The only allocation is a small per-segment index (positions and offsets) so that
 //! `segment(i)` is O(1) even though v1 block lists and v2 segment offsets can only be found by
@@ -224,6 +224,11 @@ impl fmt::Debug for Segment<'_> {
 }
 
 impl Segment<'_> {
+    /// The format of the structure this segment was listed in.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
     /// Index of the segment in the whole resource (v1: offset / 32 MiB; v2:
     /// `ullIndexOfFirstSegment` + position in the list). PCCRD/PCCRR use the segment id, but
     /// the proxy and store key segments of one resource by this.
@@ -297,7 +302,9 @@ impl Segment<'_> {
         let bs = u64::from(self.block_size());
         let seg_end = self.offset.checked_add(u64::from(self.size))?;
         let start = self.offset.checked_add(u64::from(j).checked_mul(bs)?)?;
-        let end = start.checked_add(bs)?.min(seg_end);
+        // Saturating: near u64::MAX a full block past `start` may overflow although the
+        // segment end (checked at parse time) does not.
+        let end = start.saturating_add(bs).min(seg_end);
         (start < end).then_some(start..end)
     }
 }
@@ -559,6 +566,13 @@ fn parse_v2<'a>(buf: &'a [u8], mut r: Reader<'a>) -> Result<ContentInfo<'a>, Dec
             }
         }
     };
+    // Every listed segment must intersect the range (as in v1, where it holds by
+    // construction): a consumer walks the listed segments and fetches each.
+    if entries.last().is_some_and(|l| end <= l.offset) {
+        return Err(DecodeError::Invalid {
+            what: "v2 range ends before the last listed segment",
+        });
+    }
     Ok(ContentInfo {
         buf,
         version: Version::V2,
@@ -880,6 +894,18 @@ mod tests {
     }
 
     #[test]
+    fn block_ranges_work_for_a_segment_ending_just_below_u64_max() {
+        let top = u64::MAX - (u64::MAX % (32 * MIB));
+        let size = V1_SEGMENT_SIZE - 5;
+        let buf = v1_256(0, 0, &[seg(top, size, 512)]);
+        let s = ContentInfo::parse(&buf).unwrap().segment(0).unwrap();
+        assert_eq!(
+            s.block_range(511),
+            Some(top + 511 * 65_536..top + u64::from(size))
+        );
+    }
+
+    #[test]
     fn rejects_v1_offset_in_first_segment_past_it() {
         assert_eq!(
             err(&v1_256(100, 0, &[seg(0, 100, 1)])),
@@ -1001,6 +1027,11 @@ mod tests {
             err(&v2(0, 0, 10, 91, &[&[100]])),
             invalid("v2 ullLengthOfRange past the listed segments")
         );
+        assert_eq!(
+            err(&v2(0, 0, 10, 90, &[&[100, 100]])),
+            invalid("v2 range ends before the last listed segment")
+        );
+        assert!(ContentInfo::parse(&v2(0, 0, 10, 91, &[&[100, 100]])).is_ok());
         assert_eq!(
             err(&v2(0, 0, 10, u64::MAX, &[&[100]])),
             invalid("v2 ullLengthOfRange past the listed segments")

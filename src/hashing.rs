@@ -1,0 +1,676 @@
+//! Parallel content hashing: the IO-side driver around [`proto::pccrc::build`].
+//!
+//! Segments are independent, so they are hashed on several cores at once:
+//!
+//! - [`hash_reader`] reads a [`Read`] on the calling thread, cuts segments
+//!   (32 MiB for v1; the [`Chunker`] for v2, run on the reading thread) and
+//!   hands batches of segments to `threads` scoped worker threads through a
+//!   rendezvous channel, so at most `threads + 1` jobs are in memory.
+//! - [`ParallelHasher`] is the push-style variant for async producers (the
+//!   publisher streams an origin body into it). See its docs for the
+//!   backpressure contract.
+//!
+//! Both produce exactly the [`ContentHashes`] the sequential
+//! [`StreamBuilder`](crate::proto::pccrc::StreamBuilder) would.
+//!
+//! `sha2` 0.10 picks its SHA-NI (SHA-256) and AVX2 (SHA-512) backends at run
+//! time through `cpufeatures`; `docs/PERFORMANCE.md` has the measurements.
+//!
+//! [`proto::pccrc::build`]: crate::proto::pccrc::build
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::num::NonZeroUsize;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::proto::pccrc::{
+    check_algo, server_secret, BuildError, Chunker, ContentHashes, HashAlgo, SegmentHasher,
+    SegmentHashes, ServerSecret, Version, V1_SEGMENT_SIZE,
+};
+
+/// Bytes read per `read` call in [`hash_reader`]: large enough to amortise the
+/// syscall, small enough to stay in the allocator's reusable heap.
+pub const READ_CHUNK: usize = 1024 * 1024;
+/// A job is handed to a worker once its segments hold this many bytes; v2
+/// segments (~64 KiB) are batched so per-job overhead stays negligible, a v1
+/// segment (32 MiB) is always a job of its own.
+pub const JOB_TARGET_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Number of hashing threads to use when the caller asks for 0 ("all cores").
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
+}
+
+/// One segment whose bytes are known but not yet hashed.
+#[derive(Debug, Default)]
+struct PendingSegment {
+    offset: u64,
+    len: u64,
+    pieces: Vec<Bytes>,
+}
+
+/// Consecutive segments handed to one worker.
+#[derive(Debug)]
+struct Job {
+    seq: u64,
+    segments: Vec<PendingSegment>,
+}
+
+impl Job {
+    fn run(self, version: Version, algo: HashAlgo, ks: &ServerSecret) -> Vec<SegmentHashes> {
+        self.segments
+            .into_iter()
+            .map(|seg| {
+                let mut h = SegmentHasher::new(version, algo, seg.offset);
+                for p in &seg.pieces {
+                    h.update(p);
+                }
+                h.finish(ks)
+            })
+            .collect()
+    }
+}
+
+/// Cuts a byte stream (as zero-copy [`Bytes`] pieces) into segments and
+/// batches them into [`Job`]s.
+#[derive(Debug)]
+struct Splitter {
+    version: Version,
+    job_target: u64,
+    chunker: Chunker,
+    total_len: u64,
+    current: PendingSegment,
+    batch: Vec<PendingSegment>,
+    batch_bytes: u64,
+    next_seq: u64,
+}
+
+impl Splitter {
+    fn new(version: Version, job_target: u64) -> Self {
+        Splitter {
+            version,
+            job_target,
+            chunker: Chunker::new(),
+            total_len: 0,
+            current: PendingSegment::default(),
+            batch: Vec::new(),
+            batch_bytes: 0,
+            next_seq: 0,
+        }
+    }
+
+    /// Feed the next piece of the stream; completed jobs are appended to `out`.
+    fn push(&mut self, mut data: Bytes, out: &mut Vec<Job>) {
+        while !data.is_empty() {
+            let cut = match self.version {
+                Version::V1 => {
+                    let room = u64::from(V1_SEGMENT_SIZE) - self.current.len;
+                    let n = usize::try_from(room).map_or(data.len(), |r| r.min(data.len()));
+                    (n as u64 == room).then_some(n).ok_or(n)
+                }
+                Version::V2 => self.chunker.next_cut(&data).ok_or(data.len()),
+            };
+            let n = match cut {
+                Ok(n) | Err(n) => n,
+            };
+            let head = data.split_to(n);
+            self.total_len += n as u64;
+            self.current.len += n as u64;
+            self.current.pieces.push(head);
+            if cut.is_ok() {
+                self.end_segment(out);
+            }
+        }
+    }
+
+    fn end_segment(&mut self, out: &mut Vec<Job>) {
+        let next = PendingSegment {
+            offset: self.total_len,
+            ..PendingSegment::default()
+        };
+        let done = std::mem::replace(&mut self.current, next);
+        self.batch_bytes += done.len;
+        self.batch.push(done);
+        if self.batch_bytes >= self.job_target {
+            self.flush(out);
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<Job>) {
+        if self.batch.is_empty() {
+            return;
+        }
+        out.push(Job {
+            seq: self.next_seq,
+            segments: std::mem::take(&mut self.batch),
+        });
+        self.next_seq += 1;
+        self.batch_bytes = 0;
+    }
+
+    /// End of stream: the last (short) segment and any partial batch.
+    fn finish(&mut self, out: &mut Vec<Job>) {
+        if self.current.len > 0 {
+            self.end_segment(out);
+        }
+        self.flush(out);
+    }
+}
+
+/// Hash everything `r` yields with `threads` worker threads (0 = all cores).
+///
+/// Memory stays bounded: at most `threads + 1` jobs (a v1 job is one 32 MiB
+/// segment, a v2 job ~[`JOB_TARGET_BYTES`]) exist at once; the reading thread
+/// blocks until a worker is free. `progress` is called with the total number
+/// of bytes read so far after every read. The output is identical for every
+/// `threads` value.
+pub fn hash_reader<R: Read>(
+    r: R,
+    version: Version,
+    algo: HashAlgo,
+    ks: &ServerSecret,
+    threads: usize,
+    progress: impl FnMut(u64),
+) -> io::Result<ContentHashes> {
+    hash_reader_with(r, version, algo, ks, threads, JOB_TARGET_BYTES, progress)
+}
+
+/// [`hash_reader`] with an explicit job size (tests use small jobs to get
+/// many of them out of little data).
+fn hash_reader_with<R: Read>(
+    mut r: R,
+    version: Version,
+    algo: HashAlgo,
+    ks: &ServerSecret,
+    threads: usize,
+    job_target: u64,
+    mut progress: impl FnMut(u64),
+) -> io::Result<ContentHashes> {
+    let threads = if threads == 0 {
+        default_threads()
+    } else {
+        threads
+    };
+    let mut splitter = Splitter::new(version, job_target);
+    let ks = *ks;
+    let mut results: Vec<(u64, Vec<SegmentHashes>)> = Vec::new();
+    std::thread::scope(|scope| -> io::Result<()> {
+        // Rendezvous: a job leaves the reader only when a worker takes it.
+        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(0);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let (res_tx, res_rx) = mpsc::channel();
+        for _ in 0..threads {
+            let job_rx = Arc::clone(&job_rx);
+            let res_tx = res_tx.clone();
+            scope.spawn(move || loop {
+                // Hold the lock only while waiting for the next job.
+                let job = match job_rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return, // another worker panicked; the scope re-raises it
+                };
+                let Ok(job) = job else { return };
+                let seq = job.seq;
+                if res_tx.send((seq, job.run(version, algo, &ks))).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(res_tx);
+        let mut jobs = Vec::new();
+        let send = |jobs: &mut Vec<Job>| -> io::Result<()> {
+            for job in jobs.drain(..) {
+                job_tx
+                    .send(job)
+                    .map_err(|_| io::Error::other("hashing worker threads exited"))?;
+            }
+            Ok(())
+        };
+        loop {
+            let mut buf = BytesMut::zeroed(READ_CHUNK);
+            let n = read_full(&mut r, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            buf.truncate(n);
+            splitter.push(buf.freeze(), &mut jobs);
+            send(&mut jobs)?;
+            progress(splitter.total_len);
+        }
+        splitter.finish(&mut jobs);
+        send(&mut jobs)?;
+        drop(job_tx);
+        results.extend(res_rx.iter());
+        Ok(())
+    })?;
+    results.sort_unstable_by_key(|(seq, _)| *seq);
+    Ok(ContentHashes {
+        version,
+        algo,
+        total_len: splitter.total_len,
+        segments: results.into_iter().flat_map(|(_, s)| s).collect(),
+    })
+}
+
+/// Read until `buf` is full or the reader is at end of file.
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(buf.get_mut(filled..).unwrap_or_default()) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Push-style parallel hasher for async producers.
+///
+/// Feed the resource in order with [`push`](Self::push), then call
+/// [`finish`](Self::finish). Contract:
+///
+/// - `push` does only cheap work on the caller's task: it slices the
+///   [`Bytes`] (zero-copy) and, for v2, runs the chunker over them
+///   (≥ 1.5 GB/s, i.e. ~40 µs for a 64 KiB frame).
+/// - Hashing runs on the rayon pool, never on the async runtime's threads.
+/// - Backpressure: at most `threads` jobs are queued or running for one
+///   hasher (a v1 job is one 32 MiB segment, a v2 job ~[`JOB_TARGET_BYTES`]).
+///   When that many are outstanding, `push` *awaits* a free slot, which in
+///   turn stops the producer from reading more of its body. Nothing blocks a
+///   runtime thread.
+#[derive(Debug)]
+pub struct ParallelHasher {
+    version: Version,
+    algo: HashAlgo,
+    ks: ServerSecret,
+    splitter: Splitter,
+    slots: Arc<tokio::sync::Semaphore>,
+    pending: VecDeque<tokio::sync::oneshot::Receiver<Vec<SegmentHashes>>>,
+    done: Vec<SegmentHashes>,
+}
+
+impl ParallelHasher {
+    /// A hasher for one resource; `threads` bounds the jobs in flight
+    /// (0 = all cores). `ks` is the server secret for `algo`.
+    pub fn new(version: Version, algo: HashAlgo, ks: ServerSecret, threads: usize) -> Self {
+        let threads = if threads == 0 {
+            default_threads()
+        } else {
+            threads
+        };
+        ParallelHasher {
+            version,
+            algo,
+            ks,
+            splitter: Splitter::new(version, JOB_TARGET_BYTES),
+            slots: Arc::new(tokio::sync::Semaphore::new(threads)),
+            pending: VecDeque::new(),
+            done: Vec::new(),
+        }
+    }
+
+    /// Bytes pushed so far.
+    pub fn total_len(&self) -> u64 {
+        self.splitter.total_len
+    }
+
+    /// Feed the next bytes of the resource; waits while `threads` jobs are
+    /// outstanding (see the type docs).
+    pub async fn push(&mut self, data: Bytes) {
+        let mut jobs = Vec::new();
+        self.splitter.push(data, &mut jobs);
+        self.dispatch(jobs).await;
+    }
+
+    async fn dispatch(&mut self, jobs: Vec<Job>) {
+        for job in jobs {
+            let Ok(permit) = Arc::clone(&self.slots).acquire_owned().await else {
+                unreachable!("the semaphore is never closed");
+            };
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let (version, algo, ks) = (self.version, self.algo, self.ks);
+            rayon::spawn(move || {
+                let out = job.run(version, algo, &ks);
+                drop(permit);
+                let _ = tx.send(out); // the hasher was dropped: nobody wants it
+            });
+            self.pending.push_back(rx);
+            self.collect_ready();
+        }
+    }
+
+    /// Move finished jobs (in order) out of `pending` so it stays short.
+    fn collect_ready(&mut self) {
+        while let Some(rx) = self.pending.front_mut() {
+            match rx.try_recv() {
+                Ok(segments) => {
+                    self.done.extend(segments);
+                    self.pending.pop_front();
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// End of the resource: wait for every job and return the hashes.
+    ///
+    /// # Panics
+    /// If a hashing job panicked (a bug; hashing itself cannot fail).
+    pub async fn finish(mut self) -> ContentHashes {
+        let mut jobs = Vec::new();
+        self.splitter.finish(&mut jobs);
+        self.dispatch(jobs).await;
+        while let Some(rx) = self.pending.pop_front() {
+            let segments = rx.await.expect("a hashing job panicked");
+            self.done.extend(segments);
+        }
+        ContentHashes {
+            version: self.version,
+            algo: self.algo,
+            total_len: self.splitter.total_len,
+            segments: self.done,
+        }
+    }
+}
+
+/// What `branchcache hash` needs: a file, the server key and the encoding.
+#[derive(Debug, Clone)]
+pub struct HashFileRequest {
+    /// The content to describe.
+    pub path: PathBuf,
+    /// File holding the raw server secret key bytes.
+    pub key_file: PathBuf,
+    /// Content information version.
+    pub version: Version,
+    /// Hash algorithm (v2: [`HashAlgo::Sha512Trunc`]).
+    pub algo: HashAlgo,
+    /// Inclusive byte range as given to `--range` (`START-END`, `START-`, `-SUFFIX`).
+    pub range: Option<String>,
+    /// Hashing threads (0 = all cores).
+    pub threads: usize,
+}
+
+/// Why `branchcache hash` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HashFileError {
+    /// The content file could not be opened or read.
+    #[error("{path}: {source}")]
+    Content {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: io::Error,
+    },
+    /// The key file could not be read.
+    #[error("key file {path}: {source}")]
+    KeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// The IO error.
+        source: io::Error,
+    },
+    /// The key file is empty.
+    #[error("key file {path} is empty: it must hold the raw server secret key bytes")]
+    EmptyKey {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// `--range` is not `START-END`, `START-` or `-SUFFIX`.
+    #[error("bad range {0:?}: expected START-END (END inclusive), START- or -SUFFIX")]
+    BadRange(String),
+    /// `--range` reaches past the end of the file (or the file is empty).
+    #[error("range {range:?} is outside the file ({len} bytes)")]
+    RangePastEof {
+        /// The range as given.
+        range: String,
+        /// The file length.
+        len: u64,
+    },
+    /// The content information could not be built (empty file, bad algorithm …).
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+impl HashFileError {
+    /// True for mistakes in the invocation or its inputs (exit code 2), false
+    /// for IO failures while reading.
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, HashFileError::Content { source, .. } if source.kind() != io::ErrorKind::NotFound)
+    }
+}
+
+/// Parse an HTTP-style inclusive byte range against a file of `len` bytes;
+/// returns the half-open range.
+pub fn parse_byte_range(spec: &str, len: u64) -> Result<Range<u64>, HashFileError> {
+    let bad = || HashFileError::BadRange(spec.to_owned());
+    let past = || HashFileError::RangePastEof {
+        range: spec.to_owned(),
+        len,
+    };
+    let spec_body = spec.trim();
+    let spec_body = spec_body.strip_prefix("bytes=").unwrap_or(spec_body);
+    let (a, b) = spec_body.split_once('-').ok_or_else(bad)?;
+    let num = |s: &str| -> Result<u64, HashFileError> {
+        if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        s.parse().map_err(|_| bad())
+    };
+    let range = match (a.is_empty(), b.is_empty()) {
+        (true, true) => return Err(bad()),
+        (true, false) => {
+            let suffix = num(b)?;
+            if suffix == 0 {
+                return Err(bad());
+            }
+            if suffix > len {
+                return Err(past());
+            }
+            len - suffix..len
+        }
+        (false, true) => num(a)?..len,
+        (false, false) => {
+            let (start, last) = (num(a)?, num(b)?);
+            if last < start {
+                return Err(bad());
+            }
+            start..last.checked_add(1).ok_or_else(past)?
+        }
+    };
+    if range.start >= range.end || range.end > len {
+        return Err(past());
+    }
+    Ok(range)
+}
+
+/// Hash a file and encode its content information (whole file or the
+/// requested range). `progress` receives the bytes hashed so far.
+pub fn hash_file(
+    req: &HashFileRequest,
+    progress: impl FnMut(u64),
+) -> Result<Vec<u8>, HashFileError> {
+    check_algo(req.version, req.algo)?;
+    let key = std::fs::read(&req.key_file).map_err(|source| HashFileError::KeyFile {
+        path: req.key_file.clone(),
+        source,
+    })?;
+    if key.is_empty() {
+        return Err(HashFileError::EmptyKey {
+            path: req.key_file.clone(),
+        });
+    }
+    let content_err = |source| HashFileError::Content {
+        path: req.path.clone(),
+        source,
+    };
+    let file = std::fs::File::open(&req.path).map_err(content_err)?;
+    let len = file.metadata().map_err(content_err)?.len();
+    if len == 0 {
+        return Err(BuildError::EmptyContent.into());
+    }
+    let range = req
+        .range
+        .as_deref()
+        .map(|spec| parse_byte_range(spec, len))
+        .transpose()?;
+    let ks = server_secret(req.algo, &key);
+    let hashes = hash_reader(file, req.version, req.algo, &ks, req.threads, progress)
+        .map_err(content_err)?;
+    Ok(hashes.encode(range)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::pccrc::{hash_content, server_secret};
+    use proptest::prelude::*;
+
+    fn data(len: usize) -> Vec<u8> {
+        let mut state = 0x1234_5678_9abc_def0u64;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    fn pick(v2: bool) -> (Version, HashAlgo) {
+        if v2 {
+            (Version::V2, HashAlgo::Sha512Trunc)
+        } else {
+            (Version::V1, HashAlgo::Sha256)
+        }
+    }
+
+    /// A reader that returns at most `step` bytes per call.
+    struct Trickle<'a>(&'a [u8], usize);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn hash_reader_matches_the_sequential_builder_across_v1_segments() {
+        let (version, algo) = pick(false);
+        let ks = server_secret(algo, b"k");
+        let bytes = data(2 * V1_SEGMENT_SIZE as usize + 100_000);
+        let want = hash_content(version, algo, &ks, &bytes);
+        assert_eq!(want.segments.len(), 3);
+        for threads in [1, 3] {
+            let mut seen = Vec::new();
+            let got =
+                hash_reader(&bytes[..], version, algo, &ks, threads, |n| seen.push(n)).unwrap();
+            assert_eq!(got, want);
+            assert_eq!(seen.last(), Some(&(bytes.len() as u64)));
+            assert!(seen.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+
+    #[test]
+    fn hash_reader_reports_read_errors() {
+        struct Broken(usize);
+        impl Read for Broken {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other("disk on fire"));
+                }
+                let n = self.0.min(buf.len());
+                buf[..n].fill(7);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let algo = HashAlgo::Sha256;
+        let ks = server_secret(algo, b"k");
+        let err = hash_reader(Broken(40 << 20), Version::V1, algo, &ks, 2, |_| {}).unwrap_err();
+        assert_eq!(err.to_string(), "disk on fire");
+    }
+
+    #[test]
+    fn empty_input_has_no_segments() {
+        for v2 in [false, true] {
+            let (version, algo) = pick(v2);
+            let ks = server_secret(algo, b"k");
+            let got = hash_reader(&[][..], version, algo, &ks, 2, |_| {}).unwrap();
+            assert_eq!(got.total_len, 0);
+            assert!(got.segments.is_empty());
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parallel_hasher_matches_the_sequential_builder() {
+        for v2 in [false, true] {
+            let (version, algo) = pick(v2);
+            let ks = server_secret(algo, b"k");
+            let bytes = Bytes::from(data(V1_SEGMENT_SIZE as usize + 9_000_000));
+            let want = hash_content(version, algo, &ks, &bytes);
+            let mut h = ParallelHasher::new(version, algo, ks, 2);
+            let mut pos = 0;
+            let mut step = 1000;
+            while pos < bytes.len() {
+                let n = step.min(bytes.len() - pos);
+                h.push(bytes.slice(pos..pos + n)).await;
+                pos += n;
+                step = step * 7 % 300_000 + 1;
+            }
+            assert_eq!(h.total_len(), bytes.len() as u64);
+            assert_eq!(h.finish().await, want);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+        #[test]
+        fn thread_count_and_read_sizes_do_not_change_the_output(
+            v2 in any::<bool>(),
+            len in prop_oneof![0usize..3, 1usize..3_000_000],
+            step in 1usize..2_000_000,
+            threads in 2usize..5,
+            job_target in 1u64..600_000,
+        ) {
+            let (version, algo) = pick(v2);
+            let ks = server_secret(algo, b"k");
+            let bytes = data(len);
+            let one = hash_reader(&bytes[..], version, algo, &ks, 1, |_| {}).unwrap();
+            let many = hash_reader_with(Trickle(&bytes, step), version, algo, &ks, threads, job_target, |_| {}).unwrap();
+            prop_assert_eq!(&one, &many);
+            prop_assert_eq!(one, hash_content(version, algo, &ks, &bytes));
+        }
+    }
+
+    #[test]
+    fn byte_ranges_are_inclusive_like_http() {
+        assert_eq!(parse_byte_range("0-0", 10).unwrap(), 0..1);
+        assert_eq!(parse_byte_range("2-9", 10).unwrap(), 2..10);
+        assert_eq!(parse_byte_range("bytes=2-5", 10).unwrap(), 2..6);
+        assert_eq!(parse_byte_range("7-", 10).unwrap(), 7..10);
+        assert_eq!(parse_byte_range("-3", 10).unwrap(), 7..10);
+        for bad in ["", "-", "5", "a-b", "5-3", "-0", "+1-2", "1-+2", " 1 - 2"] {
+            assert!(
+                matches!(parse_byte_range(bad, 10), Err(HashFileError::BadRange(_))),
+                "{bad:?}"
+            );
+        }
+        for past in ["0-10", "10-", "-11", "10-10", "0-18446744073709551615"] {
+            assert!(
+                matches!(
+                    parse_byte_range(past, 10),
+                    Err(HashFileError::RangePastEof { .. })
+                ),
+                "{past:?}"
+            );
+        }
+    }
+}

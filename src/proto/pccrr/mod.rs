@@ -1,0 +1,17 @@
+//! Retrieval protocol (MS-PCCRR): message encode/decode and block crypto.
+//!
+//! See `PROTOCOL.md` §5. Every integer is big-endian. Requests are bare
+//! messages (16-byte `MESSAGE_HEADER` + body); responses carry a 4-byte
+//! `TRANSPORT_RESPONSE_HEADER` in front. Block encryption is AES-CBC keyed
+//! from the segment secret `Kp` ([`crypto`]).
+
+pub mod crypto;
+pub mod messages;
+
+pub use crypto::{decrypt_and_verify, decrypt_block, encrypt_block, BlockCryptoError, KeyReading};
+pub use messages::{
+    age_units, negotiate, Blk, BlkList, BlockRange, CryptoAlgoId, ExtensibleBlob, GetBlkList,
+    GetBlks, GetSegList, MessageHeader, MsgType, NegoReq, NegoResp, ProtVer, Request, Response,
+    SegList, SegmentAge, IV_LEN, MAX_BLOCK_LEN, MAX_RANGES, MAX_REQUEST_LEN, MAX_RESPONSE_MSG_LEN,
+    MAX_SEGMENT_AGE, MIN_MSG_LEN, RETRIEVAL_PATH,
+};

@@ -1,0 +1,407 @@
+//! [`PeerClient`]: fetch blocks and block lists from a PCCRR peer (or a
+//! hosted cache) over HTTP, decrypt and verify before returning.
+//!
+//! Every exchange (connect, send, receive) runs under one per-request
+//! timeout. Errors are typed so the caller can tell a slow peer from a
+//! lying one from one that simply lacks the block
+//! ([`RetrievalError::penalise`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::StatusCode;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+use crate::metrics::Metrics;
+use crate::proto::codec::DecodeError;
+use crate::proto::pccrc::{Digest, HashAlgo, SegmentId, SegmentSecret};
+use crate::proto::pccrr::{
+    decrypt_and_verify, BlkList, BlockCryptoError, BlockRange, CryptoAlgoId, GetBlkList, GetBlks,
+    KeyReading, NegoReq, NegoResp, ProtVer, Request, Response, MAX_RESPONSE_MSG_LEN,
+    RETRIEVAL_PATH,
+};
+
+/// Default per-request timeout (MS-PCCRR client request timer: 2 s).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Idle pooled connections kept per peer: peers are many, requests per peer few.
+const POOL_IDLE_PER_HOST: usize = 4;
+/// How long an idle pooled connection to a peer is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a PCCRR exchange with a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RetrievalError {
+    /// No complete answer within the request timeout.
+    #[error("peer {peer}: no answer within {after:?}")]
+    Timeout {
+        /// The peer.
+        peer: SocketAddr,
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// The HTTP exchange failed (connection refused, reset, …).
+    #[error("peer {peer}: {source}")]
+    Http {
+        /// The peer.
+        peer: SocketAddr,
+        /// The transport error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The peer answered with a non-200 status.
+    #[error("peer {peer}: HTTP status {status}")]
+    Status {
+        /// The peer.
+        peer: SocketAddr,
+        /// The status.
+        status: StatusCode,
+    },
+    /// The answer did not decode as a PCCRR response.
+    #[error("peer {peer}: undecodable response: {source}")]
+    Garbage {
+        /// The peer.
+        peer: SocketAddr,
+        /// What was wrong.
+        source: DecodeError,
+    },
+    /// A well-formed answer that does not answer the question (wrong type,
+    /// segment or block index).
+    #[error("peer {peer}: unexpected response: {what}")]
+    Unexpected {
+        /// The peer.
+        peer: SocketAddr,
+        /// What did not match.
+        what: &'static str,
+    },
+    /// The peer answered NEGO_RESP: it does not speak our version.
+    #[error("peer {peer}: unsupported protocol version (peer speaks {min}..{max})")]
+    Version {
+        /// The peer.
+        peer: SocketAddr,
+        /// Peer's lowest version.
+        min: ProtVer,
+        /// Peer's highest version.
+        max: ProtVer,
+    },
+    /// The peer does not have the block (or is overloaded).
+    #[error("peer {peer}: block not available")]
+    NotAvailable {
+        /// The peer.
+        peer: SocketAddr,
+    },
+    /// The block decrypted, but to bytes whose hash is wrong.
+    #[error("peer {peer}: block hash mismatch")]
+    HashMismatch {
+        /// The peer.
+        peer: SocketAddr,
+    },
+    /// The block could not be decrypted (bad length, IV, algorithm).
+    #[error("peer {peer}: {source}")]
+    Crypto {
+        /// The peer.
+        peer: SocketAddr,
+        /// The crypto error.
+        source: BlockCryptoError,
+    },
+}
+
+impl RetrievalError {
+    /// Stable label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RetrievalError::Timeout { .. } => "timeout",
+            RetrievalError::Http { .. } => "http",
+            RetrievalError::Status { .. } => "status",
+            RetrievalError::Garbage { .. } => "garbage",
+            RetrievalError::Unexpected { .. } => "unexpected",
+            RetrievalError::Version { .. } => "version",
+            RetrievalError::NotAvailable { .. } => "not_available",
+            RetrievalError::HashMismatch { .. } => "hash_mismatch",
+            RetrievalError::Crypto { .. } => "crypto",
+        }
+    }
+
+    /// True when the peer misbehaved or failed and should be penalised;
+    /// false when it merely lacks the block.
+    pub fn penalise(&self) -> bool {
+        !matches!(self, RetrievalError::NotAvailable { .. })
+    }
+
+    /// The peer the error is about.
+    pub fn peer(&self) -> SocketAddr {
+        match self {
+            RetrievalError::Timeout { peer, .. }
+            | RetrievalError::Http { peer, .. }
+            | RetrievalError::Status { peer, .. }
+            | RetrievalError::Garbage { peer, .. }
+            | RetrievalError::Unexpected { peer, .. }
+            | RetrievalError::Version { peer, .. }
+            | RetrievalError::NotAvailable { peer }
+            | RetrievalError::HashMismatch { peer }
+            | RetrievalError::Crypto { peer, .. } => *peer,
+        }
+    }
+}
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Bound on one whole exchange (connect, send, receive).
+    pub request_timeout: Duration,
+    /// The cipher we ask for (peers may ignore it).
+    pub crypto: CryptoAlgoId,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            crypto: CryptoAlgoId::AES_128,
+        }
+    }
+}
+
+/// Everything needed to ask for and verify one block (v1) or segment (v2,
+/// block 0).
+#[derive(Debug, Clone)]
+pub struct BlockRequest {
+    /// `HoHoDk`.
+    pub segment_id: SegmentId,
+    /// Block index within the segment.
+    pub index: u32,
+    /// Kp from the content information.
+    pub kp: SegmentSecret,
+    /// Plaintext length promised by the content information.
+    pub expected_len: usize,
+    /// Hash algorithm of the content information.
+    pub hash_algo: HashAlgo,
+    /// Block hash (v1) or HoD (v2) from the content information.
+    pub expected_hash: Digest,
+}
+
+/// A verified block.
+#[derive(Debug, Clone)]
+pub struct FetchedBlock {
+    /// Plaintext, hash-checked.
+    pub data: Bytes,
+    /// The peer's hint: next block it holds, 0 if none.
+    pub next_block_index: u32,
+    /// Which key reading decrypted it (see `PROTOCOL.md` §5.7).
+    pub key_reading: KeyReading,
+}
+
+/// A PCCRR client with a connection pool; cheap to clone.
+#[derive(Clone)]
+pub struct PeerClient {
+    http: Client<HttpConnector, Full<Bytes>>,
+    config: ClientConfig,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl std::fmt::Debug for PeerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerClient")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerClient {
+    /// A client; pass metrics to count requests by type and result.
+    pub fn new(config: ClientConfig, metrics: Option<Arc<Metrics>>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.request_timeout));
+        let http = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(connector);
+        PeerClient {
+            http,
+            config,
+            metrics,
+        }
+    }
+
+    fn count<T>(&self, msg_type: &'static str, r: &Result<T, RetrievalError>) {
+        if let Some(m) = &self.metrics {
+            let result = r.as_ref().map(|_| "ok").unwrap_or_else(|e| e.kind());
+            m.retrieval_client_requests
+                .get_or_create(&[("type", msg_type), ("result", result)])
+                .inc();
+        }
+    }
+
+    /// POST one request, return the raw response body (checked: 200, size-bounded).
+    async fn exchange(&self, peer: SocketAddr, body: Vec<u8>) -> Result<Bytes, RetrievalError> {
+        let uri = format!("http://{peer}{RETRIEVAL_PATH}");
+        let req = hyper::Request::post(uri)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| RetrievalError::Http {
+                peer,
+                source: Box::new(e),
+            })?;
+        let after = self.config.request_timeout;
+        let work = async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| RetrievalError::Http {
+                    peer,
+                    source: Box::new(e),
+                })?;
+            if resp.status() != StatusCode::OK {
+                return Err(RetrievalError::Status {
+                    peer,
+                    status: resp.status(),
+                });
+            }
+            let limited = Limited::new(resp.into_body(), 4 + MAX_RESPONSE_MSG_LEN);
+            match limited.collect().await {
+                Ok(b) => Ok(b.to_bytes()),
+                Err(e) => Err(RetrievalError::Http { peer, source: e }),
+            }
+        };
+        tokio::time::timeout(after, work)
+            .await
+            .map_err(|_| RetrievalError::Timeout { peer, after })?
+    }
+
+    /// Ask `peer` for its version range (MSG_NEGO_REQ).
+    pub async fn negotiate(&self, peer: SocketAddr) -> Result<NegoResp, RetrievalError> {
+        let req = Request::NegoReq(NegoReq {
+            crypto_algo: CryptoAlgoId::NONE,
+            min_version: ProtVer::V1_0,
+            max_version: ProtVer::V2_0,
+        });
+        let r = async {
+            let body = self.exchange(peer, req.encode()).await?;
+            match Response::decode(&body) {
+                Ok(Response::NegoResp(n)) => Ok(n),
+                Ok(_) => Err(RetrievalError::Unexpected {
+                    peer,
+                    what: "not a NEGO_RESP",
+                }),
+                Err(source) => Err(RetrievalError::Garbage { peer, source }),
+            }
+        }
+        .await;
+        self.count("nego_req", &r);
+        r
+    }
+
+    /// Ask `peer` which of `ranges` of a segment it holds (MSG_GETBLKLIST).
+    pub async fn block_list(
+        &self,
+        peer: SocketAddr,
+        segment_id: SegmentId,
+        ranges: Vec<BlockRange>,
+    ) -> Result<BlkList, RetrievalError> {
+        let req = Request::GetBlkList(GetBlkList {
+            crypto_algo: self.config.crypto,
+            segment_id,
+            ranges,
+        });
+        let r = async {
+            let body = self.exchange(peer, req.encode()).await?;
+            match Response::decode(&body) {
+                Ok(Response::BlkList(l)) if l.segment_id == segment_id => Ok(l),
+                Ok(Response::BlkList(_)) => Err(RetrievalError::Unexpected {
+                    peer,
+                    what: "BLKLIST for another segment",
+                }),
+                Ok(Response::NegoResp(n)) => Err(RetrievalError::Version {
+                    peer,
+                    min: n.min_version,
+                    max: n.max_version,
+                }),
+                Ok(_) => Err(RetrievalError::Unexpected {
+                    peer,
+                    what: "not a BLKLIST",
+                }),
+                Err(source) => Err(RetrievalError::Garbage { peer, source }),
+            }
+        }
+        .await;
+        self.count("getblklist", &r);
+        r
+    }
+
+    /// Fetch one block from `peer` (MSG_GETBLKS), decrypt it and check its
+    /// hash. Only verified bytes are returned.
+    pub async fn fetch_block(
+        &self,
+        peer: SocketAddr,
+        want: &BlockRequest,
+    ) -> Result<FetchedBlock, RetrievalError> {
+        let req = Request::GetBlks(GetBlks {
+            crypto_algo: self.config.crypto,
+            segment_id: want.segment_id,
+            ranges: vec![BlockRange {
+                index: want.index,
+                count: 1,
+            }],
+            vrf: &[],
+        });
+        let r = async {
+            let body = self.exchange(peer, req.encode()).await?;
+            let blk = match Response::decode(&body) {
+                Ok(Response::Blk(b)) => b,
+                Ok(Response::NegoResp(n)) => {
+                    return Err(RetrievalError::Version {
+                        peer,
+                        min: n.min_version,
+                        max: n.max_version,
+                    })
+                }
+                Ok(_) => {
+                    return Err(RetrievalError::Unexpected {
+                        peer,
+                        what: "not a BLK",
+                    })
+                }
+                Err(source) => return Err(RetrievalError::Garbage { peer, source }),
+            };
+            if blk.segment_id != want.segment_id {
+                return Err(RetrievalError::Unexpected {
+                    peer,
+                    what: "BLK for another segment",
+                });
+            }
+            if blk.block_index != want.index {
+                return Err(RetrievalError::Unexpected {
+                    peer,
+                    what: "BLK for another block index",
+                });
+            }
+            if blk.is_not_available() {
+                return Err(RetrievalError::NotAvailable { peer });
+            }
+            let (plain, key_reading) = decrypt_and_verify(
+                blk.crypto_algo,
+                &want.kp,
+                blk.iv,
+                blk.block,
+                want.expected_len,
+                want.hash_algo,
+                &want.expected_hash,
+            )
+            .map_err(|e| match e {
+                BlockCryptoError::HashMismatch => RetrievalError::HashMismatch { peer },
+                source => RetrievalError::Crypto { peer, source },
+            })?;
+            Ok(FetchedBlock {
+                data: Bytes::from(plain),
+                next_block_index: blk.next_block_index,
+                key_reading,
+            })
+        }
+        .await;
+        self.count("getblks", &r);
+        r
+    }
+}

@@ -1,0 +1,566 @@
+//! Store behaviour tests: in-memory, on real files, and with injected faults.
+
+use super::meta::tests::{v1_segment, v2_segment};
+use super::*;
+use std::sync::atomic::AtomicU64;
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect()
+}
+
+fn block(data: &[u8], meta: &SegmentMeta, index: u32) -> Bytes {
+    let start = meta.block_offset(index) as usize;
+    let len = meta.block_len(index).unwrap() as usize;
+    Bytes::copy_from_slice(&data[start..start + len])
+}
+
+#[tokio::test]
+async fn put_then_get_returns_the_block() {
+    let store = Store::open_in_memory(1 << 30);
+    let data = pattern(1, 150_000);
+    let (id, meta) = v1_segment(&data);
+    store.put_meta(id, meta.clone()).await.unwrap();
+    assert_eq!(store.meta(&id).await, Some(meta.clone()));
+    assert!(!store.has_block(&id, 1));
+    store
+        .put_block(&id, 1, block(&data, &meta, 1))
+        .await
+        .unwrap();
+    assert!(store.has_block(&id, 1));
+    assert_eq!(store.present_blocks(&id), vec![1]);
+    assert_eq!(
+        store.get_block(&id, 1).await.unwrap(),
+        Some(block(&data, &meta, 1))
+    );
+    assert_eq!(store.get_block(&id, 0).await.unwrap(), None);
+    let s = store.stats();
+    assert_eq!((s.segments, s.blocks), (1, 1));
+    assert_eq!(s.used_bytes, record_bytes(&meta) + 65_536);
+}
+
+#[tokio::test]
+async fn v2_segment_is_stored_as_block_zero() {
+    let store = Store::open_in_memory(1 << 30);
+    let data = pattern(2, 100_000);
+    let (id, meta) = v2_segment(&data);
+    store.put_meta(id, meta).await.unwrap();
+    store
+        .put_block(&id, 0, Bytes::from(data.clone()))
+        .await
+        .unwrap();
+    assert_eq!(store.get_block(&id, 0).await.unwrap().unwrap(), data);
+}
+
+#[tokio::test]
+async fn hash_mismatch_is_rejected_and_never_stored() {
+    let store = Store::open_in_memory(1 << 30);
+    let data = pattern(3, 70_000);
+    let (id, meta) = v1_segment(&data);
+    store.put_meta(id, meta.clone()).await.unwrap();
+    let mut bad = block(&data, &meta, 0).to_vec();
+    bad[100] ^= 1;
+    let err = store.put_block(&id, 0, Bytes::from(bad)).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::HashMismatch { index: 0, .. }),
+        "{err}"
+    );
+    assert!(err.is_bad_input());
+    assert!(!store.has_block(&id, 0));
+    assert_eq!(store.get_block(&id, 0).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn rejects_wrong_length_unknown_segment_and_out_of_range_block() {
+    let store = Store::open_in_memory(1 << 30);
+    let data = pattern(4, 70_000);
+    let (id, meta) = v1_segment(&data);
+    let err = store.put_block(&id, 0, Bytes::new()).await.unwrap_err();
+    assert_eq!(err.kind(), "unknown_segment");
+    store.put_meta(id, meta.clone()).await.unwrap();
+    let err = store.put_block(&id, 0, Bytes::new()).await.unwrap_err();
+    assert_eq!(err.kind(), "bad_length");
+    let err = store.put_block(&id, 2, Bytes::new()).await.unwrap_err();
+    assert_eq!(err.kind(), "block_out_of_range");
+}
+
+#[tokio::test]
+async fn put_meta_rejects_meta_not_deriving_the_id_and_is_idempotent() {
+    let store = Store::open_in_memory(1 << 30);
+    let (id, meta) = v1_segment(b"one");
+    let (other, _) = v1_segment(b"two");
+    let err = store.put_meta(other, meta.clone()).await.unwrap_err();
+    assert_eq!(err.kind(), "invalid_meta");
+    assert_eq!(store.meta(&other).await, None);
+    store.put_meta(id, meta.clone()).await.unwrap();
+    store.put_meta(id, meta).await.unwrap();
+    assert_eq!(store.stats().segments, 1);
+}
+
+#[tokio::test]
+async fn corrupt_data_is_detected_on_read_evicted_and_counted() {
+    let mem = Arc::new(MemBackend::new());
+    let store = Store::open_with_backend(mem.clone(), 1 << 30)
+        .await
+        .unwrap();
+    let data = pattern(5, 140_000);
+    let (id, meta) = v1_segment(&data);
+    store.put_meta(id, meta.clone()).await.unwrap();
+    for i in 0..3 {
+        store
+            .put_block(&id, i, block(&data, &meta, i))
+            .await
+            .unwrap();
+    }
+    assert!(mem.corrupt(&data_file_name(&id), 65_536 + 10, b"XX"));
+    assert_eq!(store.get_block(&id, 1).await.unwrap(), None);
+    assert!(!store.has_block(&id, 1));
+    assert_eq!(store.stats().verify_failures, 1);
+    // The neighbours are unaffected, and the block can be fetched again.
+    assert!(store.get_block(&id, 0).await.unwrap().is_some());
+    assert!(store.get_block(&id, 2).await.unwrap().is_some());
+    store
+        .put_block(&id, 1, block(&data, &meta, 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_block(&id, 1).await.unwrap(),
+        Some(block(&data, &meta, 1))
+    );
+    assert_eq!(store.stats().verify_failures, 1);
+}
+
+#[tokio::test]
+async fn eviction_removes_least_recently_used_segments_first_and_respects_the_bound() {
+    // Room for two small segments, not three.
+    let seg_len = 1000usize;
+    let segs: Vec<_> = (0..3u8)
+        .map(|i| {
+            let d = pattern(10 + i, seg_len);
+            let (id, m) = v1_segment(&d);
+            (id, m, d)
+        })
+        .collect();
+    let one = record_bytes(&segs[0].1) + seg_len as u64;
+    let store = Store::open_in_memory(2 * one + one / 2);
+    for (id, m, d) in &segs[..2] {
+        store.put_meta(*id, m.clone()).await.unwrap();
+        store
+            .put_block(id, 0, Bytes::from(d.clone()))
+            .await
+            .unwrap();
+    }
+    // Touch segment 0, so segment 1 is now the least recently used.
+    assert!(store.get_block(&segs[0].0, 0).await.unwrap().is_some());
+    let (id2, m2, d2) = &segs[2];
+    store.put_meta(*id2, m2.clone()).await.unwrap();
+    store
+        .put_block(id2, 0, Bytes::from(d2.clone()))
+        .await
+        .unwrap();
+    let s = store.stats();
+    assert!(s.used_bytes <= s.max_bytes, "{s:?}");
+    assert_eq!(s.evictions, 1);
+    assert!(
+        store.meta(&segs[1].0).await.is_none(),
+        "LRU segment evicted"
+    );
+    assert!(store.has_block(&segs[0].0, 0));
+    assert!(store.has_block(id2, 0));
+    store.assert_consistent();
+}
+
+#[tokio::test]
+async fn restart_keeps_everything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let data = pattern(20, 200_000);
+    let (id, meta) = v1_segment(&data);
+    let (id2, meta2) = v2_segment(&data[..5000]);
+    {
+        let store = Store::open(&dir, 1 << 30).await.unwrap();
+        store.put_meta(id, meta.clone()).await.unwrap();
+        store.put_meta(id2, meta2).await.unwrap();
+        for i in [0, 3] {
+            store
+                .put_block(&id, i, block(&data, &meta, i))
+                .await
+                .unwrap();
+        }
+        store
+            .put_block(&id2, 0, Bytes::copy_from_slice(&data[..5000]))
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+        let err = store
+            .put_block(&id, 1, block(&data, &meta, 1))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "closed");
+    }
+    let store = Store::open(&dir, 1 << 30).await.unwrap();
+    assert_eq!(store.meta(&id).await, Some(meta.clone()));
+    assert_eq!(store.present_blocks(&id), vec![0, 3]);
+    assert_eq!(
+        store.get_block(&id, 3).await.unwrap(),
+        Some(block(&data, &meta, 3))
+    );
+    assert_eq!(
+        store.get_block(&id2, 0).await.unwrap().unwrap(),
+        &data[..5000]
+    );
+    assert_eq!(store.stats().blocks, 3);
+    store.close().await.unwrap();
+}
+
+/// A store over a `FaultyBackend` wrapping memory, with one valid 3-block segment registered.
+async fn faulty_store(
+    op: FaultOp,
+    n: u64,
+) -> (Store, Arc<FaultyBackend>, SegmentId, SegmentMeta, Vec<u8>) {
+    let faulty = Arc::new(FaultyBackend::new(
+        Arc::new(MemBackend::new()),
+        op,
+        n,
+        false,
+    ));
+    let store = Store::open_with_backend(faulty.clone(), 1 << 30)
+        .await
+        .unwrap();
+    let data = pattern(30, 140_000);
+    let (id, meta) = v1_segment(&data);
+    store.put_meta(id, meta.clone()).await.unwrap();
+    (store, faulty, id, meta, data)
+}
+
+#[tokio::test]
+async fn write_error_is_returned_counted_and_other_blocks_keep_serving() {
+    let (store, faulty, id, meta, data) = faulty_store(FaultOp::Write, 2).await;
+    store
+        .put_block(&id, 0, block(&data, &meta, 0))
+        .await
+        .unwrap();
+    let err = store
+        .put_block(&id, 1, block(&data, &meta, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "io");
+    assert!(!err.is_bad_input());
+    assert_eq!(faulty.failures(), 1);
+    assert_eq!(store.stats().io_errors, 1);
+    assert!(!store.has_block(&id, 1));
+    assert_eq!(store.get_block(&id, 1).await.unwrap(), None);
+    assert_eq!(
+        store.get_block(&id, 0).await.unwrap(),
+        Some(block(&data, &meta, 0))
+    );
+    // The fault was transient: the same block can be stored afterwards.
+    store
+        .put_block(&id, 1, block(&data, &meta, 1))
+        .await
+        .unwrap();
+    assert!(store.get_block(&id, 1).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn sync_error_leaves_the_block_unpublished() {
+    let (store, _faulty, id, meta, data) = faulty_store(FaultOp::Sync, 1).await;
+    let err = store
+        .put_block(&id, 2, block(&data, &meta, 2))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Io { op: "sync", .. }), "{err}");
+    assert!(!store.has_block(&id, 2));
+    assert_eq!(store.stats().io_errors, 1);
+    assert_eq!(store.stats().blocks, 0);
+    store
+        .put_block(&id, 2, block(&data, &meta, 2))
+        .await
+        .unwrap();
+    assert_eq!(store.present_blocks(&id), vec![2]);
+}
+
+#[tokio::test]
+async fn read_error_is_returned_and_counted_without_evicting() {
+    let (store, _faulty, id, meta, data) = faulty_store(FaultOp::Read, 1).await;
+    store
+        .put_block(&id, 0, block(&data, &meta, 0))
+        .await
+        .unwrap();
+    let err = store.get_block(&id, 0).await.unwrap_err();
+    assert_eq!(err.kind(), "io");
+    assert_eq!(store.stats().io_errors, 1);
+    assert_eq!(store.stats().verify_failures, 0);
+    // Still present; the next read succeeds.
+    assert!(store.has_block(&id, 0));
+    assert!(store.get_block(&id, 0).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn concurrent_writers_and_readers_agree() {
+    let store = Store::open_in_memory(1 << 30);
+    let mut tasks = Vec::new();
+    for s in 0..8u8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let data = pattern(40 + s, 200_000);
+            let (id, meta) = v1_segment(&data);
+            store.put_meta(id, meta.clone()).await.unwrap();
+            for i in (0..meta.block_count()).rev() {
+                store
+                    .put_block(&id, i, block(&data, &meta, i))
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    store.get_block(&id, i).await.unwrap(),
+                    Some(block(&data, &meta, i))
+                );
+            }
+            id
+        }));
+    }
+    for t in tasks {
+        let id = t.await.unwrap();
+        assert_eq!(store.present_blocks(&id), vec![0, 1, 2, 3]);
+    }
+    assert_eq!(store.stats().blocks, 32);
+    store.assert_consistent();
+    assert_eq!(store.segment_ids().len(), 8);
+}
+
+#[tokio::test]
+async fn verify_all_finds_and_evicts_corrupt_blocks() {
+    let mem = Arc::new(MemBackend::new());
+    let store = Store::open_with_backend(mem.clone(), 1 << 30)
+        .await
+        .unwrap();
+    let data = pattern(50, 140_000);
+    let (id, meta) = v1_segment(&data);
+    store.put_meta(id, meta.clone()).await.unwrap();
+    for i in 0..3 {
+        store
+            .put_block(&id, i, block(&data, &meta, i))
+            .await
+            .unwrap();
+    }
+    assert!(mem.corrupt(&data_file_name(&id), 0, b"zz"));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    let report = store.verify_all(move |p| lock(&seen2).push(p)).await;
+    assert_eq!(
+        (report.segments, report.good, report.bad, report.unreadable),
+        (1, 2, 1, 0)
+    );
+    assert_eq!(store.present_blocks(&id), vec![1, 2]);
+    assert_eq!(store.stats().verify_failures, 1);
+    let seen = lock(&seen);
+    assert_eq!(
+        seen.last().map(|p| (p.blocks_done, p.blocks_total)),
+        Some((3, 3))
+    );
+}
+
+#[tokio::test]
+async fn evicted_corrupt_block_stays_gone_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let data = pattern(60, 70_000);
+    let (id, meta) = v1_segment(&data);
+    let store = Store::open(&dir, 1 << 30).await.unwrap();
+    store.put_meta(id, meta.clone()).await.unwrap();
+    store
+        .put_block(&id, 0, block(&data, &meta, 0))
+        .await
+        .unwrap();
+    store
+        .put_block(&id, 1, block(&data, &meta, 1))
+        .await
+        .unwrap();
+    // Flip a byte in the data file behind the store's back.
+    let path = dir.join(DATA_DIR).join(data_file_name(&id));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[5] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    assert_eq!(store.get_block(&id, 0).await.unwrap(), None);
+    store.close().await.unwrap();
+    let store = Store::open(&dir, 1 << 30).await.unwrap();
+    assert_eq!(store.present_blocks(&id), vec![1]);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn reopening_with_a_smaller_bound_evicts_and_orphan_files_are_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = Store::open(&dir, 1 << 30).await.unwrap();
+    let mut ids = Vec::new();
+    for s in 0..4u8 {
+        let data = pattern(70 + s, 60_000);
+        let (id, meta) = v1_segment(&data);
+        store.put_meta(id, meta).await.unwrap();
+        store.put_block(&id, 0, Bytes::from(data)).await.unwrap();
+        ids.push(id);
+    }
+    // The most recently used segment must survive the smaller bound.
+    assert!(store.get_block(&ids[0], 0).await.unwrap().is_some());
+    store.close().await.unwrap();
+    std::fs::write(dir.join(DATA_DIR).join("stray.seg"), b"junk").unwrap();
+    let store = Store::open(&dir, 130_000).await.unwrap();
+    store.flush().await.unwrap();
+    store.assert_consistent();
+    let s = store.stats();
+    assert!(s.used_bytes <= 130_000, "{s:?}");
+    assert_eq!(s.segments, 2);
+    assert!(store.has_block(&ids[0], 0));
+    assert!(!dir.join(DATA_DIR).join("stray.seg").exists());
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn restart_without_persisted_access_ticks_keeps_lru_consistent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = Store::open(&dir, 1 << 30).await.unwrap();
+    let mut ids = Vec::new();
+    for s in 0..5u8 {
+        let data = pattern(90 + s, 20_000);
+        let (id, meta) = v1_segment(&data);
+        store.put_meta(id, meta).await.unwrap();
+        store.put_block(&id, 0, Bytes::from(data)).await.unwrap();
+        ids.push(id);
+    }
+    store.close().await.unwrap();
+    // Simulate a crash before any tick was persisted: every tick reads as 0.
+    {
+        let db = redb::Database::create(dir.join(INDEX_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(index::ACCESS)
+            .unwrap()
+            .retain(|_, _| false)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&dir, 1 << 30).await.unwrap();
+    store.assert_consistent();
+    assert_eq!(store.segment_ids().len(), 5);
+    let data = pattern(99, 20_000);
+    let (id, meta) = v1_segment(&data);
+    store.put_meta(id, meta).await.unwrap();
+    store.put_block(&id, 0, Bytes::from(data)).await.unwrap();
+    store.assert_consistent();
+    assert_eq!(
+        store.segment_ids().first(),
+        Some(&id),
+        "newest is most recent"
+    );
+    store.close().await.unwrap();
+}
+
+/// A redb storage backend over a real file whose `sync_data` number
+/// `fail_at` (shared, counted across re-opens) fails once with ENOSPC.
+#[derive(Debug)]
+struct FaultyIndexFile {
+    inner: redb::backends::FileBackend,
+    syncs: Arc<AtomicU64>,
+    fail_at: Arc<AtomicU64>,
+}
+
+impl redb::StorageBackend for FaultyIndexFile {
+    fn len(&self) -> Result<u64, io::Error> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, io::Error> {
+        self.inner.read(offset, len)
+    }
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self, eventual: bool) -> Result<(), io::Error> {
+        let n = self.syncs.fetch_add(1, Ordering::SeqCst) + 1;
+        if self
+            .fail_at
+            .compare_exchange(n, u64::MAX, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            return Err(io::Error::from_raw_os_error(28));
+        }
+        self.inner.sync_data(eventual)
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        self.inner.write(offset, data)
+    }
+}
+
+#[tokio::test]
+async fn index_commit_failure_is_reported_and_the_index_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("index.redb");
+    let syncs = Arc::new(AtomicU64::new(0));
+    let fail_at = Arc::new(AtomicU64::new(u64::MAX));
+    let opener: IndexOpener = {
+        let (path, syncs, fail_at) = (path.clone(), syncs.clone(), fail_at.clone());
+        Box::new(move || {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| io_err("open", &path, e))?;
+            let backend = FaultyIndexFile {
+                inner: redb::backends::FileBackend::new(file)?,
+                syncs: syncs.clone(),
+                fail_at: fail_at.clone(),
+            };
+            Ok(redb::Database::builder().create_with_backend(backend)?)
+        })
+    };
+    let store = Store::open_with(Some(opener), Arc::new(MemBackend::new()), 1 << 30)
+        .await
+        .unwrap();
+    let data = pattern(80, 140_000);
+    let (id, meta) = v1_segment(&data);
+    store.put_meta(id, meta.clone()).await.unwrap();
+    store
+        .put_block(&id, 0, block(&data, &meta, 0))
+        .await
+        .unwrap();
+
+    // The next index fsync fails.
+    fail_at.store(syncs.load(Ordering::SeqCst) + 1, Ordering::SeqCst);
+    let err = store
+        .put_block(&id, 1, block(&data, &meta, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "io", "{err}");
+    assert_eq!(fail_at.load(Ordering::SeqCst), u64::MAX, "the fault fired");
+    assert!(
+        !store.has_block(&id, 1),
+        "not published after a failed commit"
+    );
+    assert!(store.stats().io_errors >= 1);
+    // Reads keep working, and the index is re-opened for the next write.
+    assert!(store.get_block(&id, 0).await.unwrap().is_some());
+    store
+        .put_block(&id, 1, block(&data, &meta, 1))
+        .await
+        .unwrap();
+    assert!(store.has_block(&id, 1));
+    store.close().await.unwrap();
+
+    // Everything committed is in the index after a restart. (The data lived
+    // in a MemBackend and is gone: such blocks are dropped, never served.)
+    let store = Store::open_with(
+        Some(file_opener(path)),
+        Arc::new(MemBackend::new()),
+        1 << 30,
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.present_blocks(&id), vec![0, 1]);
+    assert_eq!(store.get_block(&id, 1).await.unwrap(), None);
+    assert_eq!(store.present_blocks(&id), vec![0]);
+    assert_eq!(store.stats().verify_failures, 1);
+    store.close().await.unwrap();
+}
