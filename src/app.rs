@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,16 +34,13 @@ pub enum StartError {
     /// The proxy's origin client could not be built.
     #[error("proxy: {0}")]
     ProxyClient(#[from] crate::fetch::origin::ClientError),
-    /// The block store could not be opened.
-    #[error("cannot open the block store: {0}")]
-    Store(crate::store::StoreError),
-    /// The store directory could not be created.
-    #[error("cannot create store directory {path}: {source}")]
+    /// The store could not be opened.
+    #[error("cannot open store {path}: {source}")]
     StoreDir {
         /// The directory.
         path: std::path::PathBuf,
-        /// The IO error.
-        source: std::io::Error,
+        /// Why.
+        source: StoreError,
     },
 }
 
@@ -53,10 +51,10 @@ pub struct App {
     pub admin_addr: SocketAddr,
     /// Where the branch proxy listens, when `[proxy]` is configured.
     pub proxy_addr: Option<SocketAddr>,
-    /// The block store, when a role that needs it is configured.
-    pub store: Option<crate::store::Store>,
     /// Shared metrics.
     pub metrics: Arc<Metrics>,
+    /// The block store shared by every role (clone it freely).
+    pub store: Store,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -64,11 +62,14 @@ pub struct App {
 impl App {
     /// Bind every listener and start every configured role.
     pub async fn start(config: Config) -> Result<App, StartError> {
-        std::fs::create_dir_all(&config.store.path).map_err(|source| StartError::StoreDir {
-            path: config.store.path.clone(),
-            source,
-        })?;
+        let store = Store::open(&config.store.path, config.store.max_size)
+            .await
+            .map_err(|source| StartError::StoreDir {
+                path: config.store.path.clone(),
+                source,
+            })?;
         let metrics = Arc::new(Metrics::new());
+        metrics.register_store(store.metrics());
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
 
@@ -83,7 +84,6 @@ impl App {
         let mut roles = vec!["admin"];
 
         let mut proxy_addr = None;
-        let mut opened_store = None;
         if let Some(pc) = &config.proxy {
             let listener = bind("proxy", pc.listen).await?;
             proxy_addr = Some(listener.local_addr().map_err(|source| StartError::Bind {
@@ -91,14 +91,8 @@ impl App {
                 addr: pc.listen,
                 source,
             })?);
-            let store = crate::store::Store::open(&config.store.path, config.store.max_size)
-                .await
-                .map_err(StartError::Store)?;
-            metrics.register_store(store.metrics());
-            opened_store = Some(store.clone());
-            let store: Arc<dyn crate::fetch::BlockStore> = Arc::new(store);
             let planner = crate::fetch::Planner::new(
-                store,
+                Arc::new(store.clone()),
                 Vec::new(),
                 crate::fetch::PlannerOptions {
                     origin_parallelism: pc.origin_parallelism as usize,
@@ -136,8 +130,8 @@ impl App {
         Ok(App {
             admin_addr,
             proxy_addr,
-            store: opened_store,
             metrics,
+            store,
             shutdown,
             tasks,
         })
@@ -148,17 +142,16 @@ impl App {
         self.shutdown.clone()
     }
 
-    /// Wait until the daemon stops (after [`shutdown_token`](Self::shutdown_token) fires).
+    /// Wait until the daemon stops (after [`shutdown_token`](Self::shutdown_token) fires),
+    /// then flush and close the store.
     pub async fn wait(mut self) {
         while let Some(res) = self.tasks.join_next().await {
             if let Err(e) = res {
                 tracing::error!(error = %e, "task failed");
             }
         }
-        if let Some(store) = &self.store {
-            if let Err(e) = store.close().await {
-                tracing::warn!(error = %e, "closing the block store failed");
-            }
+        if let Err(e) = self.store.close().await {
+            tracing::error!(error = %e, "closing the store failed");
         }
     }
 

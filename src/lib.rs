@@ -17,6 +17,8 @@
 //! - [`fetch`]: the per-segment planner: store → sources → origin ranges, verified.
 //! - [`store`]: the persistent, verified block store keyed by segment id.
 //! - [`retrieval`]: MS-PCCRR server handler and peer client.
+//! - [`hosted_cache`]: the MS-PCHC offer server (v2 HTTP, v1 HTTPS) and its
+//!   bounded pull queue.
 //! - [`inspect`]: renders content information for `branchcache inspect`.
 //! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
 //!
@@ -35,6 +37,7 @@ pub mod config;
 pub mod fetch;
 pub mod fuzz;
 pub mod hashing;
+pub mod hosted_cache;
 pub mod inspect;
 pub mod metrics;
 pub mod net;

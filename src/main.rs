@@ -1,4 +1,4 @@
-//! `branchcache` command line: `run` (default), `check-config`, `hash`, `inspect`, …
+//! `branchcache` command line: `run` (default), `check-config`, `hash`, `inspect`, `store`, …
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use branchcache::app::App;
 use branchcache::config::{Config, LogFormat};
+use branchcache::store::Store;
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +50,20 @@ enum Command {
     /// Exit status: 0 written, 2 bad invocation or input (missing file, empty key file, bad
     /// or out-of-file range, algorithm not allowed for the version, empty file), 1 IO failure.
     Hash(HashArgs),
+    /// Offline block store maintenance on `[store] path` (stop the daemon first).
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreAction {
+    /// Print size and counts as JSON.
+    Stats,
+    /// Re-hash every stored block with its protocol hash and evict bad ones.
+    /// Exit code 0 all good, 1 bad blocks found (evicted), 2 store cannot be opened.
+    Verify,
 }
 
 #[derive(clap::Args)]
@@ -94,6 +109,7 @@ fn main() -> ExitCode {
         },
         Command::Inspect { file, json } => inspect(&file, json),
         Command::Hash(args) => hash(args),
+        Command::Store { action } => store_command(cli.config, action),
         Command::Run => match run(cli.config, cli.log_format) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -199,6 +215,77 @@ fn hash(args: HashArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn store_command(config_path: Option<PathBuf>, action: StoreAction) -> ExitCode {
+    let config = match &config_path {
+        Some(p) => Config::from_file(p),
+        None => Ok(Config::embedded()),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("branchcache: starting the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async move {
+        let path = &config.store.path;
+        let store = match Store::open(path, config.store.max_size).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("branchcache: cannot open store {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        };
+        let code = match action {
+            StoreAction::Stats => {
+                let s = store.stats();
+                let json = serde_json::json!({
+                    "path": path,
+                    "used_bytes": s.used_bytes,
+                    "max_bytes": s.max_bytes,
+                    "segments": s.segments,
+                    "blocks": s.blocks,
+                    "format_version": branchcache::store::FORMAT_VERSION,
+                });
+                println!("{json:#}");
+                ExitCode::SUCCESS
+            }
+            StoreAction::Verify => {
+                let bar = indicatif::ProgressBar::new(store.stats().blocks);
+                let b = bar.clone();
+                let report = store
+                    .verify_all(move |p| {
+                        b.set_length(p.blocks_total);
+                        b.set_position(p.blocks_done);
+                    })
+                    .await;
+                bar.finish_and_clear();
+                println!(
+                    "segments {} good {} bad {} unreadable {} bytes {}",
+                    report.segments, report.good, report.bad, report.unreadable, report.bytes
+                );
+                if report.bad == 0 && report.unreadable == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+        };
+        if let Err(e) = store.close().await {
+            eprintln!("branchcache: closing the store: {e}");
+            return ExitCode::from(2);
+        }
+        code
+    })
 }
 
 fn run(config_path: Option<PathBuf>, log_format: Option<String>) -> anyhow::Result<()> {

@@ -66,6 +66,16 @@ pub struct Metrics {
     pub proxy_in_flight: Gauge,
     /// `branchcache_proxy_request_duration_seconds`: time from request to end of body.
     pub proxy_request_duration: Histogram,
+    /// `branchcache_hosted_cache_offers_total{version,message,response}`:
+    /// PCHC requests by protocol version, message type and how they were answered.
+    pub hosted_cache_offers: Family<[(&'static str, &'static str); 3], Counter>,
+    /// `branchcache_hosted_cache_offered_segments_total{version,outcome}`:
+    /// segments named in accepted offers and what became of them.
+    pub hosted_cache_offered_segments: Family<[(&'static str, &'static str); 2], Counter>,
+    /// `branchcache_hosted_cache_pulls_total{outcome}`: finished segment pulls.
+    pub hosted_cache_pulls: Family<[(&'static str, &'static str); 1], Counter>,
+    /// `branchcache_hosted_cache_pull_queue_depth`: pulls queued, not yet started.
+    pub hosted_cache_pull_queue_depth: Gauge,
     /// `branchcache_retrieval_requests_total{type,result}`: PCCRR requests
     /// answered by the retrieval server, by message type and outcome.
     pub retrieval_requests: Family<[(&'static str, &'static str); 2], Counter>,
@@ -150,6 +160,30 @@ impl Metrics {
             "Time from proxy request to the end of its response body",
             proxy_request_duration.clone(),
         );
+        let hosted_cache_offers = Family::default();
+        registry.register(
+            "hosted_cache_offers",
+            "PCHC requests by protocol version, message type and response",
+            hosted_cache_offers.clone(),
+        );
+        let hosted_cache_offered_segments = Family::default();
+        registry.register(
+            "hosted_cache_offered_segments",
+            "Segments in accepted PCHC offers by version and outcome (queued, duplicate, present, full)",
+            hosted_cache_offered_segments.clone(),
+        );
+        let hosted_cache_pulls = Family::default();
+        registry.register(
+            "hosted_cache_pulls",
+            "Hosted cache segment pulls by outcome",
+            hosted_cache_pulls.clone(),
+        );
+        let hosted_cache_pull_queue_depth = Gauge::default();
+        registry.register(
+            "hosted_cache_pull_queue_depth",
+            "Hosted cache pulls queued and not yet started",
+            hosted_cache_pull_queue_depth.clone(),
+        );
         let retrieval_requests = Family::<[(&'static str, &'static str); 2], Counter>::default();
         registry.register(
             "retrieval_requests",
@@ -191,12 +225,47 @@ impl Metrics {
             proxy_origin_errors,
             proxy_in_flight,
             proxy_request_duration,
+            hosted_cache_offers,
+            hosted_cache_offered_segments,
+            hosted_cache_pulls,
+            hosted_cache_pull_queue_depth,
             retrieval_requests,
             retrieval_blocks_served,
             retrieval_bytes_served,
             retrieval_refusals,
             retrieval_client_requests,
         }
+    }
+
+    /// Count one PCHC request (`version`: v1/v2; `message`: type name or
+    /// `malformed`; `response`: ok, interested or the rejection kind).
+    pub fn hosted_cache_offer(
+        &self,
+        version: &'static str,
+        message: &'static str,
+        response: &'static str,
+    ) {
+        self.hosted_cache_offers
+            .get_or_create(&[
+                ("version", version),
+                ("message", message),
+                ("response", response),
+            ])
+            .inc();
+    }
+
+    /// Count one offered segment by version and outcome.
+    pub fn hosted_cache_offered_segment(&self, version: &'static str, outcome: &'static str) {
+        self.hosted_cache_offered_segments
+            .get_or_create(&[("version", version), ("outcome", outcome)])
+            .inc();
+    }
+
+    /// Count one finished pull by outcome (`ok` or the error kind).
+    pub fn hosted_cache_pull(&self, outcome: &'static str) {
+        self.hosted_cache_pulls
+            .get_or_create(&[("outcome", outcome)])
+            .inc();
     }
 
     /// Register a store's metric handles (call once per daemon).

@@ -671,7 +671,7 @@ async fn concurrent_cold_clients_cause_one_wan_copy() {
 async fn wait_stored(proxy: &Proxy, len: usize) {
     let want = len.div_ceil(65_536) as u64;
     for _ in 0..500 {
-        if proxy.app.store.as_ref().unwrap().stats().blocks >= want {
+        if proxy.app.store.stats().blocks >= want {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;

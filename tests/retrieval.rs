@@ -486,3 +486,44 @@ async fn fresh_iv_per_block() {
     assert_ne!(a.iv, b.iv);
     assert_ne!(a.block, b.block);
 }
+
+#[tokio::test]
+async fn server_over_the_store_serves_what_it_holds() {
+    use branchcache::store::{SegmentMeta, Store};
+    let seg = segment();
+    let algo = HashAlgo::Sha256;
+    let hashes: Vec<_> = seg.blocks.iter().map(|b| algo.hash(b)).collect();
+    let cat: Vec<u8> = hashes.iter().flat_map(|h| h.as_bytes().to_vec()).collect();
+    let store = Store::open_in_memory(64 << 20);
+    store
+        .put_meta(
+            seg.id,
+            SegmentMeta {
+                algo,
+                size: (2 * BLOCK + 1000) as u32,
+                block_size: BLOCK as u32,
+                hash_of_data: algo.hash(&cat),
+                secret: seg.kp,
+                block_hashes: hashes,
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .put_block(&seg.id, 1, Bytes::from(seg.blocks[1].clone()))
+        .await
+        .unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let server = RetrievalServer::new(Arc::new(store), ServerConfig::default(), metrics);
+    let srv = spawn(move |req, peer| server.clone().handle(req, peer)).await;
+    let c = client(Duration::from_secs(10));
+    let got = c.fetch_block(srv.addr, &seg.want(1)).await.unwrap();
+    assert_eq!(&got.data[..], &seg.blocks[1][..]);
+    let err = c.fetch_block(srv.addr, &seg.want(0)).await.unwrap_err();
+    assert!(matches!(err, RetrievalError::NotAvailable { .. }), "{err}");
+    let list = c
+        .block_list(srv.addr, seg.id, vec![BlockRange { index: 0, count: 3 }])
+        .await
+        .unwrap();
+    assert_eq!(list.ranges, vec![BlockRange { index: 1, count: 1 }]);
+}

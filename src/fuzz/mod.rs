@@ -9,10 +9,18 @@
 
 pub mod pccrc;
 pub mod pccrr;
+pub mod pchc;
 
 /// Every target name [`run`] knows; also the directory names under `fuzz/corpus/` and
 /// `tests/data/regress/`.
-pub const TARGETS: &[&str] = &["pccrc_parse", "pccrr_request", "pccrr_response"];
+pub const TARGETS: &[&str] = &[
+    "pccrc_parse",
+    "pccrr_request",
+    "pccrr_response",
+    "pchc_request",
+    "pchc_response",
+    "pchc_segment_info",
+];
 
 /// Run the harness for `target` on `data`; `None` when no harness has that name.
 pub fn run(target: &str, data: &[u8]) -> Option<()> {
@@ -20,6 +28,9 @@ pub fn run(target: &str, data: &[u8]) -> Option<()> {
         "pccrc_parse" => pccrc::parse(data),
         "pccrr_request" => pccrr::request(data),
         "pccrr_response" => pccrr::response(data),
+        "pchc_request" => pchc::request(data),
+        "pchc_response" => pchc::response(data),
+        "pchc_segment_info" => pchc::segment_info(data),
         _ => return None,
     }
     Some(())

@@ -9,5 +9,6 @@
 pub mod codec;
 pub mod pccrc;
 pub mod pccrr;
+pub mod pchc;
 
 pub use codec::{DecodeError, Reader, Writer};

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod server;
+mod store_source;
 
 pub use client::{BlockRequest, ClientConfig, FetchedBlock, PeerClient, RetrievalError};
 pub use server::{

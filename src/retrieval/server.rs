@@ -398,8 +398,8 @@ impl RetrievalServer {
     }
 }
 
-/// Merge sorted indexes into runs.
-fn runs(indexes: impl Iterator<Item = u32>) -> Vec<BlockRange> {
+/// Merge ascending indexes into runs (at most [`MAX_RANGES`]).
+pub(crate) fn runs(indexes: impl Iterator<Item = u32>) -> Vec<BlockRange> {
     let mut out: Vec<BlockRange> = Vec::new();
     for i in indexes {
         match out.last_mut() {
