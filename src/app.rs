@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::publisher::Publisher;
 use crate::store::{Store, StoreError};
 
 /// Why the daemon could not start.
@@ -34,6 +35,9 @@ pub enum StartError {
     /// The proxy's origin client could not be built.
     #[error("proxy: {0}")]
     ProxyClient(#[from] crate::fetch::origin::ClientError),
+    /// The publisher's server secret could not be loaded or created.
+    #[error("publisher: {0}")]
+    Publisher(#[from] crate::publisher::InitError),
     /// The store could not be opened.
     #[error("cannot open store {path}: {source}")]
     StoreDir {
@@ -51,6 +55,8 @@ pub struct App {
     pub admin_addr: SocketAddr,
     /// Where the branch proxy listens, when `[proxy]` is configured.
     pub proxy_addr: Option<SocketAddr>,
+    /// Where the publisher listens, when `[publisher]` is configured.
+    pub publisher_addr: Option<SocketAddr>,
     /// Shared metrics.
     pub metrics: Arc<Metrics>,
     /// The block store shared by every role (clone it freely).
@@ -111,6 +117,21 @@ impl App {
             roles.push("proxy");
         }
 
+        let mut publisher_addr = None;
+        if let Some(pcfg) = config.publisher.clone() {
+            let listener = bind("publisher", pcfg.listen).await?;
+            let addr = listener.local_addr().map_err(|source| StartError::Bind {
+                what: "publisher",
+                addr: pcfg.listen,
+                source,
+            })?;
+            let publisher = Arc::new(Publisher::new(pcfg, metrics.clone())?);
+            tasks.spawn(publisher.serve(listener, shutdown.child_token()));
+            tracing::info!(publisher = %addr, "publisher listening");
+            publisher_addr = Some(addr);
+            roles.push("publisher");
+        }
+
         let state = Arc::new(AdminState {
             metrics: metrics.clone(),
             ready: Default::default(),
@@ -130,6 +151,7 @@ impl App {
         Ok(App {
             admin_addr,
             proxy_addr,
+            publisher_addr,
             metrics,
             store,
             shutdown,

@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::proto::negotiate::CiVersion;
+use crate::proto::pccrc::HashAlgo;
+
 /// The configuration used when `run` is given no `--config`.
 pub const EMBEDDED_DEFAULTS: &str = r#"
 [store]
@@ -67,7 +70,7 @@ pub struct FileConfig {
     /// `[proxy]`
     pub proxy: Option<FileProxy>,
     /// `[publisher]`
-    pub publisher: Option<toml::Table>,
+    pub publisher: Option<FilePublisher>,
     /// `[peer]`
     pub peer: Option<toml::Table>,
     /// `[hosted_cache]`
@@ -120,6 +123,39 @@ pub struct FileProxy {
     pub origin_parallelism: Option<u32>,
 }
 
+/// `[publisher]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePublisher {
+    /// Listener address clients (or branch proxies) connect to.
+    pub listen: Option<String>,
+    /// Origin base URL, `http://…` or `https://…`; request paths are appended.
+    pub upstream: Option<String>,
+    /// Server secret key file (created with 32 random bytes when absent).
+    pub secret_file: Option<PathBuf>,
+    /// Entities smaller than this pass through unchanged, e.g. "64 KiB".
+    pub min_size: Option<String>,
+    /// Preferred content information version: 1 (default) or 2.
+    pub content_version: Option<u8>,
+    /// v1 hash: "sha256" (default), "sha384" or "sha512".
+    pub hash: Option<String>,
+    /// Bound on cached content information, e.g. "64 MiB".
+    pub cache_size: Option<String>,
+    /// Entities without a validator larger than this pass through.
+    pub max_unvalidated_size: Option<String>,
+    /// TCP/TLS connect timeout to the origin, e.g. "5s".
+    pub connect_timeout: Option<String>,
+    /// Time to wait for the origin's response headers, e.g. "30s".
+    pub origin_timeout: Option<String>,
+    /// Longest pause between two body frames while hashing, e.g. "30s".
+    pub body_idle_timeout: Option<String>,
+    /// Hashing threads; 0 (default) = one per core.
+    pub hash_threads: Option<usize>,
+    /// PEM file of CA certificates trusted for an `https` upstream instead of
+    /// the built-in public roots (private CAs).
+    pub upstream_ca_file: Option<PathBuf>,
+}
+
 /// `[log]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -141,6 +177,41 @@ pub struct Config {
     pub log: LogConfig,
     /// The branch proxy role, when configured.
     pub proxy: Option<ProxyConfig>,
+    /// The publisher role, when `[publisher]` is present.
+    pub publisher: Option<PublisherConfig>,
+}
+
+/// Validated `[publisher]`.
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    /// Listener address.
+    pub listen: SocketAddr,
+    /// Origin base URL (scheme http or https, authority, optional path prefix
+    /// without a trailing slash).
+    pub upstream: http::Uri,
+    /// Server secret key file.
+    pub secret_file: PathBuf,
+    /// Smallest entity that gets content information.
+    pub min_size: u64,
+    /// Preferred content information version.
+    pub content_version: CiVersion,
+    /// Hash algorithm for v1 content information (v2 always uses truncated SHA-512).
+    pub hash: HashAlgo,
+    /// Bound on cached content information, bytes.
+    pub cache_size: u64,
+    /// Largest entity without a validator that is still hashed (per request).
+    pub max_unvalidated_size: u64,
+    /// Origin connect timeout.
+    pub connect_timeout: Duration,
+    /// Origin response-header timeout.
+    pub origin_timeout: Duration,
+    /// Longest pause between body frames while hashing.
+    pub body_idle_timeout: Duration,
+    /// Hashing threads (0 = one per core).
+    pub hash_threads: usize,
+    /// Trust only these CA certificates (PEM) for an https upstream; `None`:
+    /// the built-in public (webpki) roots.
+    pub upstream_ca_file: Option<PathBuf>,
 }
 
 /// Validated `[proxy]`.
@@ -167,9 +238,9 @@ pub struct ProxyConfig {
 /// Default proxy listener.
 pub const DEFAULT_PROXY_LISTEN: &str = "127.0.0.1:8080";
 /// Default origin connect timeout: generous for a WAN, short enough to fail a request visibly.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_PROXY_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default wait for origin response headers (a cold publisher may hash a large object first).
-pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
+pub const DEFAULT_PROXY_RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default content-information cap: 16 MiB describes a ~32 TiB v1 object.
 pub const DEFAULT_MAX_CONTENT_INFO: u64 = 16 * 1024 * 1024;
 /// Default concurrent origin range requests: enough to fill a WAN pipe, few enough to be polite.
@@ -209,6 +280,19 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
+/// Default publisher `min_size`: Windows' own default threshold (64 KiB).
+pub const DEFAULT_PUBLISHER_MIN_SIZE: u64 = 64 * 1024;
+/// Default CI cache bound: holds the CI of ~128 GiB of v1 content (SHA-256).
+pub const DEFAULT_PUBLISHER_CACHE_SIZE: u64 = 64 * 1024 * 1024;
+/// Default `max_unvalidated_size`: hashing per request stays cheap below this.
+pub const DEFAULT_MAX_UNVALIDATED_SIZE: u64 = 16 * 1024 * 1024;
+/// Default origin connect timeout: the origin is on the HQ LAN.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default wait for the origin's response headers.
+pub const DEFAULT_ORIGIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default longest pause between body frames while hashing.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Default admin listener.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 /// Default store size bound when `[store]` gives none.
@@ -242,7 +326,6 @@ impl Config {
             reason,
         };
         for (name, present) in [
-            ("publisher", file.publisher.is_some()),
             ("peer", file.peer.is_some()),
             ("hosted_cache", file.hosted_cache.is_some()),
             (
@@ -298,11 +381,17 @@ impl Config {
             _ => None,
         };
 
+        let publisher = match file.publisher {
+            Some(p) => Some(publisher_config(p, &store.path, &invalid)?),
+            None => None,
+        };
+
         Ok(Config {
             store,
             admin: AdminConfig { listen },
             log: LogConfig { level, format },
             proxy,
+            publisher,
         })
     }
 }
@@ -358,12 +447,12 @@ fn proxy_config(
     let connect_timeout = duration(
         "proxy.connect_timeout",
         p.connect_timeout,
-        DEFAULT_CONNECT_TIMEOUT,
+        DEFAULT_PROXY_CONNECT_TIMEOUT,
     )?;
     let response_timeout = duration(
         "proxy.response_timeout",
         p.response_timeout,
-        DEFAULT_RESPONSE_TIMEOUT,
+        DEFAULT_PROXY_RESPONSE_TIMEOUT,
     )?;
     let max_content_info = match p.max_content_info {
         Some(s) => parse_size(&s).map_err(|r| invalid("proxy.max_content_info", r))?,
@@ -386,6 +475,117 @@ fn proxy_config(
         max_content_info,
         origin_parallelism,
     })
+}
+
+fn publisher_config(
+    p: FilePublisher,
+    store_path: &Path,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<PublisherConfig, ConfigError> {
+    let listen = p
+        .listen
+        .as_deref()
+        .ok_or_else(|| invalid("publisher.listen", "missing".into()))?
+        .parse::<SocketAddr>()
+        .map_err(|e| invalid("publisher.listen", e.to_string()))?;
+    let upstream = p
+        .upstream
+        .as_deref()
+        .ok_or_else(|| invalid("publisher.upstream", "missing".into()))?;
+    let upstream = parse_upstream(upstream).map_err(|r| invalid("publisher.upstream", r))?;
+    let size = |key: &str, v: Option<String>, default: u64| match v {
+        Some(s) => parse_size(&s).map_err(|r| invalid(key, r)),
+        None => Ok(default),
+    };
+    let duration = |key: &str, v: Option<String>, default: Duration| match v {
+        Some(s) => parse_duration(&s).map_err(|r| invalid(key, r)),
+        None => Ok(default),
+    };
+    let content_version = match p.content_version.unwrap_or(1) {
+        1 => CiVersion::V1,
+        2 => CiVersion::V2,
+        n => {
+            return Err(invalid(
+                "publisher.content_version",
+                format!("expected 1 or 2, got {n}"),
+            ))
+        }
+    };
+    let hash = match p.hash.as_deref().unwrap_or("sha256") {
+        "sha256" => HashAlgo::Sha256,
+        "sha384" => HashAlgo::Sha384,
+        "sha512" => HashAlgo::Sha512,
+        other => {
+            return Err(invalid(
+                "publisher.hash",
+                format!("expected \"sha256\", \"sha384\" or \"sha512\", got {other:?}"),
+            ))
+        }
+    };
+    Ok(PublisherConfig {
+        listen,
+        upstream,
+        secret_file: p
+            .secret_file
+            .unwrap_or_else(|| store_path.join("server-secret")),
+        min_size: size("publisher.min_size", p.min_size, DEFAULT_PUBLISHER_MIN_SIZE)?,
+        content_version,
+        hash,
+        cache_size: size(
+            "publisher.cache_size",
+            p.cache_size,
+            DEFAULT_PUBLISHER_CACHE_SIZE,
+        )?,
+        max_unvalidated_size: size(
+            "publisher.max_unvalidated_size",
+            p.max_unvalidated_size,
+            DEFAULT_MAX_UNVALIDATED_SIZE,
+        )?,
+        connect_timeout: duration(
+            "publisher.connect_timeout",
+            p.connect_timeout,
+            DEFAULT_CONNECT_TIMEOUT,
+        )?,
+        origin_timeout: duration(
+            "publisher.origin_timeout",
+            p.origin_timeout,
+            DEFAULT_ORIGIN_TIMEOUT,
+        )?,
+        body_idle_timeout: duration(
+            "publisher.body_idle_timeout",
+            p.body_idle_timeout,
+            DEFAULT_BODY_IDLE_TIMEOUT,
+        )?,
+        hash_threads: p.hash_threads.unwrap_or(0),
+        upstream_ca_file: p.upstream_ca_file,
+    })
+}
+
+/// Parse an origin base URL: `http` or `https`, an authority, an optional
+/// path prefix (trailing `/` removed), no query or fragment.
+pub fn parse_upstream(s: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(format!("{s:?}: scheme must be http or https")),
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("{s:?}: missing host"))?
+        .clone();
+    if uri.query().is_some() {
+        return Err(format!("{s:?}: a query is not allowed in the base URL"));
+    }
+    let prefix = uri.path().trim_end_matches('/');
+    http::Uri::builder()
+        .scheme(uri.scheme_str().unwrap_or("http"))
+        .authority(authority)
+        .path_and_query(if prefix.is_empty() { "/" } else { prefix })
+        .build()
+        .map_err(|e| format!("{s:?}: {e}"))
 }
 
 /// Parse a byte size such as `"50 GiB"`, `"64 KiB"` or `"1000"`.
@@ -476,6 +676,46 @@ mod tests {
     fn disabled_proxy_section_is_off() {
         let c = Config::from_toml("[proxy]\nenabled = false\n", "t.toml").unwrap();
         assert!(c.proxy.is_none());
+    }
+
+    #[test]
+    fn publisher_section_gets_defaults_and_typed_values() {
+        let c = Config::from_toml(
+            "[store]\npath = \"/tmp/s\"\n[publisher]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:8000/files/\"\ncontent_version = 2\ncache_size = \"1 MiB\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let p = c.publisher.unwrap();
+        assert_eq!(p.upstream.to_string(), "http://127.0.0.1:8000/files");
+        assert_eq!(p.secret_file, Path::new("/tmp/s/server-secret"));
+        assert_eq!(p.min_size, 64 << 10);
+        assert_eq!(p.content_version, CiVersion::V2);
+        assert_eq!(p.hash, HashAlgo::Sha256);
+        assert_eq!(p.cache_size, 1 << 20);
+    }
+
+    #[test]
+    fn publisher_rejects_bad_upstream_version_and_hash() {
+        for (body, key) in [
+            ("upstream = \"ftp://x\"", "publisher.upstream"),
+            (
+                "upstream = \"http://x\"\ncontent_version = 3",
+                "publisher.content_version",
+            ),
+            ("upstream = \"http://x\"\nhash = \"md5\"", "publisher.hash"),
+            (
+                "upstream = \"http://x\"\nmin_size = \"big\"",
+                "publisher.min_size",
+            ),
+        ] {
+            let err = Config::from_toml(
+                &format!("[publisher]\nlisten = \"127.0.0.1:0\"\n{body}\n"),
+                "t.toml",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

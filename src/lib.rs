@@ -15,6 +15,7 @@
 //! - [`net`]: the shared hyper serving loop.
 //! - [`proxy`]: the branch proxy (hyper service, pass-through, response assembly).
 //! - [`fetch`]: the per-segment planner: store → sources → origin ranges, verified.
+//! - [`publisher`]: HQ role — content information for a plain origin.
 //! - [`store`]: the persistent, verified block store keyed by segment id.
 //! - [`retrieval`]: MS-PCCRR server handler and peer client.
 //! - [`hosted_cache`]: the MS-PCHC offer server (v2 HTTP, v1 HTTPS) and its
@@ -43,5 +44,6 @@ pub mod metrics;
 pub mod net;
 pub mod proto;
 pub mod proxy;
+pub mod publisher;
 pub mod retrieval;
 pub mod store;

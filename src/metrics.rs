@@ -76,6 +76,18 @@ pub struct Metrics {
     pub hosted_cache_pulls: Family<[(&'static str, &'static str); 1], Counter>,
     /// `branchcache_hosted_cache_pull_queue_depth`: pulls queued, not yet started.
     pub hosted_cache_pull_queue_depth: Gauge,
+    /// `branchcache_publisher_ci_served_total`: Peerdist responses (content information bodies) sent by the publisher.
+    pub publisher_ci_served: Counter,
+    /// `branchcache_publisher_ci_generated_total`: Content information structures computed from origin bytes.
+    pub publisher_ci_generated: Counter,
+    /// `branchcache_publisher_ci_cache_hits_total`: Peerdist responses answered from the content information cache.
+    pub publisher_ci_cache_hits: Counter,
+    /// `branchcache_publisher_bytes_hashed_total`: Origin bytes hashed into content information.
+    pub publisher_bytes_hashed: Counter,
+    /// `branchcache_publisher_passthrough_total`: Requests the publisher proxied to the origin unchanged.
+    pub publisher_passthrough: Counter,
+    /// `branchcache_publisher_origin_errors_total`: Origin failures (connect, timeout, protocol) seen by the publisher.
+    pub publisher_origin_errors: Counter,
     /// `branchcache_retrieval_requests_total{type,result}`: PCCRR requests
     /// answered by the retrieval server, by message type and outcome.
     pub retrieval_requests: Family<[(&'static str, &'static str); 2], Counter>,
@@ -184,6 +196,42 @@ impl Metrics {
             "Hosted cache pulls queued and not yet started",
             hosted_cache_pull_queue_depth.clone(),
         );
+        let publisher_ci_served = Counter::default();
+        registry.register(
+            "publisher_ci_served",
+            "Peerdist responses (content information bodies) sent by the publisher",
+            publisher_ci_served.clone(),
+        );
+        let publisher_ci_generated = Counter::default();
+        registry.register(
+            "publisher_ci_generated",
+            "Content information structures computed from origin bytes",
+            publisher_ci_generated.clone(),
+        );
+        let publisher_ci_cache_hits = Counter::default();
+        registry.register(
+            "publisher_ci_cache_hits",
+            "Peerdist responses answered from the content information cache",
+            publisher_ci_cache_hits.clone(),
+        );
+        let publisher_bytes_hashed = Counter::default();
+        registry.register(
+            "publisher_bytes_hashed",
+            "Origin bytes hashed into content information",
+            publisher_bytes_hashed.clone(),
+        );
+        let publisher_passthrough = Counter::default();
+        registry.register(
+            "publisher_passthrough",
+            "Requests the publisher proxied to the origin unchanged",
+            publisher_passthrough.clone(),
+        );
+        let publisher_origin_errors = Counter::default();
+        registry.register(
+            "publisher_origin_errors",
+            "Origin failures (connect, timeout, protocol) seen by the publisher",
+            publisher_origin_errors.clone(),
+        );
         let retrieval_requests = Family::<[(&'static str, &'static str); 2], Counter>::default();
         registry.register(
             "retrieval_requests",
@@ -229,6 +277,12 @@ impl Metrics {
             hosted_cache_offered_segments,
             hosted_cache_pulls,
             hosted_cache_pull_queue_depth,
+            publisher_ci_served,
+            publisher_ci_generated,
+            publisher_ci_cache_hits,
+            publisher_bytes_hashed,
+            publisher_passthrough,
+            publisher_origin_errors,
             retrieval_requests,
             retrieval_blocks_served,
             retrieval_bytes_served,

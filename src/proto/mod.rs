@@ -7,6 +7,7 @@
 //! unchecked wire count.
 
 pub mod codec;
+pub mod negotiate;
 pub mod pccrc;
 pub mod pccrr;
 pub mod pchc;

@@ -1,0 +1,525 @@
+//! The publisher role (HQ side): a reverse proxy in front of a plain HTTP(S)
+//! origin that answers `Accept-Encoding: peerdist` requests with content
+//! information (MS-PCCRC) and passes everything else through unchanged.
+//!
+//! ## One peerdist request
+//! 1. [`negotiate::decide`] on the request headers (method, `Accept-Encoding`,
+//!    `X-P2P-PeerDist[Ex]`, conditionals, `Range`).
+//! 2. A *flight* per (URL, CI version, credentials) collapses concurrent
+//!    requests: the leader sends one GET to the origin — conditional
+//!    (`If-None-Match` / `If-Modified-Since`) when a CI for that URL is cached.
+//!    `304` → the cached CI is still valid (warm path: one small round trip to
+//!    the origin, which stays the authority on freshness and access). `200` →
+//!    the body streams into [`ParallelHasher`] (segments hashed on all
+//!    cores, bounded memory), never held whole; the CI is cached
+//!    under the response's validator (strong `ETag`, else `Last-Modified` +
+//!    length), replacing any entry for an older validator.
+//! 3. Every waiter then answers with the CI (whole, or encoded for its single
+//!    `Range`), or — when the origin's answer does not qualify (small, not 200,
+//!    no validator and large, already encoded) — with the origin's answer: the
+//!    leader's response is handed to one waiter, the others re-request.
+//!
+//! Everything else is streamed to the origin and back with hop-by-hop headers
+//! removed. [`error::PublisherError::to_response`] is the one place that
+//! turns failures into 502 / 504.
+
+pub mod cache;
+pub mod error;
+pub mod origin;
+pub mod secret;
+
+use std::hash::{Hash, Hasher as _};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::PublisherConfig;
+use crate::hashing::ParallelHasher;
+use crate::metrics::Metrics;
+use crate::net::{full, Body};
+use crate::proto::negotiate::{
+    self, ByteRange, CiVersion, Decision, EncodingVersion, IdentityReason, ServerPolicy,
+};
+use crate::proto::pccrc::{server_secret, HashAlgo, ServerSecret};
+
+use cache::{CiCache, CiEntry, Validator};
+use error::PublisherError;
+use origin::OriginClient;
+use secret::{SecretError, SecretKey};
+
+/// (upstream URL, CI version, fingerprint of the caller's credentials).
+type FlightKey = (String, CiVersion, u64);
+type Flight = Shared<BoxFuture<'static, Arc<Outcome>>>;
+
+/// What a flight produced, shared by every request that joined it.
+enum Outcome {
+    /// A CI; `from_cache` when the origin confirmed a cached one (304).
+    Ci {
+        entry: Arc<CiEntry>,
+        from_cache: bool,
+    },
+    /// The origin's answer does not qualify; the response goes to the first
+    /// waiter that can use it as is.
+    Identity {
+        reason: IdentityReason,
+        response: Mutex<Option<Response<Incoming>>>,
+    },
+    /// The origin failed.
+    Failed(PublisherError),
+}
+
+/// Why the publisher could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// The server secret file.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The upstream TLS trust configuration.
+    #[error(transparent)]
+    Tls(#[from] origin::TlsSetupError),
+}
+
+/// The publisher: configuration, origin client, server secrets, CI cache and
+/// in-flight CI computations.
+pub struct Publisher {
+    cfg: PublisherConfig,
+    client: OriginClient,
+    ks_v1: ServerSecret,
+    ks_v2: ServerSecret,
+    cache: CiCache,
+    flights: DashMap<FlightKey, Flight>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("upstream", &self.cfg.upstream)
+            .field("cached", &self.cache.len())
+            .field("in_flight", &self.flights.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// Load (or create) the server secret and build the publisher.
+    pub fn new(cfg: PublisherConfig, metrics: Arc<Metrics>) -> Result<Self, InitError> {
+        let (key, created) = secret::load_or_create(&cfg.secret_file)?;
+        if created {
+            tracing::info!(path = %cfg.secret_file.display(), "generated a new server secret");
+        }
+        Self::with_key(cfg, &key, metrics)
+    }
+
+    /// Build the publisher with a given server secret key.
+    pub fn with_key(
+        cfg: PublisherConfig,
+        key: &SecretKey,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, InitError> {
+        Ok(Publisher {
+            client: origin::client(cfg.connect_timeout, cfg.upstream_ca_file.as_deref())?,
+            ks_v1: server_secret(cfg.hash, key.expose()),
+            ks_v2: server_secret(HashAlgo::Sha512Trunc, key.expose()),
+            cache: CiCache::new(cfg.cache_size),
+            flights: DashMap::new(),
+            metrics,
+            cfg,
+        })
+    }
+
+    /// Serve on `listener` until `shutdown` fires (then drain).
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        crate::net::serve(
+            listener,
+            move |req, peer| self.clone().handle(req, peer),
+            shutdown,
+        )
+        .await
+    }
+
+    /// Answer one request.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let Some(url) = origin::upstream_uri(&self.cfg.upstream, &parts.uri) else {
+            return self.fail(PublisherError::BadTarget);
+        };
+        let policy = ServerPolicy {
+            preferred: self.cfg.content_version,
+        };
+        match negotiate::decide(&parts.method, &parts.headers, policy) {
+            Decision::PeerDist {
+                ci_version,
+                encoding_version,
+                range,
+                ..
+            } => {
+                self.serve_peerdist(parts, body, url, ci_version, encoding_version, range)
+                    .await
+            }
+            Decision::Identity(reason) => {
+                tracing::trace!(%peer, %url, reason = reason.as_str(), "pass through");
+                self.pass_through(parts, body, url).await
+            }
+        }
+    }
+
+    async fn serve_peerdist(
+        self: Arc<Self>,
+        parts: http::request::Parts,
+        body: Incoming,
+        url: Uri,
+        version: CiVersion,
+        encoding: EncodingVersion,
+        range: Option<ByteRange>,
+    ) -> Response<Body> {
+        let key = (url.to_string(), version, credentials(&parts.headers));
+        let flight = self.join_flight(key, url.clone(), &parts.headers);
+        let outcome = flight.await;
+        match &*outcome {
+            Outcome::Ci { entry, from_cache } => {
+                if *from_cache {
+                    self.metrics.publisher_ci_cache_hits.inc();
+                }
+                match self.peerdist_response(entry, encoding, range) {
+                    Ok(Some(resp)) => resp,
+                    // Unsatisfiable range: the origin produces the proper 416.
+                    Ok(None) => self.pass_through(parts, body, url).await,
+                    Err(e) => self.fail(e),
+                }
+            }
+            Outcome::Identity { reason, response } => {
+                tracing::debug!(%url, reason = reason.as_str(), "peerdist request answered with identity");
+                if range.is_none() {
+                    let taken = response.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    if let Some(resp) = taken {
+                        self.metrics.publisher_passthrough.inc();
+                        return origin::relay(resp);
+                    }
+                }
+                self.pass_through(parts, body, url).await
+            }
+            Outcome::Failed(e) => {
+                tracing::warn!(%url, error = %e, kind = e.kind(), "content information request failed");
+                e.to_response()
+            }
+        }
+    }
+
+    /// Join the flight for `key`, or start it.
+    fn join_flight(self: &Arc<Self>, key: FlightKey, url: Uri, headers: &HeaderMap) -> Flight {
+        use dashmap::mapref::entry::Entry;
+        match self.flights.entry(key.clone()) {
+            Entry::Occupied(e) => e.get().clone(),
+            Entry::Vacant(v) => {
+                let this = self.clone();
+                let headers = origin_headers(headers);
+                // A task, not just a shared future: the work finishes (and the
+                // CI is cached) even if every waiting client goes away.
+                let task = tokio::spawn(async move {
+                    let out = this.clone().fetch_ci(url, key.1, headers).await;
+                    this.flights.remove(&key);
+                    Arc::new(out)
+                });
+                let flight = async move {
+                    task.await.unwrap_or_else(|e| {
+                        Arc::new(Outcome::Failed(PublisherError::Hashing(e.to_string())))
+                    })
+                }
+                .boxed()
+                .shared();
+                v.insert(flight.clone());
+                flight
+            }
+        }
+    }
+
+    /// The leader's work: revalidate or fetch, and hash.
+    async fn fetch_ci(
+        self: Arc<Self>,
+        url: Uri,
+        version: CiVersion,
+        headers: HeaderMap,
+    ) -> Outcome {
+        let url_s = url.to_string();
+        let cached = self.cache.get(&url_s, version);
+        let validator = cached.as_ref().and_then(|e| e.validator.as_ref());
+        let resp = match self.origin_get(&url, headers, validator).await {
+            Ok(r) => r,
+            Err(e) => return self.failed(e),
+        };
+        if resp.status() == StatusCode::NOT_MODIFIED {
+            if let Some(entry) = cached {
+                return Outcome::Ci {
+                    entry,
+                    from_cache: true,
+                };
+            }
+        }
+        match self.hash_response(&url_s, version, resp).await {
+            Ok(o) => o,
+            Err(e) => self.failed(e),
+        }
+    }
+
+    fn failed(&self, e: PublisherError) -> Outcome {
+        if e.is_origin() {
+            self.metrics.publisher_origin_errors.inc();
+        }
+        Outcome::Failed(e)
+    }
+
+    /// GET `url` from the origin (conditional on `validator`), within `origin_timeout`.
+    async fn origin_get(
+        &self,
+        url: &Uri,
+        mut headers: HeaderMap,
+        validator: Option<&Validator>,
+    ) -> Result<Response<Incoming>, PublisherError> {
+        match validator {
+            Some(Validator::ETag(tag)) => {
+                headers.insert(header::IF_NONE_MATCH, tag.clone());
+            }
+            Some(Validator::LastModified(lm, _)) => {
+                headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
+            }
+            None => {}
+        }
+        let mut req = Request::new(origin::empty());
+        *req.method_mut() = Method::GET;
+        *req.uri_mut() = url.clone();
+        *req.headers_mut() = headers;
+        self.send(req).await
+    }
+
+    async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, PublisherError> {
+        let url = req.uri().to_string();
+        match tokio::time::timeout(self.cfg.origin_timeout, self.client.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(source)) => Err(PublisherError::Origin { url, source }),
+            Err(_) => Err(PublisherError::OriginTimeout {
+                url,
+                secs: self.cfg.origin_timeout.as_secs(),
+            }),
+        }
+    }
+
+    /// Check the origin's answer and hash its body into a CI.
+    async fn hash_response(
+        &self,
+        url: &str,
+        version: CiVersion,
+        resp: Response<Incoming>,
+    ) -> Result<Outcome, PublisherError> {
+        let identity = |reason, resp| Outcome::Identity {
+            reason,
+            response: Mutex::new(Some(resp)),
+        };
+        let h = resp.headers();
+        if h.get(header::CONTENT_ENCODING)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+        {
+            return Ok(identity(IdentityReason::ContentEncoded, resp));
+        }
+        let len = h
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let etag = h.get(header::ETAG).cloned();
+        let last_modified = h.get(header::LAST_MODIFIED).cloned();
+        let validator = match (&etag, &last_modified, len) {
+            (Some(tag), _, _) if !tag.as_bytes().starts_with(b"W/") => {
+                Some(Validator::ETag(tag.clone()))
+            }
+            (_, Some(lm), Some(len)) => Some(Validator::LastModified(lm.clone(), len)),
+            _ => None,
+        };
+        if let Err(reason) = negotiate::response_eligible(
+            resp.status().as_u16(),
+            validator.is_some(),
+            len,
+            self.cfg.min_size.max(1),
+            self.cfg.max_unvalidated_size,
+        ) {
+            return Ok(identity(reason, resp));
+        }
+        let expected = len.unwrap_or(0);
+        let content_type = h.get(header::CONTENT_TYPE).cloned();
+        let (algo, ks) = match version {
+            CiVersion::V1 => (self.cfg.hash, self.ks_v1),
+            CiVersion::V2 => (HashAlgo::Sha512Trunc, self.ks_v2),
+        };
+        let mut hasher = ParallelHasher::new(version, algo, ks, self.cfg.hash_threads);
+        let mut body = resp.into_body();
+        let mut got: u64 = 0;
+        let body_err = |reason: String| PublisherError::OriginBody {
+            url: url.to_string(),
+            reason,
+        };
+        loop {
+            let frame = match tokio::time::timeout(self.cfg.body_idle_timeout, body.frame()).await {
+                Err(_) => return Err(body_err("stalled".into())),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(body_err(e.to_string())),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if let Ok(data) = frame.into_data() {
+                got += data.len() as u64;
+                if got > expected {
+                    break;
+                }
+                hasher.push(data).await;
+            }
+        }
+        if got != expected {
+            return Err(PublisherError::OriginLength {
+                url: url.to_string(),
+                expected,
+                got,
+            });
+        }
+        let hashes = hasher.finish().await;
+        self.metrics.publisher_bytes_hashed.inc_by(got);
+        self.metrics.publisher_ci_generated.inc();
+        let full = Bytes::from(hashes.encode(None)?);
+        let cacheable = validator.is_some();
+        let entry = Arc::new(CiEntry::new(
+            validator,
+            hashes,
+            full,
+            content_type,
+            etag,
+            last_modified,
+        ));
+        if cacheable {
+            self.cache.insert(url, version, entry.clone());
+        } else {
+            self.cache.remove(url, version);
+        }
+        tracing::debug!(url, version = %version, bytes = got, ci = entry.full.len(), "content information generated");
+        Ok(Outcome::Ci {
+            entry,
+            from_cache: false,
+        })
+    }
+
+    /// The peerdist answer for `entry`; `Ok(None)` when `range` is unsatisfiable.
+    fn peerdist_response(
+        &self,
+        entry: &CiEntry,
+        encoding: EncodingVersion,
+        range: Option<ByteRange>,
+    ) -> Result<Option<Response<Body>>, PublisherError> {
+        let total = entry.entity_len();
+        let ci = match range {
+            None => entry.full.clone(),
+            Some(r) => match r.resolve(total) {
+                None => return Ok(None),
+                Some(r) if r == (0..total) => entry.full.clone(),
+                Some(r) => Bytes::from(entry.hashes.encode(Some(r))?),
+            },
+        };
+        let mut b = Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_ENCODING, negotiate::PEERDIST_TOKEN)
+            .header(header::CONTENT_LENGTH, ci.len())
+            .header(header::ACCEPT_RANGES, "bytes")
+            .header(header::VARY, "Accept-Encoding")
+            .header(
+                negotiate::X_P2P_PEERDIST,
+                negotiate::response_peerdist_value(encoding, total),
+            );
+        for (name, value) in [
+            (header::CONTENT_TYPE, &entry.content_type),
+            (header::ETAG, &entry.etag),
+            (header::LAST_MODIFIED, &entry.last_modified),
+        ] {
+            if let Some(v) = value {
+                b = b.header(name, v);
+            }
+        }
+        self.metrics.publisher_ci_served.inc();
+        Ok(Some(b.body(full(ci)).expect("headers are valid")))
+    }
+
+    /// Stream the request to the origin and the answer back, unchanged but for
+    /// hop-by-hop headers.
+    async fn pass_through(
+        &self,
+        parts: http::request::Parts,
+        body: Incoming,
+        url: Uri,
+    ) -> Response<Body> {
+        self.metrics.publisher_passthrough.inc();
+        let req = origin::forward_request(url, parts, body);
+        match self.send(req).await {
+            Ok(resp) => origin::relay(resp),
+            Err(e) => {
+                self.metrics.publisher_origin_errors.inc();
+                self.fail(e)
+            }
+        }
+    }
+
+    fn fail(&self, e: PublisherError) -> Response<Body> {
+        tracing::warn!(error = %e, kind = e.kind(), "publisher request failed");
+        e.to_response()
+    }
+
+    /// Number of cached content information entries (tests, `/status`).
+    pub fn cached_entries(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+/// Headers for the CI fetch: the client's end-to-end headers minus PeerDist,
+/// range and conditional ones, asking for identity bytes (those are hashed).
+fn origin_headers(client: &HeaderMap) -> HeaderMap {
+    let mut h = client.clone();
+    origin::strip_hop_by_hop(&mut h);
+    for name in [
+        header::HOST,
+        header::ACCEPT_ENCODING,
+        header::RANGE,
+        header::IF_RANGE,
+        header::IF_MATCH,
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_UNMODIFIED_SINCE,
+        header::CONTENT_LENGTH,
+    ] {
+        h.remove(name);
+    }
+    h.remove(negotiate::X_P2P_PEERDIST);
+    h.remove(negotiate::X_P2P_PEERDIST_EX);
+    h.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    h
+}
+
+/// Requests with different credentials never share a flight: the origin
+/// decides access for each of them.
+fn credentials(h: &HeaderMap) -> u64 {
+    let mut s = std::collections::hash_map::DefaultHasher::new();
+    for name in [header::AUTHORIZATION, header::COOKIE] {
+        for v in h.get_all(name) {
+            v.as_bytes().hash(&mut s);
+        }
+    }
+    s.finish()
+}

@@ -1,0 +1,192 @@
+//! The publisher's side toward the origin: an HTTP(S) client, request URL
+//! mapping onto the upstream base, and RFC 9110 hop-by-hop header hygiene.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::net::Body;
+
+/// The client type used toward the origin (http and https).
+pub type OriginClient =
+    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+
+/// Idle pooled origin connections are closed after this long; origins
+/// commonly close theirs at 60–75 s, so staying below avoids reusing a dying one.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
+/// Why the origin client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// The CA file could not be read or holds no usable certificate.
+    #[error("upstream CA file {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Build the origin client (HTTP/1.1; TLS via rustls). `ca_file`: trust only
+/// the CA certificates in that PEM file; `None`: the built-in webpki roots.
+pub fn client(
+    connect_timeout: Duration,
+    ca_file: Option<&Path>,
+) -> Result<OriginClient, TlsSetupError> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match ca_file {
+        None => builder.with_webpki_roots(),
+        Some(path) => builder.with_tls_config(tls_config_with_roots(path)?),
+    };
+    let https = builder.https_or_http().enable_http1().wrap_connector(http);
+    Ok(
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(https),
+    )
+}
+
+fn tls_config_with_roots(path: &Path) -> Result<rustls::ClientConfig, TlsSetupError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let err = |reason: String| TlsSetupError::CaFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| err(e.to_string()))? {
+        let cert = cert.map_err(|e| err(e.to_string()))?;
+        roots.add(cert).map_err(|e| err(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(err("no certificate in the file".into()));
+    }
+    Ok(rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Map a request target onto the upstream base: `base` path prefix + the
+/// request's path and query. `None` if the result is not a valid URI.
+pub fn upstream_uri(base: &Uri, request: &Uri) -> Option<Uri> {
+    let prefix = base.path().trim_end_matches('/');
+    let pq = request.path_and_query().map_or("/", |pq| pq.as_str());
+    let pq = if pq.starts_with('/') {
+        format!("{prefix}{pq}")
+    } else {
+        format!("{prefix}/{pq}")
+    };
+    Uri::builder()
+        .scheme(base.scheme_str()?)
+        .authority(base.authority()?.as_str())
+        .path_and_query(pq)
+        .build()
+        .ok()
+}
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Remove hop-by-hop headers, including every name listed in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    // Proxy credentials are for us, not the origin (there is no proxy auth here,
+    // but never leak them onward either).
+    headers.remove(header::PROXY_AUTHORIZATION);
+}
+
+/// Turn an origin response into one for our client: hop-by-hop headers out,
+/// body streamed through.
+pub fn relay(resp: Response<Incoming>) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, body.map_err(std::io::Error::other).boxed())
+}
+
+/// An empty request body.
+pub fn empty() -> Body {
+    http_body_util::Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Build the origin request for a pass-through: same method, end-to-end
+/// headers and streamed body; `Host` becomes the upstream's.
+pub fn forward_request(
+    upstream: Uri,
+    parts: http::request::Parts,
+    body: Incoming,
+) -> Request<Body> {
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    let mut req = Request::new(body.map_err(std::io::Error::other).boxed());
+    *req.method_mut() = parts.method;
+    *req.uri_mut() = upstream;
+    *req.headers_mut() = headers;
+    req
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_uri_appends_path_and_query_to_prefix() {
+        let base: Uri = "http://127.0.0.1:8000/files".parse().unwrap();
+        let req: Uri = "/a/b.iso?x=1".parse().unwrap();
+        assert_eq!(
+            upstream_uri(&base, &req).unwrap().to_string(),
+            "http://127.0.0.1:8000/files/a/b.iso?x=1"
+        );
+        let base: Uri = "https://origin.example/".parse().unwrap();
+        assert_eq!(
+            upstream_uri(&base, &"/x".parse().unwrap())
+                .unwrap()
+                .to_string(),
+            "https://origin.example/x"
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_connection_listed_names_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, x-private".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-private", "1".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert(header::ETAG, "\"v1\"".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key(header::ETAG));
+    }
+}
