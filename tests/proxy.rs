@@ -773,3 +773,65 @@ async fn corrupt_block_on_disk_is_refetched_and_served_correctly() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn origin_publisher_proxy_chain_costs_wan_once_then_only_content_information() {
+    let origin = Origin::start().await;
+    let data = content(2 * MIB + 333, 30);
+    origin.put(
+        "/pub.bin",
+        Object {
+            data: data.clone(),
+            ci: None,
+        },
+    );
+    let pub_dir = tempfile::tempdir().unwrap();
+    let pub_toml = format!(
+        "[store]\npath = {:?}\n[admin]\nlisten = \"127.0.0.1:0\"\n[publisher]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\nsecret_file = {:?}\n",
+        pub_dir.path().join("store"),
+        origin.addr,
+        pub_dir.path().join("secret")
+    );
+    let publisher = App::start(Config::from_toml(&pub_toml, "publisher").unwrap())
+        .await
+        .unwrap();
+    let pub_addr = publisher.publisher_addr.unwrap();
+    let proxy = Proxy::start(&format!("upstream = \"http://{pub_addr}\"")).await;
+
+    let (status, headers, first) = fetch(proxy.addr(), "/pub.bin").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(first == data, "first download differs");
+    assert!(headers.get(header::CONTENT_ENCODING).is_none());
+    wait_stored(&proxy, data.len()).await;
+    let m = proxy.metrics();
+    let wan_body = metric(&m, "branchcache_proxy_wan_bytes_total{kind=\"body\"}");
+    let wan_ci = metric(
+        &m,
+        "branchcache_proxy_wan_bytes_total{kind=\"content_information\"}",
+    );
+    assert_eq!(wan_body, data.len() as u64, "{m}");
+    assert!(wan_ci > 0 && wan_ci < 4096, "{m}");
+
+    let (status, _, second) = fetch(proxy.addr(), "/pub.bin").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(second == data, "second download differs");
+    let m = proxy.metrics();
+    assert_eq!(
+        metric(&m, "branchcache_proxy_wan_bytes_total{kind=\"body\"}"),
+        wan_body,
+        "second download fetched body bytes: {m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "branchcache_proxy_wan_bytes_total{kind=\"content_information\"}"
+        ),
+        2 * wan_ci
+    );
+    assert_eq!(
+        metric(&m, "branchcache_proxy_requests_total{outcome=\"hit\"}"),
+        1,
+        "{m}"
+    );
+    publisher.shutdown().await;
+}
