@@ -98,6 +98,25 @@ struct Origin {
 
 impl Origin {
     async fn start() -> Origin {
+        Origin::start_with(None).await
+    }
+
+    /// The same origin behind TLS with a self-signed certificate for
+    /// 127.0.0.1; returns the certificate PEM.
+    async fn start_tls() -> (Origin, String) {
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let pem = ck.cert.pem();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
+        let cfg = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![ck.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        (Origin::start_with(Some(acceptor)).await, pem)
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(OriginState::default());
@@ -108,14 +127,25 @@ impl Origin {
                     return;
                 };
                 let st = st.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let st = st.clone();
                         async move { Ok::<_, Infallible>(origin_handle(st, req).await) }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
                 });
             }
         });
@@ -834,4 +864,29 @@ async fn origin_publisher_proxy_chain_costs_wan_once_then_only_content_informati
         "{m}"
     );
     publisher.shutdown().await;
+}
+
+#[tokio::test]
+async fn https_upstream_is_trusted_through_extra_ca_file_only() {
+    let (origin, pem) = Origin::start_tls().await;
+    let data = content(400_000, 31);
+    origin.put("/tls", Object::peerdist(data.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+
+    let proxy = Proxy::start(&format!(
+        "upstream = \"https://{}\"\nextra_ca_file = {:?}",
+        origin.addr, ca
+    ))
+    .await;
+    let (status, _, body) = fetch(proxy.addr(), "/tls").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == data);
+    assert_eq!(origin.body_bytes(), data.len() as u64);
+
+    // Without the extra CA the self-signed origin is refused: 502, no bytes.
+    let untrusted = Proxy::start(&format!("upstream = \"https://{}\"", origin.addr)).await;
+    let (status, _, _) = fetch(untrusted.addr(), "/tls").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
 }
