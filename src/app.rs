@@ -99,10 +99,8 @@ impl App {
                 addr: pc.listen,
                 source,
             })?);
-            // TODO(store): the persistent store plugs in here once `store` lands.
-            let store: Arc<dyn crate::fetch::BlockStore> = Arc::new(crate::fetch::NoStore);
             let planner = crate::fetch::Planner::new(
-                store,
+                Arc::new(store.clone()),
                 Vec::new(),
                 crate::fetch::PlannerOptions {
                     origin_parallelism: pc.origin_parallelism as usize,

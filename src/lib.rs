@@ -13,6 +13,8 @@
 //! - [`app`]: binds listeners, spawns roles, graceful shutdown.
 //! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`, `/status`.
 //! - [`net`]: the shared hyper serving loop.
+//! - [`proxy`]: the branch proxy (hyper service, pass-through, response assembly).
+//! - [`fetch`]: the per-segment planner: store → sources → origin ranges, verified.
 //! - [`publisher`]: HQ role — content information for a plain origin.
 //! - [`store`]: the persistent, verified block store keyed by segment id.
 //! - [`retrieval`]: MS-PCCRR server handler and peer client.
@@ -21,8 +23,6 @@
 //! - [`inspect`]: renders content information for `branchcache inspect`.
 //! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
 //! - [`discovery`]: MS-PCCRD UDP driver around `proto::pccrd`.
-//! - [`proxy`]: the branch proxy (hyper service, pass-through, response assembly).
-//! - [`fetch`]: the per-segment planner: store → sources → origin ranges, verified.
 //!
 //! ## Data flow (branch proxy)
 //! client → proxy → origin with `Accept-Encoding: peerdist` → content

@@ -98,6 +98,25 @@ struct Origin {
 
 impl Origin {
     async fn start() -> Origin {
+        Origin::start_with(None).await
+    }
+
+    /// The same origin behind TLS with a self-signed certificate for
+    /// 127.0.0.1; returns the certificate PEM.
+    async fn start_tls() -> (Origin, String) {
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let pem = ck.cert.pem();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
+        let cfg = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![ck.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        (Origin::start_with(Some(acceptor)).await, pem)
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(OriginState::default());
@@ -108,14 +127,25 @@ impl Origin {
                     return;
                 };
                 let st = st.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let st = st.clone();
                         async move { Ok::<_, Infallible>(origin_handle(st, req).await) }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
                 });
             }
         });
@@ -227,7 +257,11 @@ struct Proxy {
 
 impl Proxy {
     async fn start(extra: &str) -> Proxy {
-        let dir = tempfile::tempdir().unwrap();
+        Proxy::start_in(tempfile::tempdir().unwrap(), extra).await
+    }
+
+    /// A proxy whose store lives in `dir` (reuse it to restart with a warm store).
+    async fn start_in(dir: tempfile::TempDir, extra: &str) -> Proxy {
         let toml = format!(
             "[store]\npath = {:?}\n[admin]\nlisten = \"127.0.0.1:0\"\n[proxy]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
             dir.path().join("store")
@@ -235,6 +269,12 @@ impl Proxy {
         let config = Config::from_toml(&toml, "test").unwrap();
         let app = App::start(config).await.unwrap();
         Proxy { app, _dir: dir }
+    }
+
+    /// Stop the daemon and hand back its store directory.
+    async fn stop(self) -> tempfile::TempDir {
+        self.app.shutdown().await;
+        self._dir
     }
 
     async fn reverse(origin: &Origin) -> Proxy {
@@ -654,4 +694,199 @@ async fn concurrent_cold_clients_cause_one_wan_copy() {
         assert!(body == data);
     }
     assert_eq!(origin.body_bytes(), data.len() as u64);
+}
+
+/// Wait until the store holds every block of `len` bytes (writes land
+/// asynchronously, after the client got its bytes).
+async fn wait_stored(proxy: &Proxy, len: usize) {
+    let want = len.div_ceil(65_536) as u64;
+    for _ in 0..500 {
+        if proxy.app.store.stats().blocks >= want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("store never reached {want} blocks");
+}
+
+#[tokio::test]
+async fn second_download_costs_only_the_content_information() {
+    let origin = Origin::start().await;
+    let data = content(3 * MIB + 4321, 20);
+    origin.put("/warm", Object::peerdist(data.clone()));
+    let proxy = Proxy::reverse(&origin).await;
+    let (_, _, first) = fetch(proxy.addr(), "/warm").await;
+    assert!(first == data);
+    wait_stored(&proxy, data.len()).await;
+    let body_after_first = origin.body_bytes();
+    let ci_after_first = origin.ci_bytes();
+    assert_eq!(body_after_first, data.len() as u64);
+
+    let (status, _, second) = fetch(proxy.addr(), "/warm").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(second == data);
+    assert_eq!(
+        origin.body_bytes(),
+        body_after_first,
+        "second download hit the WAN"
+    );
+    assert_eq!(origin.ci_bytes(), 2 * ci_after_first);
+    let m = proxy.metrics();
+    assert_eq!(
+        metric(&m, "branchcache_proxy_requests_total{outcome=\"hit\"}"),
+        1,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "branchcache_proxy_served_bytes_total{source=\"store\"}"),
+        data.len() as u64
+    );
+}
+
+#[tokio::test]
+async fn restart_keeps_the_store_warm() {
+    let origin = Origin::start().await;
+    let data = content(MIB + 99, 21);
+    origin.put("/keep", Object::peerdist(data.clone()));
+    let proxy = Proxy::reverse(&origin).await;
+    let (_, _, first) = fetch(proxy.addr(), "/keep").await;
+    assert!(first == data);
+    wait_stored(&proxy, data.len()).await;
+    let dir = proxy.stop().await;
+
+    let proxy = Proxy::start_in(dir, &format!("upstream = \"http://{}\"", origin.addr)).await;
+    let (status, _, again) = fetch(proxy.addr(), "/keep").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(again == data);
+    assert_eq!(
+        origin.body_bytes(),
+        data.len() as u64,
+        "restart lost the cache"
+    );
+}
+
+#[tokio::test]
+async fn corrupt_block_on_disk_is_refetched_and_served_correctly() {
+    let origin = Origin::start().await;
+    let data = content(5 * 65_536 + 10, 22);
+    origin.put("/rot", Object::peerdist(data.clone()));
+    let proxy = Proxy::reverse(&origin).await;
+    let (_, _, first) = fetch(proxy.addr(), "/rot").await;
+    assert!(first == data);
+    wait_stored(&proxy, data.len()).await;
+
+    // Flip one byte of block 2 in the segment's data file.
+    let data_dir = proxy._dir.path().join("store").join("data");
+    let seg_file = std::fs::read_dir(&data_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .unwrap();
+    let mut bytes = std::fs::read(&seg_file).unwrap();
+    bytes[2 * 65_536 + 17] ^= 0xFF;
+    std::fs::write(&seg_file, &bytes).unwrap();
+
+    let (status, _, second) = fetch(proxy.addr(), "/rot").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(second == data, "served corrupt bytes");
+    // Exactly the corrupt block came over the WAN again.
+    assert_eq!(origin.body_bytes(), data.len() as u64 + 65_536);
+    let m = proxy.metrics();
+    assert_eq!(
+        metric(&m, "branchcache_proxy_requests_total{outcome=\"partial\"}"),
+        1,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "branchcache_store_verify_failures_total"),
+        1,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn origin_publisher_proxy_chain_costs_wan_once_then_only_content_information() {
+    let origin = Origin::start().await;
+    let data = content(2 * MIB + 333, 30);
+    origin.put(
+        "/pub.bin",
+        Object {
+            data: data.clone(),
+            ci: None,
+        },
+    );
+    let pub_dir = tempfile::tempdir().unwrap();
+    let pub_toml = format!(
+        "[store]\npath = {:?}\n[admin]\nlisten = \"127.0.0.1:0\"\n[publisher]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\nsecret_file = {:?}\n",
+        pub_dir.path().join("store"),
+        origin.addr,
+        pub_dir.path().join("secret")
+    );
+    let publisher = App::start(Config::from_toml(&pub_toml, "publisher").unwrap())
+        .await
+        .unwrap();
+    let pub_addr = publisher.publisher_addr.unwrap();
+    let proxy = Proxy::start(&format!("upstream = \"http://{pub_addr}\"")).await;
+
+    let (status, headers, first) = fetch(proxy.addr(), "/pub.bin").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(first == data, "first download differs");
+    assert!(headers.get(header::CONTENT_ENCODING).is_none());
+    wait_stored(&proxy, data.len()).await;
+    let m = proxy.metrics();
+    let wan_body = metric(&m, "branchcache_proxy_wan_bytes_total{kind=\"body\"}");
+    let wan_ci = metric(
+        &m,
+        "branchcache_proxy_wan_bytes_total{kind=\"content_information\"}",
+    );
+    assert_eq!(wan_body, data.len() as u64, "{m}");
+    assert!(wan_ci > 0 && wan_ci < 4096, "{m}");
+
+    let (status, _, second) = fetch(proxy.addr(), "/pub.bin").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(second == data, "second download differs");
+    let m = proxy.metrics();
+    assert_eq!(
+        metric(&m, "branchcache_proxy_wan_bytes_total{kind=\"body\"}"),
+        wan_body,
+        "second download fetched body bytes: {m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "branchcache_proxy_wan_bytes_total{kind=\"content_information\"}"
+        ),
+        2 * wan_ci
+    );
+    assert_eq!(
+        metric(&m, "branchcache_proxy_requests_total{outcome=\"hit\"}"),
+        1,
+        "{m}"
+    );
+    publisher.shutdown().await;
+}
+
+#[tokio::test]
+async fn https_upstream_is_trusted_through_extra_ca_file_only() {
+    let (origin, pem) = Origin::start_tls().await;
+    let data = content(400_000, 31);
+    origin.put("/tls", Object::peerdist(data.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+
+    let proxy = Proxy::start(&format!(
+        "upstream = \"https://{}\"\nextra_ca_file = {:?}",
+        origin.addr, ca
+    ))
+    .await;
+    let (status, _, body) = fetch(proxy.addr(), "/tls").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == data);
+    assert_eq!(origin.body_bytes(), data.len() as u64);
+
+    // Without the extra CA the self-signed origin is refused: 502, no bytes.
+    let untrusted = Proxy::start(&format!("upstream = \"https://{}\"", origin.addr)).await;
+    let (status, _, _) = fetch(untrusted.addr(), "/tls").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
 }

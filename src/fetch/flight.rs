@@ -99,7 +99,7 @@ impl FetchError {
         }
     }
 
-    /// True when the origin is to blame (the client should see 502/504).
+    /// True when a source timed out (the client should see 504).
     pub fn is_timeout(&self) -> bool {
         matches!(
             self,

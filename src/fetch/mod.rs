@@ -14,6 +14,7 @@
 
 mod flight;
 pub mod origin;
+mod store;
 
 use std::ops::Range;
 use std::sync::Arc;
