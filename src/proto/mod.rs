@@ -1,6 +1,6 @@
 //! The pure protocol core: wire formats, cryptography and state machines.
 //!
-//! Nothing in here touches tokio, sockets, the filesystem, a clock or a random
+//! Nothing in here touches the async runtime, sockets, the filesystem, a clock or a random
 //! number generator: time, secrets and randomness are parameters. A CI check
 //! (`.ci/check-pure-core`) enforces it. Every parser is total: `&[u8]` in,
 //! `Result<_, DecodeError>` out, no panics, no allocation sized by an
