@@ -6,9 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use branchcache::proto::pccrc::{
-    segment_id, segment_secret, server_secret, Digest, HashAlgo, SegmentId, BLOCK_SIZE,
-};
+use branchcache::proto::pccrc::{server_secret, HashAlgo, SegmentId, BLOCK_SIZE};
 use branchcache::store::{SegmentMeta, Store};
 use bytes::Bytes;
 
@@ -29,25 +27,8 @@ fn segment(n: u64) -> (SegmentId, SegmentMeta, Vec<u8>) {
         data.extend_from_slice(&x.to_le_bytes());
     }
     let algo = HashAlgo::Sha256;
-    let block_hashes: Vec<Digest> = data
-        .chunks(BLOCK_SIZE as usize)
-        .map(|b| algo.hash(b))
-        .collect();
-    let cat: Vec<u8> = block_hashes
-        .iter()
-        .flat_map(|h| h.as_bytes().to_vec())
-        .collect();
-    let hod = algo.hash(&cat);
-    let kp = segment_secret(algo, &server_secret(algo, b"bench"), &hod);
-    let meta = SegmentMeta {
-        algo,
-        size: data.len() as u32,
-        block_size: BLOCK_SIZE,
-        hash_of_data: hod,
-        secret: kp,
-        block_hashes,
-    };
-    (segment_id(algo, &kp, &hod), meta, data)
+    let (id, meta) = SegmentMeta::hash_v1(algo, &server_secret(algo, b"bench"), &data);
+    (id, meta, data)
 }
 
 fn line(what: &str, ops: u64, bytes: u64, took: Duration) {

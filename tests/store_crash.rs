@@ -14,9 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use branchcache::proto::pccrc::{
-    segment_id, segment_secret, server_secret, Digest, HashAlgo, SegmentId, BLOCK_SIZE,
-};
+use branchcache::proto::pccrc::{server_secret, HashAlgo, SegmentId};
 use branchcache::store::{SegmentMeta, Store};
 use bytes::Bytes;
 
@@ -54,25 +52,7 @@ fn segment_data(n: u64) -> Vec<u8> {
 
 fn segment(data: &[u8]) -> (SegmentId, SegmentMeta) {
     let algo = HashAlgo::Sha256;
-    let block_hashes: Vec<Digest> = data
-        .chunks(BLOCK_SIZE as usize)
-        .map(|b| algo.hash(b))
-        .collect();
-    let cat: Vec<u8> = block_hashes
-        .iter()
-        .flat_map(|h| h.as_bytes().to_vec())
-        .collect();
-    let hod = algo.hash(&cat);
-    let kp = segment_secret(algo, &server_secret(algo, b"crash test"), &hod);
-    let meta = SegmentMeta {
-        algo,
-        size: data.len() as u32,
-        block_size: BLOCK_SIZE,
-        hash_of_data: hod,
-        secret: kp,
-        block_hashes,
-    };
-    (segment_id(algo, &kp, &hod), meta)
+    SegmentMeta::hash_v1(algo, &server_secret(algo, b"crash test"), data)
 }
 
 fn block_of(data: &[u8], meta: &SegmentMeta, index: u32) -> Bytes {

@@ -222,33 +222,38 @@ fn algo_from_code(c: u8) -> Option<HashAlgo> {
     })
 }
 
+impl SegmentMeta {
+    /// Hash a whole v1 segment's bytes with the builder ([`crate::proto::pccrc::hash_segment`])
+    /// and return its id and metadata, ready for [`crate::store::Store::put_meta`].
+    pub fn hash_v1(
+        algo: HashAlgo,
+        ks: &crate::proto::pccrc::ServerSecret,
+        data: &[u8],
+    ) -> (SegmentId, SegmentMeta) {
+        let h =
+            crate::proto::pccrc::hash_segment(crate::proto::pccrc::Version::V1, algo, ks, 0, data);
+        let id = h.id(algo);
+        let meta = SegmentMeta {
+            algo,
+            size: h.size,
+            block_size: crate::proto::pccrc::BLOCK_SIZE,
+            hash_of_data: h.hash_of_data,
+            secret: h.secret,
+            block_hashes: h.block_hashes,
+        };
+        (id, meta)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::proto::pccrc::{segment_secret, server_secret, BLOCK_SIZE};
+    use crate::proto::pccrc::{segment_secret, server_secret};
 
     /// A valid v1 (SHA-256) segment of `data` and its id.
     pub(crate) fn v1_segment(data: &[u8]) -> (SegmentId, SegmentMeta) {
         let algo = HashAlgo::Sha256;
-        let block_hashes: Vec<Digest> = data
-            .chunks(BLOCK_SIZE as usize)
-            .map(|b| algo.hash(b))
-            .collect();
-        let cat: Vec<u8> = block_hashes
-            .iter()
-            .flat_map(|h| h.as_bytes().to_vec())
-            .collect();
-        let hod = algo.hash(&cat);
-        let kp = segment_secret(algo, &server_secret(algo, b"test key"), &hod);
-        let meta = SegmentMeta {
-            algo,
-            size: data.len() as u32,
-            block_size: BLOCK_SIZE,
-            hash_of_data: hod,
-            secret: kp,
-            block_hashes,
-        };
-        (segment_id(algo, &kp, &hod), meta)
+        SegmentMeta::hash_v1(algo, &server_secret(algo, b"test key"), data)
     }
 
     /// A valid v2 segment of `data` and its id.
