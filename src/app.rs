@@ -38,6 +38,12 @@ pub enum StartError {
     /// The publisher could not start (server secret file, upstream TLS trust).
     #[error("publisher: {0}")]
     Publisher(#[from] crate::publisher::InitError),
+    /// The hosted cache could not start (TLS files, replay store, listeners).
+    #[error("hosted cache: {0}")]
+    HostedCache(String),
+    /// The upstream hosted cache's TLS trust could not be loaded.
+    #[error("upstream_hosted_cache: {0}")]
+    UpstreamHostedCache(#[from] crate::hosted_cache::tls::TlsError),
     /// The store could not be opened.
     #[error("cannot open store {path}: {source}")]
     StoreDir {
@@ -59,6 +65,10 @@ pub struct App {
     pub peer_addr: Option<SocketAddr>,
     /// Where the publisher listens, when `[publisher]` is configured.
     pub publisher_addr: Option<SocketAddr>,
+    /// The hosted cache's HTTP (PCHC v2 + PCCRR) listener, when configured.
+    pub hosted_cache_http_addr: Option<SocketAddr>,
+    /// The hosted cache's HTTPS (PCHC v1) listener, when configured.
+    pub hosted_cache_https_addr: Option<SocketAddr>,
     /// Shared metrics.
     pub metrics: Arc<Metrics>,
     /// The block store shared by every role (clone it freely).
@@ -91,34 +101,6 @@ impl App {
             })?;
         let mut roles = vec!["admin"];
 
-        let mut proxy_addr = None;
-        if let Some(pc) = &config.proxy {
-            let listener = bind("proxy", pc.listen).await?;
-            proxy_addr = Some(listener.local_addr().map_err(|source| StartError::Bind {
-                what: "proxy",
-                addr: pc.listen,
-                source,
-            })?);
-            let planner = crate::fetch::Planner::new(
-                Arc::new(store.clone()),
-                Vec::new(),
-                crate::fetch::PlannerOptions {
-                    origin_parallelism: pc.origin_parallelism as usize,
-                },
-                metrics.clone(),
-            );
-            let proxy = crate::proxy::Proxy::new(pc, planner, metrics.clone())?;
-            tasks.spawn(crate::net::serve(
-                listener,
-                move |req, peer| {
-                    let proxy = proxy.clone();
-                    async move { proxy.handle(req, peer).await }
-                },
-                shutdown.child_token(),
-            ));
-            roles.push("proxy");
-        }
-
         let mut peer_addr = None;
         if let Some(pc) = &config.peer {
             let listener = bind("peer", pc.listen).await?;
@@ -148,6 +130,66 @@ impl App {
             roles.push("peer");
         }
 
+        let mut proxy_addr = None;
+        if let Some(pc) = &config.proxy {
+            let listener = bind("proxy", pc.listen).await?;
+            proxy_addr = Some(listener.local_addr().map_err(|source| StartError::Bind {
+                what: "proxy",
+                addr: pc.listen,
+                source,
+            })?);
+            let sources = block_sources(&config, &metrics);
+            let planner = crate::fetch::Planner::new(
+                Arc::new(store.clone()),
+                sources,
+                crate::fetch::PlannerOptions {
+                    origin_parallelism: pc.origin_parallelism as usize,
+                },
+                metrics.clone(),
+            );
+            if let (Some(up), Some(peer)) = (&config.upstream_hosted_cache, peer_addr) {
+                if up.offer {
+                    let tls = if up.version == 1 {
+                        Some(crate::hosted_cache::tls::client_config(
+                            up.ca_file.as_deref(),
+                        )?)
+                    } else {
+                        None
+                    };
+                    let server_name = rustls::pki_types::ServerName::try_from(
+                        up.server_name.clone(),
+                    )
+                    .map_err(|e| StartError::HostedCache(format!("upstream server_name: {e}")))?;
+                    let (offerer, task) = crate::hosted_cache::Offerer::start(
+                        crate::hosted_cache::OffererConfig {
+                            version: up.version,
+                            http_addr: up.address,
+                            https_addr: up.https_address,
+                            server_name,
+                            pccrr_port: peer.port(),
+                        },
+                        crate::hosted_cache::OfferClient::new(tls),
+                        metrics.clone(),
+                        shutdown.child_token(),
+                    );
+                    planner.set_observer(Arc::new(offerer));
+                    tasks.spawn(async move {
+                        let _ = task.await;
+                    });
+                }
+            }
+            let proxy = crate::proxy::Proxy::new(pc, planner, metrics.clone())?;
+            tasks.spawn(crate::net::serve(
+                listener,
+                move |req, peer| {
+                    let proxy = proxy.clone();
+                    async move { proxy.handle(req, peer).await }
+                },
+                shutdown.child_token(),
+            ));
+            roles.push("proxy");
+        }
+
         let mut publisher_addr = None;
         if let Some(pcfg) = config.publisher.clone() {
             let listener = bind("publisher", pcfg.listen).await?;
@@ -161,6 +203,17 @@ impl App {
             tracing::info!(publisher = %addr, "publisher listening");
             publisher_addr = Some(addr);
             roles.push("publisher");
+        }
+
+        let mut hosted_cache_http_addr = None;
+        let mut hosted_cache_https_addr = None;
+        if let Some(hc) = &config.hosted_cache {
+            let server = start_hosted_cache(hc, &config, &store, &metrics, &shutdown).await?;
+            hosted_cache_http_addr = server.http_addr();
+            hosted_cache_https_addr = server.https_addr();
+            tracing::info!(http = ?hosted_cache_http_addr, https = ?hosted_cache_https_addr, "hosted cache listening");
+            tasks.spawn(server.join());
+            roles.push("hosted_cache");
         }
 
         let state = Arc::new(AdminState {
@@ -188,6 +241,8 @@ impl App {
             proxy_addr,
             peer_addr,
             publisher_addr,
+            hosted_cache_http_addr,
+            hosted_cache_https_addr,
             metrics,
             store,
             shutdown,
@@ -219,6 +274,118 @@ impl App {
         self.wait().await;
     }
 }
+
+/// The planner's sources before the origin, in order: the upstream hosted
+/// cache, then fixed peers (`[proxy] peers`).
+fn block_sources(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Vec<Arc<dyn crate::fetch::BlockSource>> {
+    use crate::fetch::SourceKind;
+    use crate::retrieval::{ClientConfig, PeerClient, PeerSource, StaticPeers};
+    let mut sources: Vec<Arc<dyn crate::fetch::BlockSource>> = Vec::new();
+    let client = PeerClient::new(ClientConfig::default(), Some(metrics.clone()));
+    if let Some(up) = &config.upstream_hosted_cache {
+        sources.push(Arc::new(PeerSource::new(
+            SourceKind::HostedCache,
+            Arc::new(StaticPeers(vec![up.address])),
+            client.clone(),
+        )));
+    }
+    if let Some(pc) = &config.proxy {
+        if !pc.peers.is_empty() {
+            sources.push(Arc::new(PeerSource::new(
+                SourceKind::Peer,
+                Arc::new(StaticPeers(pc.peers.clone())),
+                client,
+            )));
+        }
+    }
+    sources
+}
+
+/// Open the replay store, load TLS, and bind the hosted cache's listeners
+/// (PCHC v2 + PCCRR over HTTP, PCHC v1 over HTTPS).
+async fn start_hosted_cache(
+    hc: &crate::config::HostedCacheConfig,
+    config: &Config,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+) -> Result<crate::hosted_cache::HostedCacheServer, StartError> {
+    use crate::hosted_cache::{
+        CacheHoldings, HostedCacheOptions, HostedCacheServer, RateLimit, ReplayStore, StorePuller,
+    };
+    let replay_dir = config.store.path.join(REPLAY_DIR);
+    let replay = ReplayStore::open(&replay_dir, hc.replay_max_size)
+        .await
+        .map_err(|e| StartError::HostedCache(e.to_string()))?;
+    let holdings = Arc::new(CacheHoldings {
+        store: store.clone(),
+        replay: replay.clone(),
+    });
+    let https = match &hc.https {
+        Some(t) => Some((
+            t.listen,
+            crate::hosted_cache::tls::server_config(&t.cert, &t.key)
+                .map_err(|e| StartError::HostedCache(e.to_string()))?,
+        )),
+        None => None,
+    };
+    let retrieval = crate::retrieval::RetrievalServer::new(
+        holdings.clone(),
+        crate::retrieval::ServerConfig {
+            crypto: hc.crypto,
+            max_active_per_client: hc.max_active_per_client,
+            ..Default::default()
+        },
+        metrics.clone(),
+    );
+    let puller = Arc::new(
+        StorePuller::new(
+            crate::retrieval::PeerClient::new(
+                crate::retrieval::ClientConfig {
+                    request_timeout: PULL_REQUEST_TIMEOUT,
+                    ..Default::default()
+                },
+                Some(metrics.clone()),
+            ),
+            store.clone(),
+        )
+        .with_replay(replay),
+    );
+    let options = HostedCacheOptions {
+        listen_http: hc.listen_http,
+        listen_https: https,
+        queue_capacity: hc.queue_capacity,
+        max_concurrent_pulls: hc.max_concurrent_pulls,
+        rate_limit: RateLimit {
+            per_second: hc.offer_rate,
+            burst: hc.offer_burst,
+        },
+        retrieval: Some(retrieval),
+    };
+    let bound_addr = hc.listen_http.or(hc.https.as_ref().map(|t| t.listen));
+    HostedCacheServer::bind(
+        options,
+        holdings,
+        puller,
+        metrics.clone(),
+        shutdown.child_token(),
+    )
+    .await
+    .map_err(|source| StartError::Bind {
+        what: "hosted_cache",
+        addr: bound_addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+        source,
+    })
+}
+
+/// Directory of the hosted cache's v2 replay store, inside `[store] path`.
+pub const REPLAY_DIR: &str = "replay";
+/// Per-block timeout of the hosted cache's pulls: longer than a peer fetch
+/// (2 s), since the offering client may be busy serving its own download.
+const PULL_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How often the store's lazily kept state (LRU order) is persisted when
 /// there are no writes to carry it: bounds what a crash forgets.

@@ -74,9 +74,9 @@ pub struct FileConfig {
     /// `[peer]`
     pub peer: Option<FilePeer>,
     /// `[hosted_cache]`
-    pub hosted_cache: Option<toml::Table>,
+    pub hosted_cache: Option<FileHostedCache>,
     /// `[upstream_hosted_cache]`
-    pub upstream_hosted_cache: Option<toml::Table>,
+    pub upstream_hosted_cache: Option<FileUpstreamHostedCache>,
     /// `[log]`
     pub log: Option<FileLog>,
 }
@@ -121,6 +121,59 @@ pub struct FileProxy {
     pub max_content_info: Option<String>,
     /// Concurrent origin range requests across all clients.
     pub origin_parallelism: Option<u32>,
+    /// Fixed MS-PCCRR peers (`"ip:port"`) asked for blocks before the origin
+    /// (after the upstream hosted cache).
+    pub peers: Option<Vec<String>>,
+}
+
+/// `[hosted_cache]` as written: the MS-PCHC server plus MS-PCCRR on `listen_http`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHostedCache {
+    /// `false` switches the role off while keeping the section.
+    pub enabled: Option<bool>,
+    /// PCHC v2 + PCCRR over HTTP, default `0.0.0.0:80`; `""` disables it.
+    pub listen_http: Option<String>,
+    /// PCHC v1 over HTTPS, default `0.0.0.0:443` when a certificate is given.
+    pub listen_https: Option<String>,
+    /// PEM certificate chain for the HTTPS listener.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for the HTTPS listener.
+    pub tls_key: Option<PathBuf>,
+    /// Pulls waiting to start (default 1024).
+    pub queue_capacity: Option<usize>,
+    /// Pulls running at once (default 16).
+    pub max_concurrent_pulls: Option<usize>,
+    /// Sustained offers per second per client IP (default 20).
+    pub offer_rate: Option<f64>,
+    /// Offer burst per client IP (default 200).
+    pub offer_burst: Option<f64>,
+    /// Concurrent PCCRR requests per client before answers turn empty (default 1024, as Windows).
+    pub max_active_per_client: Option<u32>,
+    /// Block cipher for PCCRR answers of v1 (decryptable) segments: "aes128" (default), "aes192", "aes256".
+    pub crypto: Option<String>,
+    /// Bound on the v2 block replay store (encrypted blocks kept as received), e.g. "10 GiB".
+    pub replay_max_size: Option<String>,
+}
+
+/// `[upstream_hosted_cache]` as written: the hosted cache this proxy offers
+/// to and fetches from.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstreamHostedCache {
+    /// `"ip:port"` of its HTTP listener (PCCRR, and PCHC v2 offers).
+    pub address: Option<String>,
+    /// PCHC version for offers: 1 (HTTPS) or 2 (HTTP, default).
+    pub version: Option<u8>,
+    /// `"ip:port"` of its HTTPS listener for v1 offers (default: address's IP, port 443).
+    pub https_address: Option<String>,
+    /// TLS server name to verify for v1 (default: the address's IP).
+    pub server_name: Option<String>,
+    /// PEM CA certificates trusted for v1 (default: the built-in public roots).
+    pub ca_file: Option<PathBuf>,
+    /// Offer segments fetched from the origin (default: true when `[peer]` runs,
+    /// since the hosted cache pulls them from this host's PCCRR listener).
+    pub offer: Option<bool>,
 }
 
 /// `[peer]` as written: the MS-PCCRR server (and, once it lands, discovery).
@@ -201,7 +254,71 @@ pub struct Config {
     pub proxy: Option<ProxyConfig>,
     /// The peer role (PCCRR server), when configured.
     pub peer: Option<PeerConfig>,
+    /// The hosted cache role (PCHC + PCCRR), when configured.
+    pub hosted_cache: Option<HostedCacheConfig>,
+    /// The hosted cache the proxy uses, when configured.
+    pub upstream_hosted_cache: Option<UpstreamHostedCacheConfig>,
 }
+
+/// Validated `[hosted_cache]`.
+#[derive(Debug, Clone)]
+pub struct HostedCacheConfig {
+    /// PCHC v2 + PCCRR listener.
+    pub listen_http: Option<SocketAddr>,
+    /// PCHC v1 listener with its certificate and key files.
+    pub https: Option<HostedCacheTls>,
+    /// Pulls waiting to start.
+    pub queue_capacity: usize,
+    /// Pulls running at once.
+    pub max_concurrent_pulls: usize,
+    /// Sustained offers per second per client IP.
+    pub offer_rate: f64,
+    /// Offer burst per client IP.
+    pub offer_burst: f64,
+    /// PCCRR per-client concurrency limit.
+    pub max_active_per_client: usize,
+    /// Cipher for PCCRR answers of segments whose Kp is known.
+    pub crypto: crate::proto::pccrr::CryptoAlgoId,
+    /// Bound on the v2 replay store, bytes.
+    pub replay_max_size: u64,
+}
+
+/// The hosted cache's HTTPS listener.
+#[derive(Debug, Clone)]
+pub struct HostedCacheTls {
+    /// Listener address.
+    pub listen: SocketAddr,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Validated `[upstream_hosted_cache]`.
+#[derive(Debug, Clone)]
+pub struct UpstreamHostedCacheConfig {
+    /// HTTP listener: PCCRR and PCHC v2.
+    pub address: SocketAddr,
+    /// PCHC version used for offers.
+    pub version: u8,
+    /// HTTPS listener for v1 offers.
+    pub https_address: SocketAddr,
+    /// TLS name verified for v1.
+    pub server_name: String,
+    /// Trusted CA file for v1; `None`: built-in public roots.
+    pub ca_file: Option<PathBuf>,
+    /// Whether fetched segments are offered.
+    pub offer: bool,
+}
+
+/// Default PCHC v2 / PCCRR listener of the hosted cache (Windows' port 80).
+pub const DEFAULT_HOSTED_CACHE_HTTP: &str = "0.0.0.0:80";
+/// Default PCHC v1 listener of the hosted cache (Windows' port 443).
+pub const DEFAULT_HOSTED_CACHE_HTTPS: &str = "0.0.0.0:443";
+/// Default per-client PCCRR concurrency on a hosted cache (Windows: 1024).
+pub const DEFAULT_HOSTED_CACHE_ACTIVE_PER_CLIENT: usize = 1024;
+/// Default bound of the v2 replay store.
+pub const DEFAULT_REPLAY_MAX_SIZE: u64 = 10 * 1024 * 1024 * 1024;
 
 /// Validated `[peer]`.
 #[derive(Debug, Clone)]
@@ -275,6 +392,8 @@ pub struct ProxyConfig {
     pub max_content_info: u64,
     /// Concurrent origin range requests across all clients.
     pub origin_parallelism: u32,
+    /// Fixed MS-PCCRR peers asked before the origin.
+    pub peers: Vec<SocketAddr>,
 }
 
 /// Default proxy listener.
@@ -367,21 +486,6 @@ impl Config {
             key: key.to_string(),
             reason,
         };
-        for (name, present) in [
-            ("hosted_cache", file.hosted_cache.is_some()),
-            (
-                "upstream_hosted_cache",
-                file.upstream_hosted_cache.is_some(),
-            ),
-        ] {
-            if present {
-                return Err(invalid(
-                    name,
-                    format!("the `{name}` role is not available in this build yet"),
-                ));
-            }
-        }
-
         let store = file.store.unwrap_or_default();
         let max_size = match store.max_size {
             Some(s) => parse_size(&s).map_err(|r| invalid("store.max_size", r))?,
@@ -432,6 +536,23 @@ impl Config {
             None => None,
         };
 
+        let hosted_cache = match file.hosted_cache {
+            Some(h) if h.enabled != Some(false) => Some(hosted_cache_config(h, &invalid)?),
+            _ => None,
+        };
+        let upstream_hosted_cache = match file.upstream_hosted_cache {
+            Some(u) => {
+                if proxy.is_none() {
+                    return Err(invalid(
+                        "upstream_hosted_cache",
+                        "needs a [proxy] section: only the proxy uses a hosted cache".into(),
+                    ));
+                }
+                Some(upstream_hosted_cache_config(u, peer.is_some(), &invalid)?)
+            }
+            None => None,
+        };
+
         Ok(Config {
             store,
             admin: AdminConfig { listen },
@@ -439,32 +560,187 @@ impl Config {
             proxy,
             peer,
             publisher,
+            hosted_cache,
+            upstream_hosted_cache,
         })
     }
+}
+
+fn parse_crypto(
+    key: &str,
+    v: Option<&str>,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<crate::proto::pccrr::CryptoAlgoId, ConfigError> {
+    use crate::proto::pccrr::CryptoAlgoId;
+    match v.unwrap_or("aes128") {
+        "aes128" => Ok(CryptoAlgoId::AES_128),
+        "aes192" => Ok(CryptoAlgoId::AES_192),
+        "aes256" => Ok(CryptoAlgoId::AES_256),
+        other => Err(invalid(
+            key,
+            format!("expected \"aes128\", \"aes192\" or \"aes256\", got {other:?}"),
+        )),
+    }
+}
+
+fn hosted_cache_config(
+    h: FileHostedCache,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<HostedCacheConfig, ConfigError> {
+    let addr = |key: &str, v: &str| {
+        v.parse::<SocketAddr>()
+            .map_err(|e| invalid(key, format!("{v:?}: {e}")))
+    };
+    let listen_http = match h.listen_http.as_deref() {
+        Some("") => None,
+        v => Some(addr(
+            "hosted_cache.listen_http",
+            v.unwrap_or(DEFAULT_HOSTED_CACHE_HTTP),
+        )?),
+    };
+    let https = match (h.tls_cert, h.tls_key, h.listen_https.as_deref()) {
+        (_, _, Some("")) | (None, None, None) => None,
+        (Some(cert), Some(key), listen) => Some(HostedCacheTls {
+            listen: addr(
+                "hosted_cache.listen_https",
+                listen.unwrap_or(DEFAULT_HOSTED_CACHE_HTTPS),
+            )?,
+            cert,
+            key,
+        }),
+        (None, _, _) => {
+            return Err(invalid(
+                "hosted_cache.tls_cert",
+                "the HTTPS (PCHC v1) listener needs tls_cert and tls_key (`branchcache gen-cert` makes a lab pair)".into(),
+            ))
+        }
+        (Some(_), None, _) => {
+            return Err(invalid(
+                "hosted_cache.tls_key",
+                "tls_cert is set but tls_key is missing".into(),
+            ))
+        }
+    };
+    if listen_http.is_none() && https.is_none() {
+        return Err(invalid(
+            "hosted_cache.listen_http",
+            "both listeners are off: nothing to serve".into(),
+        ));
+    }
+    let positive = |key: &str, v: Option<usize>, default: usize| match v {
+        Some(0) => Err(invalid(key, "must be at least 1".into())),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    };
+    let rate = |key: &str, v: Option<f64>, default: f64| match v {
+        Some(x) if !(x.is_finite() && x >= 0.0) => Err(invalid(
+            key,
+            format!("must be a finite number >= 0, got {x}"),
+        )),
+        Some(x) => Ok(x),
+        None => Ok(default),
+    };
+    Ok(HostedCacheConfig {
+        listen_http,
+        https,
+        queue_capacity: positive(
+            "hosted_cache.queue_capacity",
+            h.queue_capacity,
+            crate::hosted_cache::DEFAULT_QUEUE_CAPACITY,
+        )?,
+        max_concurrent_pulls: positive(
+            "hosted_cache.max_concurrent_pulls",
+            h.max_concurrent_pulls,
+            crate::hosted_cache::DEFAULT_MAX_CONCURRENT_PULLS,
+        )?,
+        offer_rate: rate(
+            "hosted_cache.offer_rate",
+            h.offer_rate,
+            crate::hosted_cache::DEFAULT_OFFER_RATE,
+        )?,
+        offer_burst: rate(
+            "hosted_cache.offer_burst",
+            h.offer_burst,
+            crate::hosted_cache::DEFAULT_OFFER_BURST,
+        )?,
+        max_active_per_client: positive(
+            "hosted_cache.max_active_per_client",
+            h.max_active_per_client.map(|n| n as usize),
+            DEFAULT_HOSTED_CACHE_ACTIVE_PER_CLIENT,
+        )?,
+        crypto: parse_crypto("hosted_cache.crypto", h.crypto.as_deref(), invalid)?,
+        replay_max_size: match h.replay_max_size {
+            Some(s) => parse_size(&s).map_err(|r| invalid("hosted_cache.replay_max_size", r))?,
+            None => DEFAULT_REPLAY_MAX_SIZE,
+        },
+    })
+}
+
+fn upstream_hosted_cache_config(
+    u: FileUpstreamHostedCache,
+    peer_role: bool,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<UpstreamHostedCacheConfig, ConfigError> {
+    let address = u
+        .address
+        .as_deref()
+        .ok_or_else(|| invalid("upstream_hosted_cache.address", "missing".into()))?;
+    let address = address
+        .parse::<SocketAddr>()
+        .map_err(|e| invalid("upstream_hosted_cache.address", format!("{address:?}: {e}")))?;
+    let version = match u.version.unwrap_or(2) {
+        v @ (1 | 2) => v,
+        n => {
+            return Err(invalid(
+                "upstream_hosted_cache.version",
+                format!("expected 1 or 2, got {n}"),
+            ))
+        }
+    };
+    let https_address = match u.https_address.as_deref() {
+        Some(a) => a
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("upstream_hosted_cache.https_address", format!("{a:?}: {e}")))?,
+        None => SocketAddr::new(address.ip(), 443),
+    };
+    let server_name = u.server_name.unwrap_or_else(|| address.ip().to_string());
+    if rustls::pki_types::ServerName::try_from(server_name.clone()).is_err() {
+        return Err(invalid(
+            "upstream_hosted_cache.server_name",
+            format!("{server_name:?} is not a DNS name or IP address"),
+        ));
+    }
+    let offer = match u.offer {
+        Some(true) if !peer_role => {
+            return Err(invalid(
+                "upstream_hosted_cache.offer",
+                "offers need a [peer] section: the hosted cache pulls offered blocks from this host's PCCRR listener".into(),
+            ))
+        }
+        Some(o) => o,
+        None => peer_role,
+    };
+    Ok(UpstreamHostedCacheConfig {
+        address,
+        version,
+        https_address,
+        server_name,
+        ca_file: u.ca_file,
+        offer,
+    })
 }
 
 fn peer_config(
     p: FilePeer,
     invalid: &dyn Fn(&str, String) -> ConfigError,
 ) -> Result<PeerConfig, ConfigError> {
-    use crate::proto::pccrr::CryptoAlgoId;
     let listen = p
         .listen
         .as_deref()
         .unwrap_or(DEFAULT_PEER_LISTEN)
         .parse::<SocketAddr>()
         .map_err(|e| invalid("peer.listen", e.to_string()))?;
-    let crypto = match p.crypto.as_deref().unwrap_or("aes128") {
-        "aes128" => CryptoAlgoId::AES_128,
-        "aes192" => CryptoAlgoId::AES_192,
-        "aes256" => CryptoAlgoId::AES_256,
-        other => {
-            return Err(invalid(
-                "peer.crypto",
-                format!("expected \"aes128\", \"aes192\" or \"aes256\", got {other:?}"),
-            ))
-        }
-    };
+    let crypto = parse_crypto("peer.crypto", p.crypto.as_deref(), invalid)?;
     let max_active_per_client = match p.max_active_per_client {
         Some(0) => {
             return Err(invalid(
@@ -554,7 +830,17 @@ fn proxy_config(
             "must be at least 1".to_string(),
         ));
     }
+    let peers = p
+        .peers
+        .unwrap_or_default()
+        .iter()
+        .map(|a| {
+            a.parse::<SocketAddr>()
+                .map_err(|e| invalid("proxy.peers", format!("{a:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(ProxyConfig {
+        peers,
         listen,
         upstream,
         forward,
@@ -846,5 +1132,111 @@ mod tests {
             .unwrap()
             .peer
             .is_none());
+    }
+
+    #[test]
+    fn hosted_cache_section_gets_defaults_and_needs_a_key_with_its_certificate() {
+        let c = Config::from_toml("[hosted_cache]\n", "t.toml").unwrap();
+        let h = c.hosted_cache.unwrap();
+        assert_eq!(
+            h.listen_http,
+            Some(DEFAULT_HOSTED_CACHE_HTTP.parse().unwrap())
+        );
+        assert!(h.https.is_none());
+        assert_eq!(h.max_active_per_client, 1024);
+        assert_eq!(h.replay_max_size, DEFAULT_REPLAY_MAX_SIZE);
+        let c = Config::from_toml(
+            "[hosted_cache]\nlisten_http = \"\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nreplay_max_size = \"1 GiB\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let h = c.hosted_cache.unwrap();
+        assert_eq!(h.listen_http, None);
+        let tls = h.https.unwrap();
+        assert_eq!(tls.listen, DEFAULT_HOSTED_CACHE_HTTPS.parse().unwrap());
+        assert_eq!(tls.key, PathBuf::from("k.pem"));
+        assert_eq!(h.replay_max_size, 1 << 30);
+        for (text, key) in [
+            ("listen_https = \"0.0.0.0:443\"\n", "hosted_cache.tls_cert"),
+            ("tls_cert = \"c.pem\"\n", "hosted_cache.tls_key"),
+            ("listen_http = \"\"\n", "hosted_cache.listen_http"),
+            (
+                "max_concurrent_pulls = 0\n",
+                "hosted_cache.max_concurrent_pulls",
+            ),
+            ("offer_rate = -1.0\n", "hosted_cache.offer_rate"),
+            ("crypto = \"rot13\"\n", "hosted_cache.crypto"),
+        ] {
+            let err = Config::from_toml(&format!("[hosted_cache]\n{text}"), "t.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn upstream_hosted_cache_needs_the_proxy_and_offers_only_with_a_peer_listener() {
+        const PROXY: &str = "[proxy]\nupstream = \"http://o\"\n";
+        let err = Config::from_toml(
+            "[upstream_hosted_cache]\naddress = \"10.0.0.5:80\"\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("needs a [proxy] section"), "{err}");
+        let c = Config::from_toml(
+            &format!("{PROXY}[upstream_hosted_cache]\naddress = \"10.0.0.5:80\"\n"),
+            "t.toml",
+        )
+        .unwrap();
+        let u = c.upstream_hosted_cache.unwrap();
+        assert_eq!(u.version, 2);
+        assert_eq!(u.https_address, "10.0.0.5:443".parse().unwrap());
+        assert_eq!(u.server_name, "10.0.0.5");
+        assert!(!u.offer, "no [peer]: nothing to pull from, so no offers");
+        let c = Config::from_toml(
+            &format!(
+                "{PROXY}[peer]\n[upstream_hosted_cache]\naddress = \"10.0.0.5:80\"\nversion = 1\n"
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        assert!(c.upstream_hosted_cache.unwrap().offer);
+        for (text, key) in [
+            ("offer = true\n", "upstream_hosted_cache.offer"),
+            ("version = 3\n", "upstream_hosted_cache.version"),
+            (
+                "server_name = \"bad name\"\n",
+                "upstream_hosted_cache.server_name",
+            ),
+        ] {
+            let err = Config::from_toml(
+                &format!("{PROXY}[upstream_hosted_cache]\naddress = \"10.0.0.5:80\"\n{text}"),
+                "t.toml",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let err = Config::from_toml(&format!("{PROXY}[upstream_hosted_cache]\n"), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upstream_hosted_cache.address"), "{err}");
+        let c = Config::from_toml(
+            "[proxy]\nupstream = \"http://o\"\npeers = [\"10.0.0.7:8082\"]\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.proxy.unwrap().peers,
+            vec!["10.0.0.7:8082".parse().unwrap()]
+        );
+        let err = Config::from_toml(
+            "[proxy]\nupstream = \"http://o\"\npeers = [\"nope\"]\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("proxy.peers"), "{err}");
     }
 }

@@ -75,6 +75,9 @@ pub struct Metrics {
     pub hosted_cache_pulls: Family<[(&'static str, &'static str); 1], Counter>,
     /// `branchcache_hosted_cache_pull_queue_depth`: pulls queued, not yet started.
     pub hosted_cache_pull_queue_depth: Gauge,
+    /// `branchcache_upstream_hosted_cache_offers_total{version,outcome}`:
+    /// segments this proxy offered to its hosted cache, by outcome.
+    pub upstream_hosted_cache_offers: Family<[(&'static str, &'static str); 2], Counter>,
     /// `branchcache_retrieval_requests_total{type,result}`: PCCRR requests
     /// answered by the retrieval server, by message type and outcome.
     pub retrieval_requests: Family<[(&'static str, &'static str); 2], Counter>,
@@ -198,6 +201,12 @@ impl Metrics {
             "Hosted cache pulls queued and not yet started",
             hosted_cache_pull_queue_depth.clone(),
         );
+        let upstream_hosted_cache_offers = Family::default();
+        registry.register(
+            "upstream_hosted_cache_offers",
+            "Segments this proxy offered to its hosted cache, by PCHC version and outcome (accepted, known, dropped, skipped, or the error kind)",
+            upstream_hosted_cache_offers.clone(),
+        );
         let retrieval_requests = Family::<[(&'static str, &'static str); 2], Counter>::default();
         registry.register(
             "retrieval_requests",
@@ -295,6 +304,7 @@ impl Metrics {
             hosted_cache_offered_segments,
             hosted_cache_pulls,
             hosted_cache_pull_queue_depth,
+            upstream_hosted_cache_offers,
             retrieval_requests,
             retrieval_blocks_served,
             retrieval_bytes_served,
@@ -481,6 +491,32 @@ mod tests {
         ] {
             assert!(text.contains(sample), "{text}");
             assert!(doc.contains(&format!("`{name}`")), "{name} undocumented");
+        }
+    }
+
+    #[test]
+    fn hosted_cache_metrics_are_documented() {
+        let m = Metrics::new();
+        m.hosted_cache_offer("v2", "batched_offer", "ok");
+        m.hosted_cache_offered_segment("v2", "queued");
+        m.hosted_cache_pull("ok");
+        m.upstream_hosted_cache_offers
+            .get_or_create(&[("version", "v2"), ("outcome", "accepted")])
+            .inc();
+        let doc = include_str!("../docs/METRICS.md");
+        let text = m.render();
+        let names: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .filter(|n| n.contains("hosted_cache"))
+            .collect();
+        assert_eq!(names.len(), 5, "{text}");
+        for n in names {
+            assert!(
+                doc.contains(&format!("`{n}`")),
+                "{n} missing from docs/METRICS.md"
+            );
         }
     }
 }

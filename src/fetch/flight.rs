@@ -208,6 +208,7 @@ struct Inner {
     flights: Mutex<HashMap<SegmentId, Arc<Flight>>>,
     origin_permits: Semaphore,
     metrics: Arc<Metrics>,
+    observer: std::sync::OnceLock<Arc<dyn super::FetchObserver>>,
 }
 
 impl Planner {
@@ -226,8 +227,15 @@ impl Planner {
                 flights: Mutex::new(HashMap::new()),
                 origin_permits: Semaphore::new(options.origin_parallelism.max(1)),
                 metrics,
+                observer: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Tell `observer` about every completed segment from now on (set once;
+    /// a second call is ignored and returns false).
+    pub fn set_observer(&self, observer: Arc<dyn super::FetchObserver>) -> bool {
+        self.inner.observer.set(observer).is_ok()
     }
 
     /// Number of segment fetches currently running (for tests and `/status`).
@@ -379,6 +387,20 @@ impl Planner {
             }
         }
         let mut st = flight.lock();
+        let complete = !st.slots.iter().any(|s| matches!(s, Slot::Pending));
+        if complete {
+            if let Some(observer) = self.inner.observer.get() {
+                let origin_bytes: u64 = st
+                    .slots
+                    .iter()
+                    .map(|s| match s {
+                        Slot::Ready(data, SourceKind::Origin) => data.len() as u64,
+                        _ => 0,
+                    })
+                    .sum();
+                observer.segment_fetched(seg, origin_bytes);
+            }
+        }
         if let Some(first) = st.slots.iter().position(|s| matches!(s, Slot::Pending)) {
             let err = last_error.unwrap_or(FetchError::Incomplete {
                 segment: seg.id.to_hex(),

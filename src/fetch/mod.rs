@@ -29,6 +29,15 @@ use crate::proto::pccrc::{
 pub use flight::{BodyChunk, FetchError, Planner, PlannerOptions};
 pub use origin::OriginRanges;
 
+/// Told about every segment a planner flight completed, with how many of its
+/// bytes came from the origin (the proxy offers such segments to its hosted
+/// cache). Called on the flight's task: implementations must not block.
+pub trait FetchObserver: Send + Sync + std::fmt::Debug {
+    /// `seg` is now complete in the store (every block verified);
+    /// `origin_bytes` of it were fetched from the origin by this flight.
+    fn segment_fetched(&self, seg: &Arc<SegmentPlan>, origin_bytes: u64);
+}
+
 /// Where a block came from (metric label and log field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SourceKind {

@@ -11,6 +11,7 @@ pub mod pccrc;
 pub mod pccrd;
 pub mod pccrr;
 pub mod pchc;
+pub mod replay;
 
 /// Every target name [`run`] knows; also the directory names under `fuzz/corpus/` and
 /// `tests/data/regress/`.
@@ -23,6 +24,7 @@ pub const TARGETS: &[&str] = &[
     "pchc_request",
     "pchc_response",
     "pchc_segment_info",
+    "replay_record",
 ];
 
 /// Run the harness for `target` on `data`; `None` when no harness has that name.
@@ -36,6 +38,7 @@ pub fn run(target: &str, data: &[u8]) -> Option<()> {
         "pchc_segment_info" => pchc::segment_info(data),
         "pccrd_decode" => pccrd::decode(data),
         "pccrd_engine" => pccrd::engine(data),
+        "replay_record" => replay::record(data),
         _ => return None,
     }
     Some(())

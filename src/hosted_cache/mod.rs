@@ -21,17 +21,23 @@
 //! [`OfferClient`] is the offering side, for branch nodes using a hosted cache.
 
 mod client;
+mod offerer;
 mod offers;
 mod puller;
 mod queue;
+pub mod replay;
 pub mod tls;
 
 pub use client::{OfferClient, OfferClientError, OFFER_TIMEOUT};
+pub use offerer::{
+    describe_v1, describe_v2, Offerer, OffererConfig, OFFER_ORIGIN_FRACTION, OFFER_QUEUE_CAPACITY,
+};
 pub use offers::{
     Holding, OfferReject, OfferService, RateLimit, SegmentCatalog, MAX_TRACKED_CLIENTS,
 };
-pub use puller::StorePuller;
+pub use puller::{CacheHoldings, StorePuller};
 pub use queue::{Enqueue, PullError, PullJob, PullKind, PullQueue, Puller, PULL_TIMEOUT};
+pub use replay::ReplayStore;
 
 use std::io;
 use std::net::SocketAddr;
@@ -77,6 +83,9 @@ pub struct HostedCacheOptions {
     pub max_concurrent_pulls: usize,
     /// Per-client-IP offer rate limit.
     pub rate_limit: RateLimit,
+    /// The MS-PCCRR server answering on the HTTP listener beside PCHC v2
+    /// (clients fetch what the cache holds there); `None`: PCHC only.
+    pub retrieval: Option<Arc<crate::retrieval::RetrievalServer>>,
 }
 
 impl std::fmt::Debug for HostedCacheOptions {
@@ -87,6 +96,7 @@ impl std::fmt::Debug for HostedCacheOptions {
             .field("queue_capacity", &self.queue_capacity)
             .field("max_concurrent_pulls", &self.max_concurrent_pulls)
             .field("rate_limit", &self.rate_limit)
+            .field("retrieval", &self.retrieval.is_some())
             .finish()
     }
 }
@@ -102,6 +112,7 @@ impl Default for HostedCacheOptions {
                 per_second: DEFAULT_OFFER_RATE,
                 burst: DEFAULT_OFFER_BURST,
             },
+            retrieval: None,
         }
     }
 }
@@ -151,9 +162,25 @@ impl HostedCacheServer {
         if let Some(listener) = http {
             http_addr = Some(listener.local_addr()?);
             let service = service.clone();
+            let retrieval = options.retrieval.clone();
             tasks.push(tokio::spawn(crate::net::serve(
                 listener,
-                move |req, peer| handle(req, peer, Major::V2, service.clone()),
+                move |req: Request<Incoming>, peer| {
+                    let service = service.clone();
+                    let retrieval = retrieval.clone();
+                    async move {
+                        match retrieval {
+                            Some(r)
+                                if crate::retrieval::server::is_retrieval_path(
+                                    req.uri().path(),
+                                ) =>
+                            {
+                                r.handle(req, peer).await
+                            }
+                            _ => handle(req, peer, Major::V2, service).await,
+                        }
+                    }
+                },
                 shutdown.clone(),
             )));
         }

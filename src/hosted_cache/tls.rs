@@ -43,6 +43,14 @@ pub enum TlsError {
         /// What went wrong (never the key material).
         reason: String,
     },
+    /// The CA file for a v1 offer client is missing or holds no certificate.
+    #[error("CA file {path}: {reason}")]
+    Ca {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// rustls refused the pair (e.g. key does not match certificate).
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
@@ -81,6 +89,37 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     .with_no_client_auth()
     .with_single_cert(certs, key_der)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A rustls client configuration for PCHC v1 offers: trust exactly the
+/// certificates in `ca_file` (a lab or enterprise CA, or the hosted cache's
+/// self-signed certificate), or the built-in public roots when `None`.
+pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(path) => {
+            let err = |reason: String| TlsError::Ca {
+                path: path.to_path_buf(),
+                reason,
+            };
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| err(e.to_string()))? {
+                roots
+                    .add(cert.map_err(|e| err(e.to_string()))?)
+                    .map_err(|e| err(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(err("no CERTIFICATE block".into()));
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     Ok(Arc::new(config))
 }
 

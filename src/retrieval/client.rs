@@ -21,7 +21,7 @@ use crate::proto::codec::DecodeError;
 use crate::proto::pccrc::{Digest, HashAlgo, SegmentId, SegmentSecret};
 use crate::proto::pccrr::{
     decrypt_and_verify, BlkList, BlockCryptoError, BlockRange, CryptoAlgoId, GetBlkList, GetBlks,
-    KeyReading, NegoReq, NegoResp, ProtVer, Request, Response, MAX_RESPONSE_MSG_LEN,
+    KeyReading, NegoReq, NegoResp, ProtVer, Request, Response, IV_LEN, MAX_RESPONSE_MSG_LEN,
     RETRIEVAL_PATH,
 };
 
@@ -193,6 +193,48 @@ pub struct FetchedBlock {
     pub key_reading: KeyReading,
 }
 
+/// A MSG_BLK payload exactly as a peer sent it (a v2 hosted cache cannot
+/// decrypt it: it keeps and replays these bytes, PROTOCOL.md §8.6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawBlock {
+    /// The cipher the sender used (`NONE`: plaintext).
+    pub crypto_algo: CryptoAlgoId,
+    /// The IV (16 bytes, or empty for plaintext).
+    pub iv: Vec<u8>,
+    /// Ciphertext (or plaintext), never empty.
+    pub block: Bytes,
+}
+
+impl RawBlock {
+    /// Sanity checks a hosted cache can make without the key: a non-empty
+    /// block no longer than `max_plain + 16` (PKCS#7 pad), whole AES blocks
+    /// and a 16-byte IV when encrypted, no longer than `max_plain` when plain.
+    pub fn plausible(&self, max_plain: usize) -> Result<(), &'static str> {
+        if self.block.is_empty() {
+            return Err("empty block");
+        }
+        if self.crypto_algo == CryptoAlgoId::NONE {
+            if self.block.len() > max_plain {
+                return Err("plaintext block longer than its segment allows");
+            }
+            return Ok(());
+        }
+        if self.crypto_algo.key_len().is_none() {
+            return Err("unknown cipher");
+        }
+        if self.iv.len() != IV_LEN {
+            return Err("IV is not 16 bytes");
+        }
+        if self.block.len() % 16 != 0 {
+            return Err("ciphertext is not whole AES blocks");
+        }
+        if self.block.len() > max_plain.saturating_add(16) {
+            return Err("ciphertext longer than its segment allows");
+        }
+        Ok(())
+    }
+}
+
 /// A PCCRR client with a connection pool; cheap to clone.
 #[derive(Clone)]
 pub struct PeerClient {
@@ -328,6 +370,65 @@ impl PeerClient {
         }
         .await;
         self.count("getblklist", &r);
+        r
+    }
+
+    /// Fetch one block from `peer` (MSG_GETBLKS) without decrypting it, for
+    /// a v2 hosted cache that never learns Kp. Only [`RawBlock::plausible`]
+    /// is checked here (against `max_plain`, the block's length bound); the
+    /// downloading client verifies the hash end to end.
+    pub async fn fetch_raw_block(
+        &self,
+        peer: SocketAddr,
+        segment_id: SegmentId,
+        index: u32,
+        max_plain: usize,
+    ) -> Result<RawBlock, RetrievalError> {
+        let req = Request::GetBlks(GetBlks {
+            crypto_algo: self.config.crypto,
+            segment_id,
+            ranges: vec![BlockRange { index, count: 1 }],
+            vrf: &[],
+        });
+        let r = async {
+            let body = self.exchange(peer, req.encode()).await?;
+            let blk = match Response::decode(&body) {
+                Ok(Response::Blk(b)) => b,
+                Ok(Response::NegoResp(n)) => {
+                    return Err(RetrievalError::Version {
+                        peer,
+                        min: n.min_version,
+                        max: n.max_version,
+                    })
+                }
+                Ok(_) => {
+                    return Err(RetrievalError::Unexpected {
+                        peer,
+                        what: "not a BLK",
+                    })
+                }
+                Err(source) => return Err(RetrievalError::Garbage { peer, source }),
+            };
+            if blk.segment_id != segment_id || blk.block_index != index {
+                return Err(RetrievalError::Unexpected {
+                    peer,
+                    what: "BLK for another segment or block",
+                });
+            }
+            if blk.is_not_available() {
+                return Err(RetrievalError::NotAvailable { peer });
+            }
+            let raw = RawBlock {
+                crypto_algo: blk.crypto_algo,
+                iv: blk.iv.to_vec(),
+                block: body.slice_ref(blk.block),
+            };
+            raw.plausible(max_plain)
+                .map_err(|what| RetrievalError::Unexpected { peer, what })?;
+            Ok(raw)
+        }
+        .await;
+        self.count("getblks_raw", &r);
         r
     }
 

@@ -12,7 +12,7 @@ pub mod server;
 pub mod source;
 mod store_source;
 
-pub use client::{BlockRequest, ClientConfig, FetchedBlock, PeerClient, RetrievalError};
+pub use client::{BlockRequest, ClientConfig, FetchedBlock, PeerClient, RawBlock, RetrievalError};
 pub use server::{
     BlockSource, MemorySource, RetrievalServer, ServerConfig, DEFAULT_MAX_ACTIVE_PER_CLIENT,
 };

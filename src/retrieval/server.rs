@@ -68,6 +68,17 @@ pub trait BlockSource: Send + Sync + 'static {
 
     /// The plaintext of a held, verified block.
     fn verified_block<'a>(&'a self, id: &'a SegmentId, index: u32) -> BoxFuture<'a, Option<Bytes>>;
+
+    /// A block held only as the encrypted MSG_BLK payload another peer sent
+    /// (a v2 hosted cache's replay store), served verbatim. Consulted when
+    /// the segment's Kp is unknown.
+    fn replay_block<'a>(
+        &'a self,
+        _id: &'a SegmentId,
+        _index: u32,
+    ) -> BoxFuture<'a, Option<crate::retrieval::RawBlock>> {
+        Box::pin(async { None })
+    }
 }
 
 /// Retrieval server settings.
@@ -295,8 +306,32 @@ impl RetrievalServer {
                     self.encrypted_block(&m.segment_id, index, m.crypto_algo)
                         .await
                 };
-                match block {
-                    Some((algo, cipher, iv, plain_len)) => {
+                let replayed = match (&block, refuse) {
+                    (None, false) => self.source.replay_block(&m.segment_id, index).await,
+                    _ => None,
+                };
+                match (block, replayed) {
+                    (None, Some(raw)) => {
+                        let next = self
+                            .source
+                            .next_present_block(&m.segment_id, index)
+                            .unwrap_or(0);
+                        let resp = PccrrResponse::Blk(Blk {
+                            crypto_algo: raw.crypto_algo,
+                            segment_id: m.segment_id,
+                            block_index: index,
+                            next_block_index: next,
+                            block: &raw.block,
+                            vrf: &[],
+                            iv: &raw.iv,
+                        });
+                        self.metrics.retrieval_blocks_served.inc();
+                        self.metrics
+                            .retrieval_bytes_served
+                            .inc_by(raw.block.len() as u64);
+                        (resp.encode(), "replayed")
+                    }
+                    (Some((algo, cipher, iv, plain_len)), _) => {
                         let next = self
                             .source
                             .next_present_block(&m.segment_id, index)
@@ -314,7 +349,7 @@ impl RetrievalServer {
                         self.metrics.retrieval_bytes_served.inc_by(plain_len as u64);
                         (resp.encode(), "ok")
                     }
-                    None => (
+                    (None, None) => (
                         PccrrResponse::Blk(Blk::not_available(m.segment_id, index)).encode(),
                         "empty",
                     ),

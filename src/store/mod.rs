@@ -1029,18 +1029,25 @@ impl Writer {
         let mut flushes: Vec<Reply> = Vec::new();
         let mut close: Option<Reply> = None;
         let mut new_metas: HashMap<SegmentId, Arc<SegmentMeta>> = HashMap::new();
+        let mut dup_metas: Vec<Reply> = Vec::new();
         let mut touched_files: Vec<Arc<str>> = Vec::new();
 
         for cmd in batch {
             match cmd {
                 Cmd::PutMeta { id, meta, reply } => {
-                    if lock(&self.shared.state).segs.contains_key(&id)
-                        || new_metas.contains_key(&id)
-                    {
+                    if lock(&self.shared.state).segs.contains_key(&id) {
                         let _ = reply.send(Ok(()));
-                    } else {
-                        new_metas.insert(id, meta.clone());
-                        metas.push((id, meta, reply));
+                        continue;
+                    }
+                    match new_metas.entry(id) {
+                        // Same segment earlier in this batch: answer only once
+                        // it is committed and published, or a put_block right
+                        // after this reply would find no segment.
+                        std::collections::hash_map::Entry::Occupied(_) => dup_metas.push(reply),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(meta.clone());
+                            metas.push((id, meta, reply));
+                        }
                     }
                 }
                 Cmd::PutBlock {
@@ -1151,6 +1158,7 @@ impl Writer {
                     .blocks_written
                     .inc_by(blocks.len() as u64);
                 replies.extend(metas.into_iter().map(|(_, _, r)| (r, Ok(()))));
+                replies.extend(dup_metas.into_iter().map(|r| (r, Ok(()))));
                 replies.extend(blocks.into_iter().map(|b| (b.reply, Ok(()))));
             }
             Err(e) => {
@@ -1164,6 +1172,7 @@ impl Writer {
                         .into_iter()
                         .map(|(_, _, r)| (r, Err(index_failure(&msg)))),
                 );
+                replies.extend(dup_metas.into_iter().map(|r| (r, Err(index_failure(&msg)))));
                 replies.extend(
                     blocks
                         .into_iter()

@@ -85,6 +85,34 @@ async fn rejects_wrong_length_unknown_segment_and_out_of_range_block() {
     assert_eq!(err.kind(), "block_out_of_range");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_put_meta_then_put_block_always_finds_the_segment() {
+    // Two writers race to record the same new segment and then store a block
+    // each; whichever put_meta loses must not return before the segment is
+    // published (it once did when both landed in one writer batch, and the
+    // following put_block failed with UnknownSegment).
+    for round in 0..200u32 {
+        let store = Store::open_in_memory(1 << 30);
+        let data = pattern(round as u8, 3 * 65_536);
+        let (id, meta) = v1_segment(&data);
+        let tasks: Vec<_> = (0..3u32)
+            .map(|index| {
+                let store = store.clone();
+                let meta = meta.clone();
+                let b = block(&data, &meta, index);
+                tokio::spawn(async move {
+                    store.put_meta(id, meta).await.unwrap();
+                    store.put_block(&id, index, b).await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(store.present_blocks(&id), vec![0, 1, 2], "round {round}");
+    }
+}
+
 #[tokio::test]
 async fn put_meta_rejects_meta_not_deriving_the_id_and_is_idempotent() {
     let store = Store::open_in_memory(1 << 30);

@@ -21,7 +21,7 @@
 
 mod verify;
 
-pub use verify::{verify_segment_info, OfferError, VerifiedSegment};
+pub use verify::{encode_segment_info_ci, verify_segment_info, OfferError, VerifiedSegment};
 
 use std::fmt;
 

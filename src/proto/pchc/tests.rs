@@ -560,3 +560,46 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn segment_info_ci_encoder_reproduces_the_golden_vector() {
+    let v = verify_segment_info(None, &with_ci(segment_info_ci())).unwrap();
+    let enc = encode_segment_info_ci(
+        v.algo,
+        v.offset_in_content,
+        v.segment_size,
+        &v.hash_of_data,
+        &v.secret,
+        &v.block_hashes,
+    )
+    .unwrap();
+    assert_eq!(enc, segment_info_ci());
+    // Inconsistent inputs give no structure at all.
+    assert!(encode_segment_info_ci(
+        v.algo,
+        v.offset_in_content,
+        v.segment_size,
+        &v.hash_of_data,
+        &v.secret,
+        &v.block_hashes[..1],
+    )
+    .is_none());
+    assert!(encode_segment_info_ci(
+        v.algo,
+        1,
+        v.segment_size,
+        &v.hash_of_data,
+        &v.secret,
+        &v.block_hashes,
+    )
+    .is_none());
+    assert!(encode_segment_info_ci(
+        crate::proto::pccrc::HashAlgo::Sha512Trunc,
+        0,
+        v.segment_size,
+        &v.hash_of_data,
+        &v.secret,
+        &v.block_hashes,
+    )
+    .is_none());
+}

@@ -115,6 +115,53 @@ impl fmt::Debug for VerifiedSegment {
     }
 }
 
+/// The content information a SEGMENT_INFO embeds for one v1 segment (the
+/// offering side; [`verify_segment_info`] is its reader): a PCCRC v1
+/// structure, little-endian, with `cSegments` = 1, the segment's own
+/// description (offset in the resource, size, 64 KiB blocks, HoD, Kp) and
+/// its whole block hash list. `dwOffsetInFirstSegment` = 0 (the range began
+/// at the segment start) and `dwReadBytesInLastSegment` = the segment size,
+/// as MS-PCHC §2.2.1.4 describes. `None` when the inputs cannot form a valid
+/// one (v2 algorithm, secret or hash lengths not the algorithm's, block
+/// count not matching the size, offset not on a 32 MiB boundary).
+pub fn encode_segment_info_ci(
+    algo: HashAlgo,
+    offset_in_content: u64,
+    segment_size: u32,
+    hash_of_data: &Digest,
+    secret: &SegmentSecret,
+    block_hashes: &[Digest],
+) -> Option<Vec<u8>> {
+    let d = algo.digest_len();
+    let algo_id = algo.v1_id()?;
+    if segment_size == 0
+        || segment_size > V1_SEGMENT_SIZE
+        || offset_in_content % u64::from(V1_SEGMENT_SIZE) != 0
+        || hash_of_data.as_bytes().len() != d
+        || secret.expose().len() != d
+        || block_hashes.len() != segment_size.div_ceil(BLOCK_SIZE) as usize
+        || block_hashes.iter().any(|h| h.as_bytes().len() != d)
+    {
+        return None;
+    }
+    let mut out = Vec::with_capacity(18 + 16 + 2 * d + 4 + block_hashes.len() * d);
+    out.extend_from_slice(&0x0100u16.to_le_bytes());
+    out.extend_from_slice(&algo_id.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&segment_size.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&offset_in_content.to_le_bytes());
+    out.extend_from_slice(&segment_size.to_le_bytes());
+    out.extend_from_slice(&BLOCK_SIZE.to_le_bytes());
+    out.extend_from_slice(hash_of_data.as_bytes());
+    out.extend_from_slice(secret.expose());
+    out.extend_from_slice(&(block_hashes.len() as u32).to_le_bytes());
+    for h in block_hashes {
+        out.extend_from_slice(h.as_bytes());
+    }
+    Some(out)
+}
+
 /// Check a SEGMENT_INFO (PROTOCOL.md §8.6) and extract what the hosted cache
 /// keeps. With `offered = Some(id)`, the recomputed HoHoDk must equal `id`;
 /// with `None` the recomputed id is simply returned.

@@ -1,0 +1,360 @@
+//! Branch machines sharing what one of them fetched, end to end on loopback
+//! with whole daemons (`App::start`): a proxy offers to a hosted cache (PCHC
+//! v2 over HTTP, v1 over TLS), the hosted cache pulls and serves a second
+//! proxy with zero origin body bytes; a proxy with a fixed peer fetches from
+//! that peer's store, and finishes from the origin when the peer goes away.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// A daemon from TOML text (store in its own temporary directory).
+async fn daemon(dir: &tempfile::TempDir, body: &str) -> App {
+    let toml = format!(
+        "[store]\npath = {:?}\n[admin]\nlisten = \"127.0.0.1:0\"\n{body}\n",
+        dir.path().join("store")
+    );
+    App::start(Config::from_toml(&toml, "test").unwrap())
+        .await
+        .unwrap()
+}
+
+/// Poll `app`'s metrics until `name_and_labels` reaches `want` (or panic after ~20 s).
+async fn wait_metric(app: &App, name_and_labels: &str, want: u64) {
+    for _ in 0..2000 {
+        if metric(&app.metrics.render(), name_and_labels) >= want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "{name_and_labels} never reached {want}:\n{}",
+        app.metrics.render()
+    );
+}
+
+/// Wait until `app`'s store holds `blocks` verified blocks.
+async fn wait_blocks(app: &App, blocks: u64) {
+    for _ in 0..2000 {
+        if app.store.stats().blocks >= blocks {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let missing: Vec<_> = app
+        .store
+        .segment_ids()
+        .into_iter()
+        .map(|id| {
+            let p = app.store.present_blocks(&id);
+            let gaps: Vec<u32> = (0..p.len() as u32 + 1).filter(|i| !p.contains(i)).collect();
+            (id.to_hex()[..8].to_string(), p.len(), gaps)
+        })
+        .collect();
+    panic!(
+        "store never reached {blocks} blocks: {:?} {missing:?}",
+        app.store.stats()
+    );
+}
+
+/// Segments in an object's content information.
+fn segments(obj: &Object) -> u64 {
+    let ci = obj.ci.as_ref().unwrap();
+    branchcache::proto::pccrc::ContentInfo::parse(ci)
+        .unwrap()
+        .segment_count() as u64
+}
+
+struct Tls {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+fn lab_cert(dir: &tempfile::TempDir) -> Tls {
+    let (cert, key) =
+        branchcache::hosted_cache::tls::self_signed(&["127.0.0.1".to_string()]).unwrap();
+    let t = Tls {
+        cert: dir.path().join("hc.crt"),
+        key: dir.path().join("hc.key"),
+    };
+    std::fs::write(&t.cert, cert).unwrap();
+    std::fs::write(&t.key, key).unwrap();
+    t
+}
+
+/// Proxy P1 fetches `obj` from the origin and offers it to hosted cache H;
+/// once H pulled it, proxy P2 (empty store, H configured) serves the same
+/// bytes with no origin body bytes at all.
+async fn offer_pull_and_serve(obj: Object, version: u8) {
+    let origin = Origin::start().await;
+    let data = obj.data.clone();
+    let n_segments = segments(&obj);
+    origin.put("/big.bin", obj);
+
+    let h_dir = tempfile::tempdir().unwrap();
+    let tls = lab_cert(&h_dir);
+    let h = daemon(
+        &h_dir,
+        &format!(
+            "[hosted_cache]\nlisten_http = \"127.0.0.1:0\"\nlisten_https = \"127.0.0.1:0\"\ntls_cert = {:?}\ntls_key = {:?}\n",
+            tls.cert, tls.key
+        ),
+    )
+    .await;
+    let h_http = h.hosted_cache_http_addr.unwrap();
+    let h_https = h.hosted_cache_https_addr.unwrap();
+    let upstream_hc = format!(
+        "[upstream_hosted_cache]\naddress = \"{h_http}\"\nversion = {version}\nhttps_address = \"{h_https}\"\nserver_name = \"127.0.0.1\"\nca_file = {:?}\n",
+        tls.cert
+    );
+
+    let p1_dir = tempfile::tempdir().unwrap();
+    let p1 = daemon(
+        &p1_dir,
+        &format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n[peer]\nlisten = \"127.0.0.1:0\"\ndiscovery = false\n{upstream_hc}",
+            origin.addr
+        ),
+    )
+    .await;
+    let (status, _, body) = fetch(p1.proxy_addr.unwrap(), "/big.bin").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == data, "P1 body differs");
+    let wan_once = origin.body_bytes();
+    assert_eq!(wan_once, data.len() as u64);
+
+    let v = if version == 1 { "v1" } else { "v2" };
+    wait_metric(
+        &p1,
+        &format!("branchcache_upstream_hosted_cache_offers_total{{version=\"{v}\",outcome=\"accepted\"}}"),
+        n_segments,
+    )
+    .await;
+    wait_metric(
+        &h,
+        "branchcache_hosted_cache_pulls_total{outcome=\"ok\"}",
+        n_segments,
+    )
+    .await;
+
+    let p2_dir = tempfile::tempdir().unwrap();
+    let p2 = daemon(
+        &p2_dir,
+        &format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n{upstream_hc}",
+            origin.addr
+        ),
+    )
+    .await;
+    let (status, _, body) = fetch(p2.proxy_addr.unwrap(), "/big.bin").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == data, "P2 body differs");
+    assert_eq!(
+        origin.body_bytes(),
+        wan_once,
+        "P2 fetched origin body bytes:\n{}",
+        p2.metrics.render()
+    );
+    let m = p2.metrics.render();
+    assert_eq!(
+        metric(
+            &m,
+            "branchcache_proxy_served_bytes_total{source=\"hosted_cache\"}"
+        ),
+        data.len() as u64,
+        "{m}"
+    );
+    let hm = h.metrics.render();
+    assert!(
+        metric(&hm, "branchcache_retrieval_blocks_served_total")
+            >= data.len().div_ceil(65_536) as u64
+            || version == 2,
+        "{hm}"
+    );
+    for app in [p2, p1, h] {
+        app.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn v2_offer_is_pulled_replayed_and_serves_a_second_proxy() {
+    offer_pull_and_serve(Object::peerdist(content(2 * MIB + 4321, 51)), 2).await;
+}
+
+#[tokio::test]
+async fn v2_offer_of_v2_content_is_pulled_replayed_and_serves_a_second_proxy() {
+    offer_pull_and_serve(Object::v2(content(MIB + 999, 52)), 2).await;
+}
+
+#[tokio::test]
+async fn v1_offer_over_tls_is_pulled_verified_and_serves_a_second_proxy() {
+    offer_pull_and_serve(Object::peerdist(content(2 * MIB + 17, 53)), 1).await;
+}
+
+#[tokio::test]
+async fn corrupt_replay_records_on_the_hosted_cache_never_reach_a_client() {
+    let origin = Origin::start().await;
+    let data = content(MIB, 54);
+    origin.put("/x.bin", Object::peerdist(data.clone()));
+    let h_dir = tempfile::tempdir().unwrap();
+    let h = daemon(&h_dir, "[hosted_cache]\nlisten_http = \"127.0.0.1:0\"\n").await;
+    let h_http = h.hosted_cache_http_addr.unwrap();
+
+    let p_dir = tempfile::tempdir().unwrap();
+    let p = daemon(
+        &p_dir,
+        &format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n[peer]\nlisten = \"127.0.0.1:0\"\ndiscovery = false\n[upstream_hosted_cache]\naddress = \"{h_http}\"\n",
+            origin.addr
+        ),
+    )
+    .await;
+    let (status, _, body) = fetch(p.proxy_addr.unwrap(), "/x.bin").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == data);
+    wait_metric(
+        &h,
+        "branchcache_hosted_cache_pulls_total{outcome=\"ok\"}",
+        1,
+    )
+    .await;
+    // What H replays is exactly what P sent: a third proxy decrypts and verifies it.
+    let p3_dir = tempfile::tempdir().unwrap();
+    let p3 = daemon(
+        &p3_dir,
+        &format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n[upstream_hosted_cache]\naddress = \"{h_http}\"\n",
+            origin.addr
+        ),
+    )
+    .await;
+    // Corrupt every replay record on H's disk: P3 must still get the right
+    // bytes (from the origin), and H drops the bad records.
+    let replay_dir = h_dir.path().join("store").join("replay");
+    let mut corrupted = 0;
+    for entry in std::fs::read_dir(&replay_dir).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x55;
+        std::fs::write(&path, bytes).unwrap();
+        corrupted += 1;
+    }
+    assert_eq!(corrupted, data.len().div_ceil(65_536));
+    let before = origin.body_bytes();
+    let (status, _, body) = fetch(p3.proxy_addr.unwrap(), "/x.bin").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == data, "P3 got wrong bytes");
+    assert_eq!(origin.body_bytes() - before, data.len() as u64);
+    // The record P3 was refused is gone from H's disk (P3 then took the
+    // rest of the segment from the origin without asking H again).
+    assert!(std::fs::read_dir(&replay_dir).unwrap().count() < corrupted);
+    for app in [p3, p, h] {
+        app.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_fixed_peer_serves_a_100_mib_object_with_zero_origin_body_bytes() {
+    let origin = Origin::start().await;
+    let data = content(100 * MIB, 55);
+    origin.put("/large.iso", Object::peerdist(data.clone()));
+
+    let a_dir = tempfile::tempdir().unwrap();
+    let a = daemon(
+        &a_dir,
+        &format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n[peer]\nlisten = \"127.0.0.1:0\"\ndiscovery = false\n",
+            origin.addr
+        ),
+    )
+    .await;
+    let (status, _, body) = fetch(a.proxy_addr.unwrap(), "/large.iso").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == data);
+    let wan_once = origin.body_bytes();
+    assert_eq!(wan_once, data.len() as u64);
+    wait_blocks(&a, data.len().div_ceil(65_536) as u64).await;
+
+    let b_dir = tempfile::tempdir().unwrap();
+    let b = daemon(
+        &b_dir,
+        &format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\npeers = [\"{}\"]\n",
+            origin.addr,
+            a.peer_addr.unwrap()
+        ),
+    )
+    .await;
+    let (status, _, body) = fetch(b.proxy_addr.unwrap(), "/large.iso").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == data, "B's body differs");
+    assert_eq!(origin.body_bytes(), wan_once, "B used the origin");
+    let m = b.metrics.render();
+    assert_eq!(
+        metric(&m, "branchcache_proxy_served_bytes_total{source=\"peer\"}"),
+        data.len() as u64,
+        "{m}"
+    );
+    for app in [b, a] {
+        app.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn peer_stopped_mid_transfer_the_download_finishes_from_the_origin() {
+    let origin = Origin::start().await;
+    let data = content(40 * MIB, 56);
+    origin.put("/mid.bin", Object::peerdist(data.clone()));
+
+    let a_dir = tempfile::tempdir().unwrap();
+    let a = daemon(
+        &a_dir,
+        &format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n[peer]\nlisten = \"127.0.0.1:0\"\ndiscovery = false\n",
+            origin.addr
+        ),
+    )
+    .await;
+    let (_, _, body) = fetch(a.proxy_addr.unwrap(), "/mid.bin").await;
+    assert!(body == data);
+    let wan_once = origin.body_bytes();
+    wait_blocks(&a, data.len().div_ceil(65_536) as u64).await;
+
+    let b_dir = tempfile::tempdir().unwrap();
+    let b = daemon(
+        &b_dir,
+        &format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\npeers = [\"{}\"]\n",
+            origin.addr,
+            a.peer_addr.unwrap()
+        ),
+    )
+    .await;
+    let b_addr = b.proxy_addr.unwrap();
+    let download = tokio::spawn(async move { fetch(b_addr, "/mid.bin").await });
+    // Stop A once B has some blocks from it.
+    wait_metric(
+        &b,
+        "branchcache_proxy_served_bytes_total{source=\"peer\"}",
+        1,
+    )
+    .await;
+    a.shutdown().await;
+    let (status, _, body) = download.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == data, "B's body differs after losing its peer");
+    let m = b.metrics.render();
+    let from_peer = metric(&m, "branchcache_proxy_served_bytes_total{source=\"peer\"}");
+    let from_origin = metric(
+        &m,
+        "branchcache_proxy_served_bytes_total{source=\"origin\"}",
+    );
+    assert!(from_peer > 0, "{m}");
+    assert!(from_origin > 0, "A was stopped before B finished: {m}");
+    assert_eq!(from_peer + from_origin, data.len() as u64, "{m}");
+    assert_eq!(origin.body_bytes() - wan_once, from_origin);
+    b.shutdown().await;
+}
