@@ -358,3 +358,112 @@ async fn peer_stopped_mid_transfer_the_download_finishes_from_the_origin() {
     assert_eq!(origin.body_bytes() - wan_once, from_origin);
     b.shutdown().await;
 }
+
+/// A v1 client that offers a real segment (valid SEGMENT_INFO) but serves
+/// blocks of other content when the cache pulls: the hosted cache verifies
+/// every block, stores none of them, counts the failed pull and keeps
+/// serving; a client that vanished before the pull fails the same way.
+#[tokio::test]
+async fn hosted_cache_stores_nothing_from_a_lying_or_vanished_v1_client() {
+    use branchcache::fetch::SegmentPlan;
+    use branchcache::hosted_cache::{describe_v1, OfferClient};
+    use branchcache::proto::pccrc::{ContentInfo, Version as CiVersion};
+    use branchcache::retrieval::{MemorySource, RetrievalServer, ServerConfig};
+    use std::sync::Arc;
+
+    let h_dir = tempfile::tempdir().unwrap();
+    let tls = lab_cert(&h_dir);
+    let h = daemon(
+        &h_dir,
+        &format!(
+            "[hosted_cache]\nlisten_http = \"127.0.0.1:0\"\nlisten_https = \"127.0.0.1:0\"\ntls_cert = {:?}\ntls_key = {:?}\n",
+            tls.cert, tls.key
+        ),
+    )
+    .await;
+    let offers = OfferClient::new(Some(
+        branchcache::hosted_cache::tls::client_config(Some(&tls.cert)).unwrap(),
+    ));
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+
+    let plan_of = |data: &Bytes| {
+        let obj = Object::peerdist(data.clone());
+        let ci = ContentInfo::parse(obj.ci.as_ref().unwrap()).unwrap();
+        let seg = ci.segments().next().unwrap();
+        SegmentPlan::from_segment(&seg, CiVersion::V1, HashAlgo::Sha256)
+    };
+    let real = content(300_000, 57);
+    let plan = plan_of(&real);
+    let wrong = content(300_000, 58);
+
+    // The liar: a PCCRR server holding the segment's id and Kp over wrong bytes.
+    let source = Arc::new(MemorySource::new());
+    for i in 0..plan.block_count() {
+        let r = plan.block_range(i).unwrap();
+        let (a, b) = (
+            (r.start - plan.offset) as usize,
+            (r.end - plan.offset) as usize,
+        );
+        source.insert(plan.id, plan.secret, i, wrong.slice(a..b));
+    }
+    let liar = RetrievalServer::new(
+        source,
+        ServerConfig::default(),
+        Arc::new(Default::default()),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let liar_port = listener.local_addr().unwrap().port();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(branchcache::net::serve(
+        listener,
+        move |req, peer| liar.clone().handle(req, peer),
+        stop.clone(),
+    ));
+
+    let ci = describe_v1(&plan).unwrap();
+    let h_https = h.hosted_cache_https_addr.unwrap();
+    offers
+        .offer_v1(h_https, &name, liar_port, plan.id, [0; 16], &ci)
+        .await
+        .unwrap();
+    wait_metric(
+        &h,
+        "branchcache_hosted_cache_pulls_total{outcome=\"peer\"}",
+        1,
+    )
+    .await;
+    assert_eq!(h.store.stats().blocks, 0, "a wrong block was stored");
+    stop.cancel();
+
+    // Vanished: offered from a port nobody listens on any more.
+    let gone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gone_port = gone.local_addr().unwrap().port();
+    drop(gone);
+    let plan2 = plan_of(&content(200_000, 59));
+    offers
+        .offer_v1(
+            h_https,
+            &name,
+            gone_port,
+            plan2.id,
+            [0; 16],
+            &describe_v1(&plan2).unwrap(),
+        )
+        .await
+        .unwrap();
+    wait_metric(
+        &h,
+        "branchcache_hosted_cache_pulls_total{outcome=\"peer\"}",
+        2,
+    )
+    .await;
+    assert_eq!(h.store.stats().blocks, 0);
+
+    // Still healthy: an honest v2 offer round trip answers OK.
+    let d = branchcache::hosted_cache::describe_v2(&plan).unwrap();
+    offers
+        .offer_v2(h.hosted_cache_http_addr.unwrap(), gone_port, &[d])
+        .await
+        .unwrap();
+    h.shutdown().await;
+}
