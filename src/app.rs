@@ -317,7 +317,7 @@ async fn start_hosted_cache(
         CacheHoldings, HostedCacheOptions, HostedCacheServer, RateLimit, ReplayStore, StorePuller,
     };
     let replay_dir = config.store.path.join(REPLAY_DIR);
-    let replay = ReplayStore::open(&replay_dir, hc.replay_max_size)
+    let replay = ReplayStore::open(&replay_dir, hc.replay_max_size, Some(metrics.clone()))
         .await
         .map_err(|e| StartError::HostedCache(e.to_string()))?;
     let holdings = Arc::new(CacheHoldings {
@@ -352,7 +352,8 @@ async fn start_hosted_cache(
             ),
             store.clone(),
         )
-        .with_replay(replay),
+        .with_replay(replay)
+        .with_metrics(metrics.clone()),
     );
     let options = HostedCacheOptions {
         listen_http: hc.listen_http,

@@ -75,6 +75,14 @@ pub struct Metrics {
     pub hosted_cache_pulls: Family<[(&'static str, &'static str); 1], Counter>,
     /// `branchcache_hosted_cache_pull_queue_depth`: pulls queued, not yet started.
     pub hosted_cache_pull_queue_depth: Gauge,
+    /// `branchcache_hosted_cache_pulled_bytes_total{version}`: block bytes
+    /// pulled from offering clients and kept (v1 plaintext, v2 as received).
+    pub hosted_cache_pulled_bytes: Family<[(&'static str, &'static str); 1], Counter>,
+    /// `branchcache_hosted_cache_replay_bytes`: bytes held by the v2 replay store.
+    pub hosted_cache_replay_bytes: Gauge,
+    /// `branchcache_hosted_cache_replay_corrupt_total`: replay records that
+    /// failed their checksum and were deleted.
+    pub hosted_cache_replay_corrupt: Counter,
     /// `branchcache_upstream_hosted_cache_offers_total{version,outcome}`:
     /// segments this proxy offered to its hosted cache, by outcome.
     pub upstream_hosted_cache_offers: Family<[(&'static str, &'static str); 2], Counter>,
@@ -201,6 +209,24 @@ impl Metrics {
             "Hosted cache pulls queued and not yet started",
             hosted_cache_pull_queue_depth.clone(),
         );
+        let hosted_cache_pulled_bytes = Family::default();
+        registry.register(
+            "hosted_cache_pulled_bytes",
+            "Block bytes the hosted cache pulled from offering clients and kept, by PCHC version",
+            hosted_cache_pulled_bytes.clone(),
+        );
+        let hosted_cache_replay_bytes = Gauge::default();
+        registry.register(
+            "hosted_cache_replay_bytes",
+            "Bytes held by the hosted cache's v2 replay store",
+            hosted_cache_replay_bytes.clone(),
+        );
+        let hosted_cache_replay_corrupt = Counter::default();
+        registry.register(
+            "hosted_cache_replay_corrupt",
+            "Replay records that failed their checksum and were deleted",
+            hosted_cache_replay_corrupt.clone(),
+        );
         let upstream_hosted_cache_offers = Family::default();
         registry.register(
             "upstream_hosted_cache_offers",
@@ -304,6 +330,9 @@ impl Metrics {
             hosted_cache_offered_segments,
             hosted_cache_pulls,
             hosted_cache_pull_queue_depth,
+            hosted_cache_pulled_bytes,
+            hosted_cache_replay_bytes,
+            hosted_cache_replay_corrupt,
             upstream_hosted_cache_offers,
             retrieval_requests,
             retrieval_blocks_served,
@@ -503,6 +532,9 @@ mod tests {
         m.upstream_hosted_cache_offers
             .get_or_create(&[("version", "v2"), ("outcome", "accepted")])
             .inc();
+        m.hosted_cache_pulled_bytes
+            .get_or_create(&[("version", "v1")])
+            .inc();
         let doc = include_str!("../docs/METRICS.md");
         let text = m.render();
         let names: Vec<&str> = text
@@ -511,7 +543,7 @@ mod tests {
             .filter_map(|l| l.split(['{', ' ']).next())
             .filter(|n| n.contains("hosted_cache"))
             .collect();
-        assert_eq!(names.len(), 5, "{text}");
+        assert_eq!(names.len(), 8, "{text}");
         for n in names {
             assert!(
                 doc.contains(&format!("`{n}`")),

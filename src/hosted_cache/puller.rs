@@ -93,6 +93,7 @@ pub struct StorePuller {
     client: PeerClient,
     store: Store,
     replay: Option<ReplayStore>,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl StorePuller {
@@ -103,6 +104,21 @@ impl StorePuller {
             client,
             store,
             replay: None,
+            metrics: None,
+        }
+    }
+
+    /// Count pulled bytes in `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count_bytes(&self, version: &'static str, n: usize) {
+        if let Some(m) = &self.metrics {
+            m.hosted_cache_pulled_bytes
+                .get_or_create(&[("version", version)])
+                .inc_by(n as u64);
         }
     }
 
@@ -146,10 +162,14 @@ impl StorePuller {
                 .fetch_raw_block(job.source, id, index, max_plain)
                 .await
             {
-                Ok(raw) => replay
-                    .put(id, index, raw)
-                    .await
-                    .map_err(|e| PullError::Store(e.to_string()))?,
+                Ok(raw) => {
+                    let n = raw.block.len();
+                    replay
+                        .put(id, index, raw)
+                        .await
+                        .map_err(|e| PullError::Store(e.to_string()))?;
+                    self.count_bytes("v2", n);
+                }
                 Err(RetrievalError::NotAvailable { .. }) => missing += 1,
                 Err(e) => return Err(peer_err(e)),
             }
@@ -224,10 +244,12 @@ impl Puller for StorePuller {
             };
             match self.client.fetch_block(job.source, &want).await {
                 Ok(block) => {
+                    let n = block.data.len();
                     self.store
                         .put_block(&id, index, block.data)
                         .await
                         .map_err(store_err)?;
+                    self.count_bytes("v1", n);
                 }
                 // The client may hold only the blocks of the range it read.
                 Err(RetrievalError::NotAvailable { .. }) => missing += 1,

@@ -241,6 +241,7 @@ struct Inner {
     max_size: u64,
     state: Mutex<State>,
     counters: ReplayCounters,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Why the replay store could not be opened or written.
@@ -257,9 +258,14 @@ pub struct ReplayIoError {
 impl ReplayStore {
     /// Open (creating it, mode 0700) the directory `dir`, index the records
     /// in it, delete interrupted writes and evict down to `max_size`.
-    pub async fn open(dir: &Path, max_size: u64) -> Result<ReplayStore, ReplayIoError> {
+    /// With `metrics`, the held size and corrupt records are exported.
+    pub async fn open(
+        dir: &Path,
+        max_size: u64,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) -> Result<ReplayStore, ReplayIoError> {
         let dir = dir.to_path_buf();
-        tokio::task::spawn_blocking(move || Self::open_blocking(dir, max_size))
+        tokio::task::spawn_blocking(move || Self::open_blocking(dir, max_size, metrics))
             .await
             .map_err(|e| ReplayIoError {
                 path: PathBuf::new(),
@@ -267,7 +273,11 @@ impl ReplayStore {
             })?
     }
 
-    fn open_blocking(dir: PathBuf, max_size: u64) -> Result<ReplayStore, ReplayIoError> {
+    fn open_blocking(
+        dir: PathBuf,
+        max_size: u64,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) -> Result<ReplayStore, ReplayIoError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| ReplayIoError { path, source }
@@ -307,11 +317,21 @@ impl ReplayStore {
                 max_size,
                 state: Mutex::new(state),
                 counters: ReplayCounters::default(),
+                metrics,
             }),
         };
         let evicted = store.lock().evict(max_size);
         store.delete_files(&evicted);
+        store.publish_size();
         Ok(store)
+    }
+
+    fn publish_size(&self) {
+        if let Some(m) = &self.inner.metrics {
+            let size = self.size();
+            m.hosted_cache_replay_bytes
+                .set(i64::try_from(size).unwrap_or(i64::MAX));
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -405,6 +425,7 @@ impl ReplayStore {
             st.evict(self.inner.max_size)
         };
         self.delete_files(&evicted);
+        self.publish_size();
         Ok(())
     }
 
@@ -434,9 +455,13 @@ impl ReplayStore {
                     .counters
                     .corrupt
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(m) = &self.inner.metrics {
+                    m.hosted_cache_replay_corrupt.inc();
+                }
                 if self.lock().remove(&key) {
                     let _ = std::fs::remove_file(self.path(&key));
                 }
+                self.publish_size();
                 None
             }
         }
@@ -538,7 +563,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("replay");
         let rec = (RECORD_OVERHEAD + 1024) as u64;
-        let store = ReplayStore::open(&dir, 3 * rec).await.unwrap();
+        let store = ReplayStore::open(&dir, 3 * rec, None).await.unwrap();
         store.put(id(1), 0, raw(1, 1024)).await.unwrap();
         store.put(id(1), 1, raw(2, 1024)).await.unwrap();
         store.put(id(2), 0, raw(3, 1024)).await.unwrap();
@@ -554,7 +579,7 @@ mod tests {
 
         // A leftover temporary file from a crash and a stray file.
         std::fs::write(dir.join("junk.tmp"), b"half").unwrap();
-        let reopened = ReplayStore::open(&dir, 3 * rec).await.unwrap();
+        let reopened = ReplayStore::open(&dir, 3 * rec, None).await.unwrap();
         assert_eq!(reopened.len(), 3);
         assert!(!dir.join("junk.tmp").exists());
         assert_eq!(reopened.get(&id(3), 0).await.unwrap(), raw(4, 1024));

@@ -16,4 +16,7 @@ pub use client::{BlockRequest, ClientConfig, FetchedBlock, PeerClient, RawBlock,
 pub use server::{
     BlockSource, MemorySource, RetrievalServer, ServerConfig, DEFAULT_MAX_ACTIVE_PER_CLIENT,
 };
-pub use source::{PeerLocator, PeerSource, StaticPeers, MAX_PEERS_PER_BLOCK, PEER_PENALTY};
+pub use source::{
+    PeerLocator, PeerSource, StaticPeers, BLOCKS_IN_FLIGHT_PER_RUN, MAX_PEERS_PER_BLOCK,
+    MAX_REQUESTS_PER_PEER, PEER_PENALTY,
+};

@@ -8,6 +8,12 @@
 //! source (finally the origin) for what is left. Errors are never yielded
 //! for a single missing block, because an error ends the planner's run.
 //!
+//! Blocks of a run are requested [`BLOCKS_IN_FLIGHT_PER_RUN`] at a time and
+//! yielded in order (one GETBLKS per block is a round trip each; a window
+//! hides the latency), and at most [`MAX_REQUESTS_PER_PEER`] requests go to
+//! one peer at once across all runs (Windows answers a client over its
+//! limit with empty blocks, which would look like "not available").
+//!
 //! [`fetch::BlockSource`]: crate::fetch::BlockSource
 
 use std::net::SocketAddr;
@@ -29,6 +35,11 @@ pub const PEER_PENALTY: Duration = Duration::from_secs(60);
 /// Most peers asked for one block: bounds the worst case (all slow) to this
 /// many request timeouts per block.
 pub const MAX_PEERS_PER_BLOCK: usize = 4;
+/// GETBLKS requests one run keeps in flight (ordered window).
+pub const BLOCKS_IN_FLIGHT_PER_RUN: usize = 8;
+/// Concurrent requests to one peer across every run of this source: well
+/// under a Windows peer's per-client limit (64).
+pub const MAX_REQUESTS_PER_PEER: usize = 32;
 
 /// Where the peers holding a segment are (discovery, or a fixed hosted cache).
 pub trait PeerLocator: Send + Sync + std::fmt::Debug {
@@ -54,6 +65,7 @@ pub struct PeerSource {
     locator: Arc<dyn PeerLocator>,
     client: PeerClient,
     penalised: Arc<DashMap<SocketAddr, Instant>>,
+    per_peer: Arc<DashMap<SocketAddr, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl PeerSource {
@@ -65,6 +77,7 @@ impl PeerSource {
             locator,
             client,
             penalised: Arc::new(DashMap::new()),
+            per_peer: Arc::new(DashMap::new()),
         }
     }
 
@@ -104,6 +117,14 @@ impl PeerSource {
             .filter(|p| !self.is_penalised(p))
             .take(MAX_PEERS_PER_BLOCK);
         for &peer in candidates {
+            let limit = self
+                .per_peer
+                .entry(peer)
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS_PER_PEER)))
+                .clone();
+            let Ok(_permit) = limit.acquire_owned().await else {
+                continue;
+            };
             match self.client.fetch_block(peer, &want).await {
                 Ok(b) => {
                     return Some(Block {
@@ -138,19 +159,24 @@ impl BlockSource for PeerSource {
             .flat_map(move |peers| {
                 let this = this.clone();
                 let seg = seg.clone();
-                stream::unfold(blocks.start, move |next| {
-                    let this = this.clone();
-                    let seg = seg.clone();
-                    let peers = peers.clone();
-                    let end = blocks.end;
-                    async move {
-                        if next >= end || peers.is_empty() {
-                            return None;
-                        }
-                        let block = this.one_block(&seg, &peers, next).await?;
-                        Some((Ok(block), next + 1))
-                    }
-                })
+                let peers: Arc<[SocketAddr]> = peers.into();
+                let range = if peers.is_empty() {
+                    blocks.start..blocks.start
+                } else {
+                    blocks.clone()
+                };
+                stream::iter(range)
+                    .map(move |index| {
+                        let this = this.clone();
+                        let seg = seg.clone();
+                        let peers = peers.clone();
+                        async move { this.one_block(&seg, &peers, index).await }
+                    })
+                    .buffered(BLOCKS_IN_FLIGHT_PER_RUN)
+                    // The first block no peer has ends the run: the planner
+                    // takes the rest from the next source.
+                    .take_while(|b| std::future::ready(b.is_some()))
+                    .filter_map(|b| std::future::ready(b.map(Ok)))
             })
             .boxed()
     }
