@@ -12,6 +12,13 @@
 //! it at other drivers' unicast loopback addresses so several drivers can
 //! talk on 127.0.0.1 without multicast routing.
 
+pub mod interfaces;
+mod locator;
+mod lookup;
+
+pub use interfaces::{Interface, InterfaceError};
+pub use locator::{DiscoveryLocator, LocatorOptions};
+
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -95,6 +102,69 @@ impl DiscoveryConfig {
                 ..EngineConfig::default()
             },
         }
+    }
+}
+
+/// Most XAddrs advertised for an unspecified PCCRR listen address (one per
+/// interface address; keeps ProbeMatches small on hosts with many addresses).
+const MAX_XADDRS: usize = 8;
+
+impl DiscoveryConfig {
+    /// The daemon's configuration for a PCCRR server listening on `pccrr`:
+    /// sockets for the address families that listener serves (`0.0.0.0`:
+    /// IPv4; `[::]`: both, Linux listeners being dual-stack; a specific
+    /// address: its family), groups joined and Probes sent on every one of
+    /// `interfaces`, datagrams accepted only from those interfaces' subnets,
+    /// and XAddrs = `pccrr`, or for an unspecified address every address of
+    /// `interfaces` (of the served families) with `pccrr`'s port.
+    pub fn for_interfaces(pccrr: SocketAddr, interfaces: &[Interface]) -> Self {
+        let mut c = DiscoveryConfig::standard(Vec::new());
+        let (v4, v6) = match pccrr.ip() {
+            IpAddr::V4(_) => (true, false),
+            IpAddr::V6(ip) if ip.is_unspecified() => (true, true),
+            IpAddr::V6(_) => (false, true),
+        };
+        let v4 = v4 && interfaces.iter().any(|i| !i.v4.is_empty());
+        let v6 = v6 && interfaces.iter().any(|i| !i.v6.is_empty());
+        c.bind
+            .retain(|a| (a.is_ipv4() && v4) || (a.is_ipv6() && v6));
+        c.targets
+            .retain(|a| (a.is_ipv4() && v4) || (a.is_ipv6() && v6));
+        if v4 {
+            c.interfaces_v4 = interfaces
+                .iter()
+                .filter_map(|i| i.v4.first().map(|a| a.0))
+                .collect();
+        }
+        if v6 {
+            c.interfaces_v6 = interfaces
+                .iter()
+                .filter(|i| !i.v6.is_empty() && i.index != 0)
+                .map(|i| i.index)
+                .collect();
+        }
+        c.engine.allowed_sources = interfaces
+            .iter()
+            .flat_map(Interface::subnets)
+            .filter(|n| (n.addr.is_ipv4() && v4) || (n.addr.is_ipv6() && v6))
+            .collect();
+        c.engine.xaddrs = if pccrr.ip().is_unspecified() {
+            let port = pccrr.port();
+            let v4s = interfaces
+                .iter()
+                .flat_map(|i| i.v4.iter())
+                .filter(|_| v4)
+                .map(|(a, _)| SocketAddr::new(IpAddr::V4(*a), port));
+            let v6s = interfaces
+                .iter()
+                .flat_map(|i| i.v6.iter())
+                .filter(|_| v6)
+                .map(|(a, _)| SocketAddr::new(IpAddr::V6(*a), port));
+            v4s.chain(v6s).take(MAX_XADDRS).collect()
+        } else {
+            vec![pccrr]
+        };
+        c
     }
 }
 
@@ -299,6 +369,8 @@ impl<L: SegmentLookup + Send + 'static> Discovery<L> {
             v4,
             v6,
             targets: config.targets,
+            interfaces_v4: config.interfaces_v4,
+            interfaces_v6: config.interfaces_v6,
             epoch: Instant::now(),
             subscribers: HashMap::new(),
             metrics,
@@ -464,6 +536,9 @@ struct Driver<L> {
     v4: Option<Family>,
     v6: Option<Family>,
     targets: Vec<SocketAddr>,
+    /// Multicast Probes go out on each of these (one send per interface).
+    interfaces_v4: Vec<Ipv4Addr>,
+    interfaces_v6: Vec<u32>,
     epoch: Instant,
     subscribers: HashMap<QueryId, Subscriber>,
     metrics: Arc<Metrics>,
@@ -585,12 +660,18 @@ impl<L: SegmentLookup + Send + 'static> Driver<L> {
             match out {
                 Output::Transmit(t) => match t.destination {
                     Destination::Multicast => {
+                        let out = Outbound {
+                            v4: &self.v4,
+                            v6: &self.v6,
+                            interfaces_v4: &self.interfaces_v4,
+                            interfaces_v6: &self.interfaces_v6,
+                        };
                         for target in &self.targets {
-                            send(&self.v4, &self.v6, *target, &t.payload, true).await;
+                            out.send(*target, &t.payload).await;
                         }
                     }
                     Destination::Unicast(to) => {
-                        send(&self.v4, &self.v6, to, &t.payload, false).await
+                        send_reply(&self.v4, &self.v6, to, &t.payload).await
                     }
                 },
                 Output::PeerFound {
@@ -620,20 +701,59 @@ impl<L: SegmentLookup + Send + 'static> Driver<L> {
     }
 }
 
-/// Send on `to`'s address family (none bound: dropped): Probes from the
-/// ephemeral socket, replies from the discovery port.
-async fn send(
-    v4: &Option<Family>,
-    v6: &Option<Family>,
-    to: SocketAddr,
-    payload: &[u8],
-    probe: bool,
-) {
-    let family = if to.is_ipv4() { v4 } else { v6 };
-    let Some(family) = family else { return };
-    let sock = if probe { &family.probe } else { &family.listen };
+/// Where and how multicast Probes leave.
+struct Outbound<'a> {
+    v4: &'a Option<Family>,
+    v6: &'a Option<Family>,
+    interfaces_v4: &'a [Ipv4Addr],
+    interfaces_v6: &'a [u32],
+}
+
+impl Outbound<'_> {
+    /// A Probe to `to`: to a group, once per configured interface of its
+    /// family (`IP_MULTICAST_IF` / `IPV6_MULTICAST_IF` set before each send:
+    /// the task is the socket's only user, so this cannot race); to any
+    /// other address (tests), once.
+    async fn send(&self, to: SocketAddr, payload: &[u8]) {
+        let family = if to.is_ipv4() { self.v4 } else { self.v6 };
+        let Some(family) = family else { return };
+        let sock = &family.probe;
+        match to.ip() {
+            IpAddr::V4(g) if g.is_multicast() && self.interfaces_v4.len() > 1 => {
+                for iface in self.interfaces_v4 {
+                    if let Err(e) = socket2::SockRef::from(sock).set_multicast_if_v4(iface) {
+                        tracing::debug!(interface = %iface, error = %e, "discovery: cannot select interface");
+                        continue;
+                    }
+                    send_on(sock, to, payload).await;
+                }
+            }
+            IpAddr::V6(g) if g.is_multicast() && self.interfaces_v6.len() > 1 => {
+                for iface in self.interfaces_v6 {
+                    if let Err(e) = socket2::SockRef::from(sock).set_multicast_if_v6(*iface) {
+                        tracing::debug!(interface = iface, error = %e, "discovery: cannot select interface");
+                        continue;
+                    }
+                    send_on(sock, to, payload).await;
+                }
+            }
+            _ => send_on(sock, to, payload).await,
+        }
+    }
+}
+
+async fn send_on(sock: &UdpSocket, to: SocketAddr, payload: &[u8]) {
     if let Err(e) = sock.send_to(payload, to).await {
         tracing::debug!(%to, error = %e, "discovery: send failed");
+    }
+}
+
+/// A reply to `to`, from the discovery port of its address family (none
+/// bound: dropped).
+async fn send_reply(v4: &Option<Family>, v6: &Option<Family>, to: SocketAddr, payload: &[u8]) {
+    let family = if to.is_ipv4() { v4 } else { v6 };
+    if let Some(family) = family {
+        send_on(&family.listen, to, payload).await;
     }
 }
 
