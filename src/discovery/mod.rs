@@ -767,3 +767,72 @@ async fn sleep_until(at: Option<Instant>) {
 /// The lookup type for a responder backed by something shared with the rest
 /// of the daemon (e.g. the store): `Discovery<SharedLookup>`.
 pub type SharedLookup = Arc<dyn SegmentLookup + Send + Sync>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iface(name: &str, index: u32, v4: &[(&str, u8)], v6: &[(&str, u8)]) -> Interface {
+        Interface {
+            name: name.into(),
+            index,
+            up: true,
+            loopback: false,
+            multicast: true,
+            v4: v4.iter().map(|(a, p)| (a.parse().unwrap(), *p)).collect(),
+            v6: v6.iter().map(|(a, p)| (a.parse().unwrap(), *p)).collect(),
+        }
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn daemon_config_follows_the_listener_family_and_interfaces() {
+        let ifaces = [
+            iface("eth0", 2, &[("192.0.2.10", 24)], &[("fe80::1", 64)]),
+            iface("eth1", 3, &[("198.51.100.7", 25)], &[]),
+        ];
+        // 0.0.0.0: IPv4 only, XAddrs = every interface address.
+        let c = DiscoveryConfig::for_interfaces(sa("0.0.0.0:8082"), &ifaces);
+        assert_eq!(c.bind, vec![sa("0.0.0.0:3702")]);
+        assert_eq!(c.targets, vec![sa("239.255.255.250:3702")]);
+        assert_eq!(
+            c.interfaces_v4,
+            vec![Ipv4Addr::new(192, 0, 2, 10), Ipv4Addr::new(198, 51, 100, 7)]
+        );
+        assert!(c.interfaces_v6.is_empty());
+        assert_eq!(
+            c.engine.xaddrs,
+            vec![sa("192.0.2.10:8082"), sa("198.51.100.7:8082")]
+        );
+        let allowed = &c.engine.allowed_sources;
+        assert_eq!(allowed.len(), 2);
+        assert!(allowed
+            .iter()
+            .any(|n| n.contains("198.51.100.100".parse().unwrap())));
+        assert!(!allowed
+            .iter()
+            .any(|n| n.contains("198.51.100.200".parse().unwrap())));
+        assert!(!allowed
+            .iter()
+            .any(|n| n.contains("fe80::2".parse().unwrap())));
+
+        // [::]: both families; IPv6 joined only where it has addresses.
+        let c = DiscoveryConfig::for_interfaces(sa("[::]:8082"), &ifaces);
+        assert_eq!(c.bind.len(), 2);
+        assert_eq!(c.interfaces_v6, vec![2]);
+        assert!(c.engine.xaddrs.contains(&sa("[fe80::1]:8082")));
+        assert!(c
+            .engine
+            .allowed_sources
+            .iter()
+            .any(|n| n.contains("fe80::2".parse().unwrap())));
+
+        // A specific address is advertised as is.
+        let c = DiscoveryConfig::for_interfaces(sa("192.0.2.10:9000"), &ifaces);
+        assert_eq!(c.engine.xaddrs, vec![sa("192.0.2.10:9000")]);
+        assert_eq!(c.bind, vec![sa("0.0.0.0:3702")]);
+    }
+}
