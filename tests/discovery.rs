@@ -294,10 +294,10 @@ async fn locator_shares_queries_caches_results_and_skips_itself() {
     lan.hold(1, seg(1), held(4)).await;
     let handle = lan.drivers[2].handle();
     // Driver 2 claims driver 1's PCCRR address as its own: it must not be
-    // returned. A long grace lets the query's own deadline end it, so both
-    // replies are in whatever the machine's load.
+    // returned. A long settle time lets the query's own deadline end it, so
+    // both replies are in whatever the machine's load.
     let options = LocatorOptions {
-        grace: Duration::from_secs(30),
+        settle: Duration::from_secs(30),
         ..LocatorOptions::default()
     };
     let locator = DiscoveryLocator::new(handle.clone(), vec![xaddr(1)], options);

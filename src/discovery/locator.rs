@@ -2,11 +2,11 @@
 //! [`PeerLocator`]. `peers(id)` answers from a short-lived per-segment cache,
 //! joins a query already running for that segment, or starts one.
 //!
-//! A query returns as soon as it is useful rather than at its deadline:
-//! after the first peer answers, the locator waits [`LocatorOptions::grace`]
-//! for others (responders back off 1–65 ms, so most replies land in that
-//! window) and then hands back what it has, complete holders first. A query
-//! that finds nobody runs to the engine's (adaptive) deadline. Results,
+//! A query returns as soon as it is useful rather than at its deadline: once
+//! a peer has answered and [`LocatorOptions::settle`] has passed since the
+//! query started (responders back off 1–65 ms, so most replies land by
+//! then), the locator hands back what it has, complete holders first. A
+//! query that finds nobody runs to the engine's (adaptive) deadline. Results,
 //! empty ones included, are cached for a short time, in a table bounded by
 //! [`LocatorOptions::capacity`]. Our own PCCRR addresses are never returned
 //! (the engine already ignores replies bearing our endpoint; this also
@@ -36,8 +36,9 @@ pub struct LocatorOptions {
     pub negative_ttl: Duration,
     /// Most segments remembered (running queries included).
     pub capacity: usize,
-    /// Extra wait after the first peer answers.
-    pub grace: Duration,
+    /// How long after the Probe went out replies are collected, once at
+    /// least one peer has answered (a later first reply is used at once).
+    pub settle: Duration,
     /// Probe format. v1 is answered for every segment by every
     /// implementation (including for v2 content), so it is the default.
     pub version: Version,
@@ -49,7 +50,9 @@ impl Default for LocatorOptions {
             ttl: Duration::from_secs(10),
             negative_ttl: Duration::from_secs(3),
             capacity: 4096,
-            grace: Duration::from_millis(100),
+            // The 65 ms largest responder back-off plus a LAN round trip and
+            // scheduling slack.
+            settle: Duration::from_millis(100),
             version: Version::V1,
         }
     }
@@ -209,13 +212,14 @@ async fn run_query<L: SegmentLookup + Send + 'static>(
     peers
 }
 
-/// The peers of one query: until the first one answers plus `grace`, or the
-/// query's end.
+/// The peers of one query: until one has answered and `settle` has passed,
+/// or the query's end.
 async fn collect_peers<L: SegmentLookup + Send + 'static>(
     handle: &DiscoveryHandle<L>,
     id: SegmentId,
     options: &LocatorOptions,
 ) -> Vec<Peer> {
+    let started = tokio::time::Instant::now();
     let mut query = match handle.start_query(vec![id], options.version).await {
         Ok(q) => q,
         Err(e) => {
@@ -235,7 +239,7 @@ async fn collect_peers<L: SegmentLookup + Send + 'static>(
             }
         }
     }
-    let until = tokio::time::Instant::now() + options.grace;
+    let until = started + options.settle;
     loop {
         tokio::select! {
             next = query.next_peer() => match next {

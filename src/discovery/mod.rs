@@ -11,6 +11,12 @@
 //! Where "multicast" datagrams go is [`DiscoveryConfig::targets`]; tests point
 //! it at other drivers' unicast loopback addresses so several drivers can
 //! talk on 127.0.0.1 without multicast routing.
+//!
+//! Around the driver: [`interfaces`] picks the interfaces (getifaddrs),
+//! [`DiscoveryConfig::for_interfaces`] turns them into the daemon's sockets,
+//! allow-list and XAddrs, the block store answers Probes (its
+//! `SegmentLookup` impl in `lookup.rs`), and [`DiscoveryLocator`] serves the
+//! proxy's planner as a [`crate::retrieval::PeerLocator`].
 
 pub mod interfaces;
 mod locator;
