@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use branchcache::proto::pccrc::{hash_content, server_secret, HashAlgo, Version};
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -100,9 +101,9 @@ impl Lan {
 
     /// `sw` with a bridge, then one namespace per host, each with `eth0`
     /// on the bridge and `addr/24`.
-    fn build(hosts: &[(&str, &str)]) -> Lan {
+    fn build(tag: &str, hosts: &[(&str, &str)]) -> Lan {
         let mut lan = Lan {
-            prefix: format!("bcnet{}", std::process::id()),
+            prefix: format!("bc{}{tag}", std::process::id()),
             created: Vec::new(),
         };
         lan.add_ns("sw");
@@ -401,12 +402,12 @@ async fn wait_stored(lan: &Lan, host: &str, blocks: u64) {
     }
 }
 
-fn branch_config(dir: &Path, host: &str, extra_peer: &str) -> String {
+fn branch_config(dir: &Path, host: &str, peer: &str) -> String {
     format!(
         "[store]\npath = {:?}\n\
          [admin]\nlisten = \"127.0.0.1:{ADMIN_PORT}\"\n\
          [proxy]\nlisten = \"127.0.0.1:{PROXY_PORT}\"\nupstream = \"http://{ORIGIN_IP}:{PUBLISHER_PORT}\"\n\
-         [peer]\nlisten = \"0.0.0.0:8082\"\n{extra_peer}\n",
+         [peer]\n{peer}\n",
         dir.join(format!("store-{host}"))
     )
 }
@@ -423,27 +424,64 @@ fn content(len: usize) -> Bytes {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn discovery_between_real_daemons_in_network_namespaces() {
+/// Whether this host can run the scenario; says why not.
+fn can_run() -> bool {
     if !is_root() {
         eprintln!("skipped: the network-namespace test needs root");
-        return;
+        return false;
     }
     if run(&["ip", "-V"]).is_err() {
         eprintln!("skipped: the network-namespace test needs `ip` (iproute2)");
+        return false;
+    }
+    true
+}
+
+/// v1 content information: one 32 MiB-class segment of 49 blocks. Every
+/// branch listens on IPv4 only; C names its interface explicitly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_between_real_daemons_in_network_namespaces() {
+    if !can_run() {
         return;
     }
-    let lan = Lan::build(&[
-        ("o", ORIGIN_IP),
-        ("a", "198.18.0.1"),
-        ("b", "198.18.0.2"),
-        ("c", "198.18.0.3"),
-    ]);
-    let dir = tempfile::tempdir().unwrap();
-
-    // 3 MiB + a partial last block: one v1 segment of 49 blocks.
+    // 3 MiB + a partial last block.
     let data = content(3 * 1024 * 1024 + 4321);
     let blocks = data.len().div_ceil(64 * 1024) as u64;
+    let peer_c = "listen = \"0.0.0.0:8082\"\ninterfaces = [\"eth0\"]";
+    scenario("v1", 1, data, blocks, peer_c).await;
+}
+
+/// v2 content information: many small segments (one discovery query each,
+/// found with v1 Probes for v2 ids). C listens dual-stack (`[::]`), so its
+/// discovery runs on IPv4 and IPv6 while A and B answer on IPv4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_content_and_a_dual_stack_peer_in_network_namespaces() {
+    if !can_run() {
+        return;
+    }
+    let data = content(1024 * 1024 + 777);
+    let ks = server_secret(HashAlgo::Sha512Trunc, b"segment count only");
+    let segments = hash_content(Version::V2, HashAlgo::Sha512Trunc, &ks, &data)
+        .segments
+        .len() as u64;
+    assert!(segments > 4, "want several v2 segments, got {segments}");
+    eprintln!("v2: {segments} segments");
+    scenario("v2", 2, data, segments, "listen = \"[::]:8082\"").await;
+}
+
+/// A warms from the origin, B downloads from A (zero origin body bytes), A
+/// stops, C downloads from B. `blocks` is what a full store holds.
+async fn scenario(tag: &str, content_version: u8, data: Bytes, blocks: u64, peer_c: &str) {
+    let lan = Lan::build(
+        tag,
+        &[
+            ("o", ORIGIN_IP),
+            ("a", "198.18.0.1"),
+            ("b", "198.18.0.2"),
+            ("c", "198.18.0.3"),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
     let files = Arc::new(FileServer {
         data: data.clone(),
         ..Default::default()
@@ -460,30 +498,49 @@ async fn discovery_between_real_daemons_in_network_namespaces() {
         &format!(
             "[store]\npath = {:?}\n[admin]\nlisten = \"127.0.0.1:{ADMIN_PORT}\"\n\
              [publisher]\nlisten = \"{ORIGIN_IP}:{PUBLISHER_PORT}\"\n\
-             upstream = \"http://127.0.0.1:{FILE_SERVER_PORT}\"\nsecret_file = {:?}\n",
+             upstream = \"http://127.0.0.1:{FILE_SERVER_PORT}\"\nsecret_file = {:?}\n\
+             content_version = {content_version}\n",
             dir.path().join("store-o"),
             dir.path().join("secret")
         ),
     );
-    let mut a = Daemon::start(&lan, "a", dir.path(), &branch_config(dir.path(), "a", ""));
-    let mut b = Daemon::start(&lan, "b", dir.path(), &branch_config(dir.path(), "b", ""));
+    let v4_only = "listen = \"0.0.0.0:8082\"";
+    let mut a = Daemon::start(
+        &lan,
+        "a",
+        dir.path(),
+        &branch_config(dir.path(), "a", v4_only),
+    );
+    let mut b = Daemon::start(
+        &lan,
+        "b",
+        dir.path(),
+        &branch_config(dir.path(), "b", v4_only),
+    );
     let mut c = Daemon::start(
         &lan,
         "c",
         dir.path(),
-        &branch_config(dir.path(), "c", "interfaces = [\"eth0\"]"),
+        &branch_config(dir.path(), "c", peer_c),
     );
     for d in [&mut publisher, &mut a, &mut b, &mut c] {
         wait_ready(&lan, d).await;
     }
     let proxy = SocketAddr::from(([127, 0, 0, 1], PROXY_PORT));
+    if let Some(line) = std::fs::read_to_string(&c.log)
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.contains("discovery running"))
+    {
+        eprintln!("{tag}: C: {line}");
+    }
 
     // 1. A warms its store from the origin (through the publisher).
     let t = Instant::now();
     let (status, body) = get(&lan.ns("a"), proxy, "/obj.bin").await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert!(body == data, "A's download differs from the object");
-    eprintln!("A (cold, from the origin): {:?}", t.elapsed());
+    eprintln!("{tag}: A (cold, from the origin): {:?}", t.elapsed());
     wait_stored(&lan, "a", blocks).await;
     let origin_after_a = files.body_bytes.load(Ordering::SeqCst);
     assert!(origin_after_a >= data.len() as u64);
@@ -494,7 +551,7 @@ async fn discovery_between_real_daemons_in_network_namespaces() {
     let (status, body) = get(&lan.ns("b"), proxy, "/obj.bin").await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert!(body == data, "B's download differs from the object");
-    eprintln!("B (from peer A): {:?}", t.elapsed());
+    eprintln!("{tag}: B (from peer A): {:?}", t.elapsed());
     assert_eq!(
         files.body_bytes.load(Ordering::SeqCst),
         origin_after_a,
@@ -542,7 +599,7 @@ async fn discovery_between_real_daemons_in_network_namespaces() {
     let (status, body) = get(&lan.ns("c"), proxy, "/obj.bin").await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert!(body == data, "C's download differs from the object");
-    eprintln!("C (from peer B, A stopped): {:?}", t.elapsed());
+    eprintln!("{tag}: C (from peer B, A stopped): {:?}", t.elapsed());
     assert_eq!(
         files.body_bytes.load(Ordering::SeqCst),
         origin_after_a,
