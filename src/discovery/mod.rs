@@ -218,12 +218,24 @@ enum Command<L> {
 }
 
 /// A running query: peers as they are found, then the full result.
+/// Dropping it before [`QueryHandle::finish`] returns ends the query in the
+/// engine (no more retransmissions, its slot freed for other queries).
 #[derive(Debug)]
 pub struct QueryHandle {
     /// The engine's id for this query.
     pub id: QueryId,
     peers: mpsc::Receiver<(SegmentId, Peer)>,
-    done: oneshot::Receiver<Vec<SegmentPeers>>,
+    done: Option<oneshot::Receiver<Vec<SegmentPeers>>>,
+    cancel: Option<mpsc::Sender<QueryId>>,
+}
+
+impl Drop for QueryHandle {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.cancel.take() {
+            // Full queue: the query still ends at its deadline.
+            let _ = cancel.try_send(self.id);
+        }
+    }
 }
 
 impl QueryHandle {
@@ -234,8 +246,10 @@ impl QueryHandle {
     }
 
     /// Wait for the query to end; per requested segment, the peers found.
-    pub async fn finish(self) -> Result<Vec<SegmentPeers>, DiscoveryError> {
-        self.done.await.map_err(|_| DiscoveryError::Stopped)
+    pub async fn finish(mut self) -> Result<Vec<SegmentPeers>, DiscoveryError> {
+        self.cancel = None;
+        let done = self.done.take().ok_or(DiscoveryError::Stopped)?;
+        done.await.map_err(|_| DiscoveryError::Stopped)
     }
 }
 
@@ -369,6 +383,7 @@ impl<L: SegmentLookup + Send + 'static> Discovery<L> {
             .filter_map(|f: &Family| f.listen.local_addr().ok())
             .collect();
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let (cancel_tx, cancel_rx) = mpsc::channel(COMMAND_QUEUE);
         let engine = Engine::new(config.engine.clone(), lookup, Box::new(OsEntropy));
         let driver = Driver {
             engine,
@@ -381,8 +396,9 @@ impl<L: SegmentLookup + Send + 'static> Discovery<L> {
             subscribers: HashMap::new(),
             metrics,
             published: EngineStats::default(),
+            cancel_tx,
         };
-        let task = tokio::spawn(driver.run(rx, shutdown));
+        let task = tokio::spawn(driver.run(rx, cancel_rx, shutdown));
         Ok(Discovery {
             handle: DiscoveryHandle { tx },
             local_addrs,
@@ -550,6 +566,8 @@ struct Driver<L> {
     metrics: Arc<Metrics>,
     /// Counters as last published to `metrics`.
     published: EngineStats,
+    /// Given to every [`QueryHandle`]: dropped handles send their id here.
+    cancel_tx: mpsc::Sender<QueryId>,
 }
 
 async fn recv(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
@@ -564,7 +582,12 @@ impl<L: SegmentLookup + Send + 'static> Driver<L> {
         self.epoch.elapsed()
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Command<L>>, shutdown: CancellationToken) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command<L>>,
+        mut cancels: mpsc::Receiver<QueryId>,
+        shutdown: CancellationToken,
+    ) {
         let mut bufs = [(); 4].map(|_| vec![0u8; RECV_BUFFER]);
         let mut commands_open = true;
         loop {
@@ -583,6 +606,11 @@ impl<L: SegmentLookup + Send + 'static> Driver<L> {
                     // Every handle is gone: keep answering Probes until shutdown.
                     None => commands_open = false,
                 },
+                // Never None: the driver holds a sender itself.
+                Some(id) = cancels.recv() => {
+                    self.subscribers.remove(&id);
+                    self.engine.cancel_query(id);
+                }
                 _ = sleep_until(wake), if wake.is_some() => {
                     let now = self.now();
                     self.engine.handle_timeout(now);
@@ -645,7 +673,8 @@ impl<L: SegmentLookup + Send + 'static> Driver<L> {
                     QueryHandle {
                         id,
                         peers: prx,
-                        done: drx,
+                        done: Some(drx),
+                        cancel: Some(self.cancel_tx.clone()),
                     }
                 });
                 if let Err(Ok(handle)) = reply.send(result) {
