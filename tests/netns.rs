@@ -5,7 +5,8 @@
 //!   ns sw:  br0 (multicast snooping off)
 //!             ├─ veth ── ns a: branchcache [proxy]+[peer]   198.18.0.1
 //!             ├─ veth ── ns b: branchcache [proxy]+[peer]   198.18.0.2
-//!             ├─ veth ── ns c: branchcache [proxy]+[peer]   198.18.0.3  (interfaces = ["eth0"])
+//!             ├─ veth ── ns c: branchcache [proxy]+[peer]   198.18.0.3
+//!             │            (+ aux0 198.19.0.3: a veth to nowhere, sorted first)
 //!             └─ veth ── ns o: branchcache [publisher]      198.18.0.10
 //!                              + plain file server on its 127.0.0.1:8000
 //! ```
@@ -143,6 +144,32 @@ impl Lan {
             must(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
         }
         lan
+    }
+
+    /// A second interface for `host`, `aux0` with `addr/24`, whose other end
+    /// is up in `sw` but on no bridge: whatever goes out there reaches nobody.
+    /// `aux0` sorts before `eth0`, so a driver that sent Probes only on its
+    /// first interface would never be heard.
+    fn add_dead_end(&self, host: &str, addr: &str) {
+        let sw = self.ns("sw");
+        let ns = self.ns(host);
+        let port = format!("x-{host}");
+        must(&[
+            "ip", "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "aux0", "netns",
+            &ns,
+        ]);
+        must(&["ip", "-n", &sw, "link", "set", &port, "up"]);
+        must(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "aux0",
+        ]);
+        must(&["ip", "-n", &ns, "link", "set", "aux0", "up"]);
     }
 }
 
@@ -437,8 +464,8 @@ fn can_run() -> bool {
     true
 }
 
-/// v1 content information: one 32 MiB-class segment of 49 blocks. Every
-/// branch listens on IPv4 only; C names its interface explicitly.
+/// v1 content information: one segment of 49 blocks. Every branch listens
+/// on IPv4 only; C names its LAN interface explicitly (leaving out `aux0`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_between_real_daemons_in_network_namespaces() {
     if !can_run() {
@@ -453,7 +480,8 @@ async fn discovery_between_real_daemons_in_network_namespaces() {
 
 /// v2 content information: many small segments (one discovery query each,
 /// found with v1 Probes for v2 ids). C listens dual-stack (`[::]`), so its
-/// discovery runs on IPv4 and IPv6 while A and B answer on IPv4.
+/// discovery runs on IPv4 and IPv6 while A and B answer on IPv4, and takes
+/// the default interfaces, `aux0` and `eth0`: its Probes must go out on both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v2_content_and_a_dual_stack_peer_in_network_namespaces() {
     if !can_run() {
@@ -481,6 +509,7 @@ async fn scenario(tag: &str, content_version: u8, data: Bytes, blocks: u64, peer
             ("c", "198.18.0.3"),
         ],
     );
+    lan.add_dead_end("c", "198.19.0.3");
     let dir = tempfile::tempdir().unwrap();
     let files = Arc::new(FileServer {
         data: data.clone(),
