@@ -191,7 +191,15 @@ async fn run_query<L: SegmentLookup + Send + 'static>(
     options: LocatorOptions,
     cache: Arc<Mutex<Cache>>,
 ) -> Arc<[SocketAddr]> {
-    let found = collect_peers(&handle, id, &options).await;
+    let Some(found) = collect_peers(&handle, id, &options).await else {
+        // Not asked (engine busy, driver stopped): nothing learned, so
+        // nothing cached; the next lookup tries again.
+        let mut cache = lock(&cache);
+        if matches!(cache.entries.get(&id), Some(Entry::Pending(_))) {
+            cache.entries.remove(&id);
+        }
+        return Arc::from([]);
+    };
     let peers: Arc<[SocketAddr]> = rank(found, &own).into();
     let ttl = if peers.is_empty() {
         options.negative_ttl
@@ -213,18 +221,18 @@ async fn run_query<L: SegmentLookup + Send + 'static>(
 }
 
 /// The peers of one query: until one has answered and `settle` has passed,
-/// or the query's end.
+/// or the query's end. `None` when the query could not run.
 async fn collect_peers<L: SegmentLookup + Send + 'static>(
     handle: &DiscoveryHandle<L>,
     id: SegmentId,
     options: &LocatorOptions,
-) -> Vec<Peer> {
+) -> Option<Vec<Peer>> {
     let started = tokio::time::Instant::now();
     let mut query = match handle.start_query(vec![id], options.version).await {
         Ok(q) => q,
         Err(e) => {
             tracing::debug!(segment = %id, error = %e, "discovery query not started");
-            return Vec::new();
+            return None;
         }
     };
     let mut found = Vec::new();
@@ -233,10 +241,11 @@ async fn collect_peers<L: SegmentLookup + Send + 'static>(
         // The query ended (or its event queue overflowed): the full
         // result has everything.
         None => {
-            return match query.finish().await {
-                Ok(results) => results.into_iter().flat_map(|r| r.peers).collect(),
-                Err(_) => Vec::new(),
-            }
+            return query
+                .finish()
+                .await
+                .ok()
+                .map(|results| results.into_iter().flat_map(|r| r.peers).collect())
         }
     }
     let until = started + options.settle;
@@ -246,7 +255,7 @@ async fn collect_peers<L: SegmentLookup + Send + 'static>(
                 Some((_, peer)) => found.push(peer),
                 None => {
                     if let Ok(results) = query.finish().await {
-                        return results.into_iter().flat_map(|r| r.peers).collect();
+                        return Some(results.into_iter().flat_map(|r| r.peers).collect());
                     }
                     break;
                 }
@@ -255,7 +264,7 @@ async fn collect_peers<L: SegmentLookup + Send + 'static>(
         }
     }
     // Dropping the handle ends the query in the driver.
-    found
+    Some(found)
 }
 
 /// Complete holders first, then by blocks held, then in reply order; our
