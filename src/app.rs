@@ -44,6 +44,12 @@ pub enum StartError {
     /// The upstream hosted cache's TLS trust could not be loaded.
     #[error("upstream_hosted_cache: {0}")]
     UpstreamHostedCache(#[from] crate::hosted_cache::tls::TlsError),
+    /// No discovery interface could be chosen from `[peer] interfaces`.
+    #[error("discovery: {0}")]
+    DiscoveryInterfaces(#[from] crate::discovery::InterfaceError),
+    /// The discovery sockets could not be set up.
+    #[error(transparent)]
+    Discovery(#[from] crate::discovery::DiscoveryError),
     /// The store could not be opened.
     #[error("cannot open store {path}: {source}")]
     StoreDir {
@@ -101,17 +107,22 @@ impl App {
             })?;
         let mut roles = vec!["admin"];
 
-        let mut peer_addr = None;
-        if let Some(pc) = &config.peer {
-            let listener = bind("peer", pc.listen).await?;
-            peer_addr = Some(listener.local_addr().map_err(|source| StartError::Bind {
-                what: "peer",
-                addr: pc.listen,
-                source,
-            })?);
-            if pc.discovery {
-                tracing::warn!("peer.discovery requested, but discovery is not in this build yet; serving PCCRR only");
+        // Bound before the proxy so discovery can advertise it and the
+        // proxy's planner can ask discovered peers.
+        let mut peer_listener = match &config.peer {
+            Some(pc) => Some(bind_local("peer", pc.listen).await?),
+            None => None,
+        };
+        let discovery = match (&config.peer, &peer_listener) {
+            (Some(pc), Some((_, addr))) => {
+                start_discovery(pc, *addr, &store, &metrics, &shutdown, &mut tasks)?
             }
+            _ => None,
+        };
+
+        let mut peer_addr = None;
+        if let (Some(pc), Some((listener, addr))) = (&config.peer, peer_listener.take()) {
+            peer_addr = Some(addr);
             let server = crate::retrieval::RetrievalServer::new(
                 Arc::new(store.clone()),
                 crate::retrieval::ServerConfig {
@@ -138,7 +149,7 @@ impl App {
                 addr: pc.listen,
                 source,
             })?);
-            let sources = block_sources(&config, &metrics);
+            let sources = block_sources(&config, discovery.clone(), &metrics);
             let planner = crate::fetch::Planner::new(
                 Arc::new(store.clone()),
                 sources,
@@ -276,9 +287,10 @@ impl App {
 }
 
 /// The planner's sources before the origin, in order: the upstream hosted
-/// cache, then fixed peers (`[proxy] peers`).
+/// cache, fixed peers (`[proxy] peers`), then peers found by discovery.
 fn block_sources(
     config: &Config,
+    discovered: Option<Arc<dyn crate::retrieval::PeerLocator>>,
     metrics: &Arc<Metrics>,
 ) -> Vec<Arc<dyn crate::fetch::BlockSource>> {
     use crate::fetch::SourceKind;
@@ -297,9 +309,12 @@ fn block_sources(
             sources.push(Arc::new(PeerSource::new(
                 SourceKind::Peer,
                 Arc::new(StaticPeers(pc.peers.clone())),
-                client,
+                client.clone(),
             )));
         }
+    }
+    if let Some(locator) = discovered {
+        sources.push(Arc::new(PeerSource::new(SourceKind::Peer, locator, client)));
     }
     sources
 }
@@ -406,6 +421,53 @@ async fn flush_store_periodically(store: Store, stop: CancellationToken) {
             }
         }
     }
+}
+
+/// `[peer] discovery`: start MS-PCCRD answering from `store` and advertising
+/// `pccrr`, on `[peer] interfaces` (default: every up, multicast-capable,
+/// non-loopback one). Returns the locator the proxy asks for peers; `None`
+/// when discovery is off, or on by default but no interface suits (logged).
+/// Named interfaces that do not exist, and socket errors, fail the start.
+fn start_discovery(
+    pc: &crate::config::PeerConfig,
+    pccrr: SocketAddr,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Result<Option<Arc<dyn crate::retrieval::PeerLocator>>, StartError> {
+    use crate::discovery::{interfaces, Discovery, DiscoveryConfig, DiscoveryLocator};
+    if !pc.discovery {
+        return Ok(None);
+    }
+    let chosen = match interfaces::list().and_then(|all| interfaces::select(all, &pc.interfaces)) {
+        Ok(chosen) => chosen,
+        Err(e @ interfaces::InterfaceError::NoneSuitable) => {
+            tracing::warn!(error = %e, "discovery disabled; serving PCCRR only");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let dc = DiscoveryConfig::for_interfaces(pccrr, &chosen);
+    let xaddrs = dc.engine.xaddrs.clone();
+    let d = Discovery::start(dc, store.clone(), metrics.clone(), shutdown.child_token())?;
+    let names: Vec<&str> = chosen.iter().map(|i| i.name.as_str()).collect();
+    tracing::info!(interfaces = ?names, xaddrs = ?xaddrs, "discovery running");
+    let locator = DiscoveryLocator::new(d.handle(), xaddrs, Default::default());
+    tasks.spawn(d.join());
+    Ok(Some(Arc::new(locator)))
+}
+
+/// Bind a listener and learn its address (port 0 resolved).
+async fn bind_local(
+    what: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listener = bind(what, addr).await?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { what, addr, source })?;
+    Ok((listener, local))
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {

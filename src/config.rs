@@ -176,7 +176,7 @@ pub struct FileUpstreamHostedCache {
     pub offer: Option<bool>,
 }
 
-/// `[peer]` as written: the MS-PCCRR server (and, once it lands, discovery).
+/// `[peer]` as written: the MS-PCCRR server and MS-PCCRD discovery.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilePeer {
@@ -184,9 +184,10 @@ pub struct FilePeer {
     pub enabled: Option<bool>,
     /// PCCRR listener, default `0.0.0.0:8082`.
     pub listen: Option<String>,
-    /// Answer and send MS-PCCRD discovery (default true; not in this build yet).
+    /// Answer and send MS-PCCRD discovery (default true).
     pub discovery: Option<bool>,
-    /// Multicast interfaces for discovery; empty = all suitable.
+    /// Multicast interfaces for discovery by name; empty = every up,
+    /// multicast-capable, non-loopback one.
     pub interfaces: Option<Vec<String>>,
     /// Block cipher for MSG_BLK: "aes128" (default), "aes192" or "aes256".
     pub crypto: Option<String>,
@@ -325,9 +326,9 @@ pub const DEFAULT_REPLAY_MAX_SIZE: u64 = 10 * 1024 * 1024 * 1024;
 pub struct PeerConfig {
     /// PCCRR listener.
     pub listen: SocketAddr,
-    /// Discovery requested (the discovery driver is not in this build yet).
+    /// Run MS-PCCRD discovery (answer Probes, find peers for the proxy).
     pub discovery: bool,
-    /// Discovery interfaces.
+    /// Discovery interfaces by name (empty: every suitable one).
     pub interfaces: Vec<String>,
     /// Cipher for served blocks.
     pub crypto: crate::proto::pccrr::CryptoAlgoId,

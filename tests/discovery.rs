@@ -199,12 +199,12 @@ async fn shutdown_stops_the_driver_and_handles_report_it() {
 async fn dropping_a_query_handle_cancels_the_query() {
     // A one-hour wait: only the cancellation can end this query in time.
     let lan = lan_with(2, |c| c.engine.initial_wait = Duration::from_secs(3600)).await;
-    lan.hold(0, seg(3), held(1)).await;
+    // Nobody holds seg(3): no reply can end the query either.
     let handle = lan.drivers[1].handle();
     let q = handle.start_query(vec![seg(3)], Version::V1).await.unwrap();
     drop(q);
-    // The peer's reply arrives after its back-off and finds the handle
-    // gone. Poll the counters; the loop bound is only a give-up limit.
+    // The dropped handle tells the driver, which ends the query at once.
+    // Poll the counters; the loop bound is only a give-up limit.
     let mut finished = 0;
     for _ in 0..100 {
         finished = handle.stats().await.unwrap().queries_finished;
@@ -279,4 +279,39 @@ async fn multicast_on_loopback_when_enabled() {
     token.cancel();
     a.join().await;
     b.join().await;
+}
+
+/// The planner's view: concurrent lookups of one segment share one query,
+/// the answer is cached, our own address is never returned, and a segment
+/// nobody holds yields no peers.
+#[tokio::test]
+async fn locator_shares_queries_caches_results_and_skips_itself() {
+    use branchcache::discovery::{DiscoveryLocator, LocatorOptions};
+    use branchcache::retrieval::PeerLocator;
+
+    let lan = lan(3).await;
+    lan.hold(0, seg(1), held(4)).await;
+    lan.hold(1, seg(1), held(4)).await;
+    let handle = lan.drivers[2].handle();
+    // Driver 2 claims driver 1's PCCRR address as its own: it must not be
+    // returned. A long settle time lets the query's own deadline end it, so
+    // both replies are in whatever the machine's load.
+    let options = LocatorOptions {
+        settle: Duration::from_secs(30),
+        ..LocatorOptions::default()
+    };
+    let locator = DiscoveryLocator::new(handle.clone(), vec![xaddr(1)], options);
+    let (p1, p2) = tokio::join!(locator.peers(&seg(1)), locator.peers(&seg(1)));
+    assert_eq!(p1, vec![xaddr(0)]);
+    assert_eq!(p2, p1);
+    assert_eq!(handle.stats().await.unwrap().queries_started, 1);
+    // Within the TTL: from the cache, no new query.
+    assert_eq!(locator.peers(&seg(1)).await, vec![xaddr(0)]);
+    assert_eq!(handle.stats().await.unwrap().queries_started, 1);
+    // Nobody holds seg(2): the query runs to its deadline and finds nothing.
+    assert!(locator.peers(&seg(2)).await.is_empty());
+    assert_eq!(handle.stats().await.unwrap().queries_started, 2);
+    lan.stop().await;
+    // After shutdown a lookup of a new segment ends empty instead of hanging.
+    assert!(locator.peers(&seg(3)).await.is_empty());
 }

@@ -11,6 +11,19 @@
 //! Where "multicast" datagrams go is [`DiscoveryConfig::targets`]; tests point
 //! it at other drivers' unicast loopback addresses so several drivers can
 //! talk on 127.0.0.1 without multicast routing.
+//!
+//! Around the driver: [`interfaces`] picks the interfaces (getifaddrs),
+//! [`DiscoveryConfig::for_interfaces`] turns them into the daemon's sockets,
+//! allow-list and XAddrs, the block store answers Probes (its
+//! `SegmentLookup` impl in `lookup.rs`), and [`DiscoveryLocator`] serves the
+//! proxy's planner as a [`crate::retrieval::PeerLocator`].
+
+pub mod interfaces;
+mod locator;
+mod lookup;
+
+pub use interfaces::{Interface, InterfaceError};
+pub use locator::{DiscoveryLocator, LocatorOptions};
 
 use std::collections::HashMap;
 use std::io;
@@ -98,6 +111,69 @@ impl DiscoveryConfig {
     }
 }
 
+/// Most XAddrs advertised for an unspecified PCCRR listen address (one per
+/// interface address; keeps ProbeMatches small on hosts with many addresses).
+const MAX_XADDRS: usize = 8;
+
+impl DiscoveryConfig {
+    /// The daemon's configuration for a PCCRR server listening on `pccrr`:
+    /// sockets for the address families that listener serves (`0.0.0.0`:
+    /// IPv4; `[::]`: both, Linux listeners being dual-stack; a specific
+    /// address: its family), groups joined and Probes sent on every one of
+    /// `interfaces`, datagrams accepted only from those interfaces' subnets,
+    /// and XAddrs = `pccrr`, or for an unspecified address every address of
+    /// `interfaces` (of the served families) with `pccrr`'s port.
+    pub fn for_interfaces(pccrr: SocketAddr, interfaces: &[Interface]) -> Self {
+        let mut c = DiscoveryConfig::standard(Vec::new());
+        let (v4, v6) = match pccrr.ip() {
+            IpAddr::V4(_) => (true, false),
+            IpAddr::V6(ip) if ip.is_unspecified() => (true, true),
+            IpAddr::V6(_) => (false, true),
+        };
+        let v4 = v4 && interfaces.iter().any(|i| !i.v4.is_empty());
+        let v6 = v6 && interfaces.iter().any(|i| !i.v6.is_empty());
+        c.bind
+            .retain(|a| (a.is_ipv4() && v4) || (a.is_ipv6() && v6));
+        c.targets
+            .retain(|a| (a.is_ipv4() && v4) || (a.is_ipv6() && v6));
+        if v4 {
+            c.interfaces_v4 = interfaces
+                .iter()
+                .filter_map(|i| i.v4.first().map(|a| a.0))
+                .collect();
+        }
+        if v6 {
+            c.interfaces_v6 = interfaces
+                .iter()
+                .filter(|i| !i.v6.is_empty() && i.index != 0)
+                .map(|i| i.index)
+                .collect();
+        }
+        c.engine.allowed_sources = interfaces
+            .iter()
+            .flat_map(Interface::subnets)
+            .filter(|n| (n.addr.is_ipv4() && v4) || (n.addr.is_ipv6() && v6))
+            .collect();
+        c.engine.xaddrs = if pccrr.ip().is_unspecified() {
+            let port = pccrr.port();
+            let v4s = interfaces
+                .iter()
+                .flat_map(|i| i.v4.iter())
+                .filter(|_| v4)
+                .map(|(a, _)| SocketAddr::new(IpAddr::V4(*a), port));
+            let v6s = interfaces
+                .iter()
+                .flat_map(|i| i.v6.iter())
+                .filter(|_| v6)
+                .map(|(a, _)| SocketAddr::new(IpAddr::V6(*a), port));
+            v4s.chain(v6s).take(MAX_XADDRS).collect()
+        } else {
+            vec![pccrr]
+        };
+        c
+    }
+}
+
 /// Why the driver could not start or a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
@@ -142,12 +218,24 @@ enum Command<L> {
 }
 
 /// A running query: peers as they are found, then the full result.
+/// Dropping it before [`QueryHandle::finish`] returns ends the query in the
+/// engine (no more retransmissions, its slot freed for other queries).
 #[derive(Debug)]
 pub struct QueryHandle {
     /// The engine's id for this query.
     pub id: QueryId,
     peers: mpsc::Receiver<(SegmentId, Peer)>,
-    done: oneshot::Receiver<Vec<SegmentPeers>>,
+    done: Option<oneshot::Receiver<Vec<SegmentPeers>>>,
+    cancel: Option<mpsc::Sender<QueryId>>,
+}
+
+impl Drop for QueryHandle {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.cancel.take() {
+            // Full queue: the query still ends at its deadline.
+            let _ = cancel.try_send(self.id);
+        }
+    }
 }
 
 impl QueryHandle {
@@ -158,8 +246,10 @@ impl QueryHandle {
     }
 
     /// Wait for the query to end; per requested segment, the peers found.
-    pub async fn finish(self) -> Result<Vec<SegmentPeers>, DiscoveryError> {
-        self.done.await.map_err(|_| DiscoveryError::Stopped)
+    pub async fn finish(mut self) -> Result<Vec<SegmentPeers>, DiscoveryError> {
+        self.cancel = None;
+        let done = self.done.take().ok_or(DiscoveryError::Stopped)?;
+        done.await.map_err(|_| DiscoveryError::Stopped)
     }
 }
 
@@ -293,18 +383,22 @@ impl<L: SegmentLookup + Send + 'static> Discovery<L> {
             .filter_map(|f: &Family| f.listen.local_addr().ok())
             .collect();
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let (cancel_tx, cancel_rx) = mpsc::channel(COMMAND_QUEUE);
         let engine = Engine::new(config.engine.clone(), lookup, Box::new(OsEntropy));
         let driver = Driver {
             engine,
             v4,
             v6,
             targets: config.targets,
+            interfaces_v4: config.interfaces_v4,
+            interfaces_v6: config.interfaces_v6,
             epoch: Instant::now(),
             subscribers: HashMap::new(),
             metrics,
             published: EngineStats::default(),
+            cancel_tx,
         };
-        let task = tokio::spawn(driver.run(rx, shutdown));
+        let task = tokio::spawn(driver.run(rx, cancel_rx, shutdown));
         Ok(Discovery {
             handle: DiscoveryHandle { tx },
             local_addrs,
@@ -464,11 +558,16 @@ struct Driver<L> {
     v4: Option<Family>,
     v6: Option<Family>,
     targets: Vec<SocketAddr>,
+    /// Multicast Probes go out on each of these (one send per interface).
+    interfaces_v4: Vec<Ipv4Addr>,
+    interfaces_v6: Vec<u32>,
     epoch: Instant,
     subscribers: HashMap<QueryId, Subscriber>,
     metrics: Arc<Metrics>,
     /// Counters as last published to `metrics`.
     published: EngineStats,
+    /// Given to every [`QueryHandle`]: dropped handles send their id here.
+    cancel_tx: mpsc::Sender<QueryId>,
 }
 
 async fn recv(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
@@ -483,7 +582,12 @@ impl<L: SegmentLookup + Send + 'static> Driver<L> {
         self.epoch.elapsed()
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Command<L>>, shutdown: CancellationToken) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command<L>>,
+        mut cancels: mpsc::Receiver<QueryId>,
+        shutdown: CancellationToken,
+    ) {
         let mut bufs = [(); 4].map(|_| vec![0u8; RECV_BUFFER]);
         let mut commands_open = true;
         loop {
@@ -502,6 +606,11 @@ impl<L: SegmentLookup + Send + 'static> Driver<L> {
                     // Every handle is gone: keep answering Probes until shutdown.
                     None => commands_open = false,
                 },
+                // Never None: the driver holds a sender itself.
+                Some(id) = cancels.recv() => {
+                    self.subscribers.remove(&id);
+                    self.engine.cancel_query(id);
+                }
                 _ = sleep_until(wake), if wake.is_some() => {
                     let now = self.now();
                     self.engine.handle_timeout(now);
@@ -564,7 +673,8 @@ impl<L: SegmentLookup + Send + 'static> Driver<L> {
                     QueryHandle {
                         id,
                         peers: prx,
-                        done: drx,
+                        done: Some(drx),
+                        cancel: Some(self.cancel_tx.clone()),
                     }
                 });
                 if let Err(Ok(handle)) = reply.send(result) {
@@ -585,12 +695,18 @@ impl<L: SegmentLookup + Send + 'static> Driver<L> {
             match out {
                 Output::Transmit(t) => match t.destination {
                     Destination::Multicast => {
+                        let out = Outbound {
+                            v4: &self.v4,
+                            v6: &self.v6,
+                            interfaces_v4: &self.interfaces_v4,
+                            interfaces_v6: &self.interfaces_v6,
+                        };
                         for target in &self.targets {
-                            send(&self.v4, &self.v6, *target, &t.payload, true).await;
+                            out.send(*target, &t.payload).await;
                         }
                     }
                     Destination::Unicast(to) => {
-                        send(&self.v4, &self.v6, to, &t.payload, false).await
+                        send_reply(&self.v4, &self.v6, to, &t.payload).await
                     }
                 },
                 Output::PeerFound {
@@ -620,20 +736,59 @@ impl<L: SegmentLookup + Send + 'static> Driver<L> {
     }
 }
 
-/// Send on `to`'s address family (none bound: dropped): Probes from the
-/// ephemeral socket, replies from the discovery port.
-async fn send(
-    v4: &Option<Family>,
-    v6: &Option<Family>,
-    to: SocketAddr,
-    payload: &[u8],
-    probe: bool,
-) {
-    let family = if to.is_ipv4() { v4 } else { v6 };
-    let Some(family) = family else { return };
-    let sock = if probe { &family.probe } else { &family.listen };
+/// Where and how multicast Probes leave.
+struct Outbound<'a> {
+    v4: &'a Option<Family>,
+    v6: &'a Option<Family>,
+    interfaces_v4: &'a [Ipv4Addr],
+    interfaces_v6: &'a [u32],
+}
+
+impl Outbound<'_> {
+    /// A Probe to `to`: to a group, once per configured interface of its
+    /// family (`IP_MULTICAST_IF` / `IPV6_MULTICAST_IF` set before each send:
+    /// the task is the socket's only user, so this cannot race); to any
+    /// other address (tests), once.
+    async fn send(&self, to: SocketAddr, payload: &[u8]) {
+        let family = if to.is_ipv4() { self.v4 } else { self.v6 };
+        let Some(family) = family else { return };
+        let sock = &family.probe;
+        match to.ip() {
+            IpAddr::V4(g) if g.is_multicast() && self.interfaces_v4.len() > 1 => {
+                for iface in self.interfaces_v4 {
+                    if let Err(e) = socket2::SockRef::from(sock).set_multicast_if_v4(iface) {
+                        tracing::debug!(interface = %iface, error = %e, "discovery: cannot select interface");
+                        continue;
+                    }
+                    send_on(sock, to, payload).await;
+                }
+            }
+            IpAddr::V6(g) if g.is_multicast() && self.interfaces_v6.len() > 1 => {
+                for iface in self.interfaces_v6 {
+                    if let Err(e) = socket2::SockRef::from(sock).set_multicast_if_v6(*iface) {
+                        tracing::debug!(interface = iface, error = %e, "discovery: cannot select interface");
+                        continue;
+                    }
+                    send_on(sock, to, payload).await;
+                }
+            }
+            _ => send_on(sock, to, payload).await,
+        }
+    }
+}
+
+async fn send_on(sock: &UdpSocket, to: SocketAddr, payload: &[u8]) {
     if let Err(e) = sock.send_to(payload, to).await {
         tracing::debug!(%to, error = %e, "discovery: send failed");
+    }
+}
+
+/// A reply to `to`, from the discovery port of its address family (none
+/// bound: dropped).
+async fn send_reply(v4: &Option<Family>, v6: &Option<Family>, to: SocketAddr, payload: &[u8]) {
+    let family = if to.is_ipv4() { v4 } else { v6 };
+    if let Some(family) = family {
+        send_on(&family.listen, to, payload).await;
     }
 }
 
@@ -647,3 +802,72 @@ async fn sleep_until(at: Option<Instant>) {
 /// The lookup type for a responder backed by something shared with the rest
 /// of the daemon (e.g. the store): `Discovery<SharedLookup>`.
 pub type SharedLookup = Arc<dyn SegmentLookup + Send + Sync>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iface(name: &str, index: u32, v4: &[(&str, u8)], v6: &[(&str, u8)]) -> Interface {
+        Interface {
+            name: name.into(),
+            index,
+            up: true,
+            loopback: false,
+            multicast: true,
+            v4: v4.iter().map(|(a, p)| (a.parse().unwrap(), *p)).collect(),
+            v6: v6.iter().map(|(a, p)| (a.parse().unwrap(), *p)).collect(),
+        }
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn daemon_config_follows_the_listener_family_and_interfaces() {
+        let ifaces = [
+            iface("eth0", 2, &[("192.0.2.10", 24)], &[("fe80::1", 64)]),
+            iface("eth1", 3, &[("198.51.100.7", 25)], &[]),
+        ];
+        // 0.0.0.0: IPv4 only, XAddrs = every interface address.
+        let c = DiscoveryConfig::for_interfaces(sa("0.0.0.0:8082"), &ifaces);
+        assert_eq!(c.bind, vec![sa("0.0.0.0:3702")]);
+        assert_eq!(c.targets, vec![sa("239.255.255.250:3702")]);
+        assert_eq!(
+            c.interfaces_v4,
+            vec![Ipv4Addr::new(192, 0, 2, 10), Ipv4Addr::new(198, 51, 100, 7)]
+        );
+        assert!(c.interfaces_v6.is_empty());
+        assert_eq!(
+            c.engine.xaddrs,
+            vec![sa("192.0.2.10:8082"), sa("198.51.100.7:8082")]
+        );
+        let allowed = &c.engine.allowed_sources;
+        assert_eq!(allowed.len(), 2);
+        assert!(allowed
+            .iter()
+            .any(|n| n.contains("198.51.100.100".parse().unwrap())));
+        assert!(!allowed
+            .iter()
+            .any(|n| n.contains("198.51.100.200".parse().unwrap())));
+        assert!(!allowed
+            .iter()
+            .any(|n| n.contains("fe80::2".parse().unwrap())));
+
+        // [::]: both families; IPv6 joined only where it has addresses.
+        let c = DiscoveryConfig::for_interfaces(sa("[::]:8082"), &ifaces);
+        assert_eq!(c.bind.len(), 2);
+        assert_eq!(c.interfaces_v6, vec![2]);
+        assert!(c.engine.xaddrs.contains(&sa("[fe80::1]:8082")));
+        assert!(c
+            .engine
+            .allowed_sources
+            .iter()
+            .any(|n| n.contains("fe80::2".parse().unwrap())));
+
+        // A specific address is advertised as is.
+        let c = DiscoveryConfig::for_interfaces(sa("192.0.2.10:9000"), &ifaces);
+        assert_eq!(c.engine.xaddrs, vec![sa("192.0.2.10:9000")]);
+        assert_eq!(c.bind, vec![sa("0.0.0.0:3702")]);
+    }
+}

@@ -788,6 +788,18 @@ impl Store {
             .unwrap_or_default()
     }
 
+    /// `(present, total)` block counts of `id`, or `None` if unknown (in-memory,
+    /// no IO, no allocation: cheap enough to answer discovery Probes with).
+    pub fn block_presence(&self, id: &SegmentId) -> Option<(u32, u32)> {
+        lock(&self.shared.state).segs.get(id).map(|e| {
+            let present = e.crcs.iter().filter(|c| c.is_some()).count();
+            (
+                u32::try_from(present).unwrap_or(u32::MAX),
+                e.meta.block_count(),
+            )
+        })
+    }
+
     /// Ids of every segment with metadata, most recently used first (no IO).
     pub fn segment_ids(&self) -> Vec<SegmentId> {
         lock(&self.shared.state)
