@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/status`.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,6 +9,8 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::metrics::Metrics;
 use crate::net::{full, Body};
+use crate::status::{StatusInputs, StatusReport};
+use crate::store::Store;
 
 /// State the admin endpoints read.
 #[derive(Debug)]
@@ -20,6 +23,26 @@ pub struct AdminState {
     pub roles: Vec<&'static str>,
     /// When the daemon started.
     pub started: Instant,
+    /// Bound address of each listener, by role (for `/status`).
+    pub listeners: Vec<(&'static str, SocketAddr)>,
+    /// The shared block store (size and fill for `/status`).
+    pub store: Store,
+}
+
+impl AdminState {
+    /// The current `/status` report.
+    pub fn status(&self) -> StatusReport {
+        crate::status::build(
+            &StatusInputs {
+                roles: &self.roles,
+                listeners: &self.listeners,
+                uptime: self.started.elapsed(),
+                ready: self.ready.load(Ordering::Acquire),
+            },
+            &self.metrics,
+            &self.store,
+        )
+    }
 }
 
 /// Answer one admin request.
@@ -45,15 +68,12 @@ pub async fn handle<B>(state: Arc<AdminState>, req: Request<B>) -> Response<Body
             .body(full(state.metrics.render()))
             .expect("static headers are valid"),
         "/status" => {
-            let body = serde_json::json!({
-                "version": env!("CARGO_PKG_VERSION"),
-                "roles": state.roles,
-                "uptime_seconds": state.started.elapsed().as_secs(),
-                "ready": state.ready.load(Ordering::Acquire),
-            });
+            let body = serde_json::to_string(&state.status())
+                .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
             Response::builder()
                 .header("content-type", "application/json")
-                .body(full(body.to_string()))
+                .header("cache-control", "no-store")
+                .body(full(body))
                 .expect("static headers are valid")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),

@@ -168,6 +168,16 @@ impl App {
             ready: Default::default(),
             roles,
             started: Instant::now(),
+            listeners: [
+                ("admin", Some(admin_addr)),
+                ("proxy", proxy_addr),
+                ("peer", peer_addr),
+                ("publisher", publisher_addr),
+            ]
+            .into_iter()
+            .filter_map(|(role, addr)| Some((role, addr?)))
+            .collect(),
+            store: store.clone(),
         });
         {
             let state = state.clone();

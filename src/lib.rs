@@ -11,7 +11,8 @@
 //! - [`hashing`]: parallel content hashing (segments on all cores) feeding the
 //!   content information builder.
 //! - [`app`]: binds listeners, spawns roles, graceful shutdown.
-//! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`, `/status`.
+//! - [`admin`], [`metrics`], [`status`], [`activity`]: `/metrics`, `/healthz`,
+//!   `/readyz`, `/status` and the status page at `/`.
 //! - [`net`]: the shared hyper serving loop.
 //! - [`proxy`]: the branch proxy (hyper service, pass-through, response assembly).
 //! - [`fetch`]: the per-segment planner: store → sources → origin ranges, verified.
@@ -33,6 +34,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod activity;
 pub mod admin;
 pub mod app;
 pub mod config;
@@ -48,4 +50,5 @@ pub mod proto;
 pub mod proxy;
 pub mod publisher;
 pub mod retrieval;
+pub mod status;
 pub mod store;

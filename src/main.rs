@@ -63,6 +63,18 @@ enum Command {
     /// Exit status: 0 written, 2 bad invocation or input (missing file, empty key file, bad
     /// or out-of-file range, algorithm not allowed for the version, empty file), 1 IO failure.
     Hash(HashArgs),
+    /// Show what a running daemon is doing: roles, listeners, store fill, hit ratio, bytes by
+    /// source, WAN bytes saved (asks the admin listener's `/status`).
+    /// Exit code 0, 1 when the daemon cannot be reached or its answer is not a status report.
+    Status {
+        /// Admin listener as HOST:PORT. Default: `[admin] listen` of `--config` (loopback when
+        /// it listens on all addresses), else 127.0.0.1:9090.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<String>,
+        /// Print the JSON report instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Offline block store maintenance on `[store] path` (stop the daemon first).
     Store {
         #[command(subcommand)]
@@ -123,6 +135,16 @@ fn main() -> ExitCode {
         Command::Inspect { file, json } => inspect(&file, json),
         Command::Hash(args) => hash(args),
         Command::Store { action } => store_command(cli.config, action),
+        Command::Status { admin, json } => match status(cli.config, admin, json) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("branchcache status: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::GenCert { cert, key, names } => match gen_cert(&cert, &key, &names) {
             Ok(()) => {
                 println!("wrote {} and {}", cert.display(), key.display());
@@ -238,6 +260,78 @@ fn hash(args: HashArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// How long `status` waits for the daemon's answer.
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `status`: fetch `/status` from a running daemon; the table or the JSON.
+fn status(
+    config_path: Option<PathBuf>,
+    admin: Option<String>,
+    json: bool,
+) -> anyhow::Result<String> {
+    let addr = match admin {
+        Some(a) => a,
+        None => {
+            let config = match &config_path {
+                Some(p) => Config::from_file(p)?,
+                None => Config::embedded(),
+            };
+            let mut listen = config.admin.listen;
+            if listen.ip().is_unspecified() {
+                listen.set_ip(match listen {
+                    std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            listen.to_string()
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let body = runtime
+        .block_on(async { tokio::time::timeout(STATUS_TIMEOUT, http_get(&addr, "/status")).await })
+        .map_err(|_| anyhow::anyhow!("{addr}: no answer within {STATUS_TIMEOUT:?}"))??;
+    let report: branchcache::status::StatusReport = serde_json::from_slice(&body)
+        .with_context(|| format!("{addr}/status did not answer a status report"))?;
+    Ok(if json {
+        format!("{}\n", serde_json::to_string_pretty(&report)?)
+    } else {
+        branchcache::status::render_table(&report)
+    })
+}
+
+/// One HTTP/1.1 GET; the body of a 200 answer.
+async fn http_get(addr: &str, path: &str) -> anyhow::Result<bytes::Bytes> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("cannot connect to the admin listener at {addr} (is the daemon running? see --admin)"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .with_context(|| format!("{addr}: HTTP handshake"))?;
+    tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, addr)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .context("building the request")?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .with_context(|| format!("{addr}{path}: request failed"))?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .with_context(|| format!("{addr}{path}: reading the answer"))?
+        .to_bytes();
+    anyhow::ensure!(status.is_success(), "{addr}{path} answered {status}");
+    Ok(body)
 }
 
 fn store_command(config_path: Option<PathBuf>, action: StoreAction) -> ExitCode {
