@@ -89,6 +89,21 @@ enum StoreAction {
     /// Re-hash every stored block with its protocol hash and evict bad ones.
     /// Exit code 0 all good, 1 bad blocks found (evicted), 2 store cannot be opened.
     Verify,
+    /// Write every segment (metadata and verified blocks) to a cache package file, to seed
+    /// another branch offline. The file holds segment secrets: it is created mode 0600.
+    /// Exit code 0 written, 2 store cannot be opened or file cannot be written.
+    Export {
+        /// The package file to write (replaced atomically).
+        file: PathBuf,
+    },
+    /// Load a cache package into the store. Every segment is re-validated against its id and
+    /// every block re-hashed before it is stored; bad ones are skipped and counted.
+    /// Exit code 0 all imported, 1 some segments or blocks rejected, 2 store cannot be opened
+    /// or the file is not a readable package (what came before a damaged part stays imported).
+    Import {
+        /// The package file to read.
+        file: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -363,6 +378,67 @@ fn store_command(config_path: Option<PathBuf>, action: StoreAction) -> ExitCode 
             }
         };
         let code = match action {
+            StoreAction::Export { file } => {
+                let bar = indicatif::ProgressBar::new(store.stats().blocks);
+                let b = bar.clone();
+                let result =
+                    branchcache::store::package::export(&store, &file, move |done, total| {
+                        b.set_length(total);
+                        b.set_position(done);
+                    })
+                    .await;
+                bar.finish_and_clear();
+                match result {
+                    Ok(r) => {
+                        println!(
+                            "exported {} segments, {} blocks, {} bytes to {}",
+                            r.segments,
+                            r.blocks,
+                            r.bytes,
+                            file.display()
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("branchcache store export: {e}");
+                        ExitCode::from(2)
+                    }
+                }
+            }
+            StoreAction::Import { file } => {
+                let bar = indicatif::ProgressBar::new(0);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                let b = bar.clone();
+                let result =
+                    branchcache::store::package::import(&store, &file, move |done, total| {
+                        b.set_length(total);
+                        b.set_position(done);
+                    })
+                    .await;
+                bar.finish_and_clear();
+                match result {
+                    Ok(r) => {
+                        println!(
+                            "imported {} segments ({} rejected), {} blocks ({} rejected), {} bytes",
+                            r.segments, r.segments_rejected, r.blocks, r.blocks_rejected, r.bytes
+                        );
+                        if r.is_clean() {
+                            ExitCode::SUCCESS
+                        } else {
+                            ExitCode::from(1)
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("branchcache store import: {e}");
+                        ExitCode::from(2)
+                    }
+                }
+            }
             StoreAction::Stats => {
                 let s = store.stats();
                 let json = serde_json::json!({

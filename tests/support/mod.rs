@@ -104,6 +104,32 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
+fn write_config(
+    dir: &Path,
+    name: &str,
+    store: &Path,
+    admin: SocketAddr,
+    publisher: SocketAddr,
+    proxy: SocketAddr,
+    origin: SocketAddr,
+    extra: &str,
+) -> std::path::PathBuf {
+    let cfg = dir.join(name);
+    std::fs::write(
+        &cfg,
+        format!(
+            "[store]\npath = {store:?}\nmax_size = \"64 MiB\"\n\
+             [admin]\nlisten = \"{admin}\"\n\
+             [publisher]\nlisten = \"{publisher}\"\nupstream = \"http://{origin}\"\nsecret_file = {secret:?}\n\
+             [proxy]\nlisten = \"{proxy}\"\nupstream = \"http://{publisher}\"\n{extra}\n",
+            secret = dir.join("secret"),
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
 /// Deterministic test content.
 pub fn content(len: usize, seed: u8) -> Vec<u8> {
     let mut x = u32::from(seed).wrapping_mul(2_654_435_761).wrapping_add(1);
@@ -223,7 +249,10 @@ pub struct Branch {
     pub origin: Origin,
     pub daemon: Daemon,
     pub proxy: SocketAddr,
+    pub publisher: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// Appended to every configuration written.
+    extra: String,
 }
 
 impl Branch {
@@ -234,27 +263,57 @@ impl Branch {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let publisher: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let proxy: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let cfg = dir.path().join("branchcache.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "[store]\npath = {store:?}\nmax_size = \"64 MiB\"\n\
-                 [admin]\nlisten = \"{admin}\"\n\
-                 [publisher]\nlisten = \"{publisher}\"\nupstream = \"http://{origin}\"\nsecret_file = {secret:?}\n\
-                 [proxy]\nlisten = \"{proxy}\"\nupstream = \"http://{publisher}\"\n{extra}\n",
-                store = dir.path().join("store"),
-                secret = dir.path().join("secret"),
-                origin = origin.addr,
-            ),
-        )
-        .unwrap();
+        let cfg = write_config(
+            dir.path(),
+            "branchcache.toml",
+            &dir.path().join("store"),
+            admin,
+            publisher,
+            proxy,
+            origin.addr,
+            extra,
+        );
         let daemon = Daemon::start(&cfg, admin);
         Branch {
             origin,
             daemon,
             proxy,
+            publisher,
             dir,
+            extra: extra.to_string(),
         }
+    }
+
+    /// Write a configuration like the running one but with the store at
+    /// `store` (same listeners, origin and server secret); returns its path.
+    pub fn config_with_store(&self, name: &str, store: &Path) -> std::path::PathBuf {
+        write_config(
+            self.dir.path(),
+            name,
+            store,
+            self.daemon.admin,
+            self.publisher,
+            self.proxy,
+            self.origin.addr,
+            &self.extra,
+        )
+    }
+
+    /// SIGTERM the daemon and wait for a clean exit.
+    pub fn stop(&mut self) {
+        let pid = self.daemon.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let status = self.daemon.child.wait().unwrap();
+        assert!(status.success(), "daemon exit status {status}");
+    }
+
+    /// Start the daemon again with configuration `cfg` (after [`stop`](Self::stop)).
+    pub fn restart(&mut self, cfg: &Path) {
+        self.daemon = Daemon::start(cfg, self.daemon.admin);
     }
 
     /// Download `path` through the proxy; panics unless 200.
