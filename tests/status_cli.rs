@@ -125,3 +125,38 @@ fn status_without_a_daemon_fails_with_a_clear_message() {
     assert!(err.contains("cannot connect"), "{err}");
     assert!(err.contains(&addr), "{err}");
 }
+
+#[test]
+fn access_log_has_outcome_and_bytes_by_source_but_no_query() {
+    let b = Branch::start("[log]\nformat = \"json\"");
+    let data = content(200 * 1024, 9);
+    b.origin.put("/logged.bin", data.clone());
+    assert!(b.download("/logged.bin?token=sekrit-123") == data);
+    b.wait_stored_blocks(4);
+    assert!(b.download("/logged.bin?token=sekrit-123") == data);
+    let log_path = b.dir.path().join("branchcache.log");
+    // The line is written when the response body is finished; poll briefly.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let lines: Vec<serde_json::Value> = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        assert!(!log.contains("sekrit-123"), "query string logged:\n{log}");
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["fields"]["message"] == "proxy request")
+            .collect();
+        if lines.len() >= 2 || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let (cold, warm) = (&lines[0]["fields"], &lines[1]["fields"]);
+    assert_eq!(cold["outcome"], "miss");
+    assert_eq!(cold["origin_bytes"], data.len() as u64);
+    assert_eq!(cold["target"], "/logged.bin");
+    assert_eq!(warm["outcome"], "hit");
+    assert_eq!(warm["store_bytes"], data.len() as u64);
+    assert_eq!(warm["origin_bytes"], 0);
+    assert_eq!(lines[1]["level"], "INFO");
+}

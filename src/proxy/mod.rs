@@ -555,6 +555,28 @@ impl Drop for Guard {
             .proxy_request_duration
             .observe(elapsed.as_secs_f64());
         self.metrics
+            .proxy_requests
+            .get_or_create(&[("outcome", outcome.as_str())])
+            .inc();
+        let reason = match outcome {
+            CacheOutcome::Bypass(r) => r.as_str(),
+            _ => "",
+        };
+        // The access log line: one per request, bytes by source, never the query string.
+        tracing::info!(
+            peer = %self.peer,
+            method = %self.method,
+            target = %self.target,
+            outcome = outcome.as_str(),
+            reason,
+            store_bytes = self.by_source.store,
+            peer_bytes = self.by_source.peer,
+            hosted_cache_bytes = self.by_source.hosted_cache,
+            origin_bytes = self.by_source.origin,
+            duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            "proxy request"
+        );
+        self.metrics
             .activity
             .record_request(crate::activity::RecentRequest {
                 finished_unix_ms: crate::activity::unix_ms_now(),
@@ -564,15 +586,6 @@ impl Drop for Guard {
                 bytes: self.by_source,
                 duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             });
-        self.metrics
-            .proxy_requests
-            .get_or_create(&[("outcome", outcome.as_str())])
-            .inc();
-        let reason = match outcome {
-            CacheOutcome::Bypass(r) => r.as_str(),
-            _ => "",
-        };
-        tracing::debug!(peer = %self.peer, method = %self.method, outcome = outcome.as_str(), reason, store_bytes = self.from_store, fetched_bytes = self.fetched, "proxy request done");
     }
 }
 

@@ -32,13 +32,15 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
-    /// Start `branchcache run --config cfg` and wait until `/readyz` says ready.
+    /// Start `branchcache run --config cfg` and wait until `/readyz` says
+    /// ready. Its log (stderr) goes to `cfg` with the extension `log`.
     pub fn start(cfg: &Path, admin: SocketAddr) -> Daemon {
+        let log = std::fs::File::create(cfg.with_extension("log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_branchcache"))
             .args(["run", "--config"])
             .arg(cfg)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         let mut d = Daemon { child, admin };
