@@ -22,6 +22,7 @@
 //! - [`hosted_cache`]: the MS-PCHC offer server (v2 HTTP, v1 HTTPS) and its
 //!   bounded pull queue.
 //! - [`inspect`]: renders content information for `branchcache inspect`.
+//! - [`demo`]: `branchcache demo` — origin, publisher and proxy on loopback, two downloads.
 //! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
 //! - [`discovery`]: MS-PCCRD UDP driver around `proto::pccrd`.
 //!
@@ -38,6 +39,7 @@ pub mod activity;
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod discovery;
 pub mod fetch;
 pub mod fuzz;
