@@ -22,6 +22,7 @@
 //! - [`hosted_cache`]: the MS-PCHC offer server (v2 HTTP, v1 HTTPS) and its
 //!   bounded pull queue.
 //! - [`inspect`]: renders content information for `branchcache inspect`.
+//! - [`preload`]: `branchcache preload` — warm a cache through its proxy.
 //! - [`demo`]: `branchcache demo` — origin, publisher and proxy on loopback, two downloads.
 //! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
 //! - [`discovery`]: MS-PCCRD UDP driver around `proto::pccrd`.
@@ -48,6 +49,7 @@ pub mod hosted_cache;
 pub mod inspect;
 pub mod metrics;
 pub mod net;
+pub mod preload;
 pub mod proto;
 pub mod proxy;
 pub mod publisher;

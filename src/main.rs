@@ -84,6 +84,20 @@ enum Command {
         #[arg(long, default_value = "32 MiB")]
         size: String,
     },
+    /// Warm the cache: download objects through a running proxy and discard the bodies.
+    /// Exit code 0 all downloaded, 1 some failed, 2 bad invocation (no target, unreadable list).
+    Preload {
+        /// Paths (`/files/x.iso`, for a proxy in reverse mode) or http:// URLs (for a proxy
+        /// with `forward = true`).
+        targets: Vec<String>,
+        /// File with one target per line (blank lines and `#` comments skipped).
+        #[arg(long, value_name = "FILE")]
+        list: Option<PathBuf>,
+        /// The proxy as HOST:PORT. Default: `[proxy] listen` of `--config` (loopback when it
+        /// listens on all addresses), else 127.0.0.1:8080.
+        #[arg(long, value_name = "ADDR")]
+        proxy: Option<String>,
+    },
     /// Offline block store maintenance on `[store] path` (stop the daemon first).
     Store {
         #[command(subcommand)]
@@ -160,6 +174,11 @@ fn main() -> ExitCode {
         Command::Hash(args) => hash(args),
         Command::Store { action } => store_command(cli.config, action),
         Command::Demo { size } => demo(&size),
+        Command::Preload {
+            targets,
+            list,
+            proxy,
+        } => preload(cli.config, targets, list, proxy),
         Command::Status { admin, json } => match status(cli.config, admin, json) {
             Ok(out) => {
                 print!("{out}");
@@ -287,6 +306,114 @@ fn hash(args: HashArgs) -> ExitCode {
     }
 }
 
+/// A listen address as a local client reaches it (all-addresses → loopback).
+fn reachable(mut listen: std::net::SocketAddr) -> std::net::SocketAddr {
+    if listen.ip().is_unspecified() {
+        listen.set_ip(match listen {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    listen
+}
+
+/// `preload`: download every target through the proxy, one after the other.
+fn preload(
+    config_path: Option<PathBuf>,
+    mut targets: Vec<String>,
+    list: Option<PathBuf>,
+    proxy: Option<String>,
+) -> ExitCode {
+    use branchcache::preload::{parse_list, preload_one, request_uri};
+    if let Some(list) = &list {
+        match std::fs::read_to_string(list) {
+            Ok(text) => targets.extend(parse_list(&text)),
+            Err(e) => {
+                eprintln!("branchcache preload: {}: {e}", list.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if targets.is_empty() {
+        eprintln!("branchcache preload: no target (give paths or URLs, or --list FILE)");
+        return ExitCode::from(2);
+    }
+    for t in &targets {
+        if let Err(e) = request_uri(t) {
+            eprintln!("branchcache preload: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let proxy = match proxy {
+        Some(p) => p,
+        None => {
+            let config = match &config_path {
+                Some(p) => Config::from_file(p),
+                None => Ok(Config::embedded()),
+            };
+            match config {
+                Ok(c) => c.proxy.map_or_else(
+                    || branchcache::config::DEFAULT_PROXY_LISTEN.to_string(),
+                    |p| reachable(p.listen).to_string(),
+                ),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("branchcache preload: starting the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} {bytes} {binary_bytes_per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let (mut ok, mut failed, mut total) = (0u32, 0u32, 0u64);
+    for (i, target) in targets.iter().enumerate() {
+        bar.set_message(format!("[{}/{}] {target}", i + 1, targets.len()));
+        bar.set_position(0);
+        let b = bar.clone();
+        match runtime.block_on(preload_one(&proxy, target, move |n| b.inc(n))) {
+            Ok(p) => {
+                ok += 1;
+                total += p.bytes;
+                bar.suspend(|| {
+                    println!(
+                        "ok    {target}  {} in {:.2} s",
+                        branchcache::status::human_bytes(p.bytes),
+                        p.elapsed.as_secs_f64()
+                    )
+                });
+            }
+            Err(e) => {
+                failed += 1;
+                bar.suspend(|| println!("FAIL  {e}"));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    println!(
+        "preloaded {ok} of {} objects ({}) through {proxy}",
+        targets.len(),
+        branchcache::status::human_bytes(total)
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 /// `demo`: run it, print the report.
 fn demo(size: &str) -> ExitCode {
     let size = match branchcache::config::parse_size(size) {
@@ -333,14 +460,7 @@ fn status(
                 Some(p) => Config::from_file(p)?,
                 None => Config::embedded(),
             };
-            let mut listen = config.admin.listen;
-            if listen.ip().is_unspecified() {
-                listen.set_ip(match listen {
-                    std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                    std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-                });
-            }
-            listen.to_string()
+            reachable(config.admin.listen).to_string()
         }
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
