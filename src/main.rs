@@ -679,12 +679,21 @@ fn init_logging(level: &str, format: LogFormat) {
     }
 }
 
+/// Wait for SIGTERM or Ctrl-C. SIGHUP (`systemctl reload`) must not kill the
+/// daemon (its default action): until configuration reload exists it is
+/// logged and otherwise ignored.
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut hup = signal(SignalKind::hangup()).expect("installing SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            _ = hup.recv() => {
+                tracing::warn!("SIGHUP received: configuration reload is not implemented yet; restart the daemon to apply changes");
+            }
+        }
     }
 }
 

@@ -160,3 +160,25 @@ fn access_log_has_outcome_and_bytes_by_source_but_no_query() {
     assert_eq!(warm["origin_bytes"], 0);
     assert_eq!(lines[1]["level"], "INFO");
 }
+
+#[test]
+fn sighup_does_not_stop_the_daemon() {
+    let b = Branch::start("");
+    let pid = b.daemon.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let log_path = b.dir.path().join("branchcache.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(&log_path)
+        .unwrap()
+        .contains("SIGHUP received")
+    {
+        assert!(std::time::Instant::now() < deadline, "SIGHUP not logged");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (status, _) = support::http_get(b.daemon.admin, "/healthz").unwrap();
+    assert_eq!(status, 200);
+}
