@@ -232,6 +232,18 @@ impl App {
             ready: Default::default(),
             roles,
             started: Instant::now(),
+            listeners: [
+                ("admin", Some(admin_addr)),
+                ("proxy", proxy_addr),
+                ("peer", peer_addr),
+                ("publisher", publisher_addr),
+                ("hosted_cache_http", hosted_cache_http_addr),
+                ("hosted_cache_https", hosted_cache_https_addr),
+            ]
+            .into_iter()
+            .filter_map(|(role, addr)| Some((role, addr?)))
+            .collect(),
+            store: store.clone(),
         });
         {
             let state = state.clone();

@@ -11,7 +11,8 @@
 //! - [`hashing`]: parallel content hashing (segments on all cores) feeding the
 //!   content information builder.
 //! - [`app`]: binds listeners, spawns roles, graceful shutdown.
-//! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`, `/status`.
+//! - [`admin`], [`metrics`], [`status`], [`activity`]: `/metrics`, `/healthz`,
+//!   `/readyz`, `/status` and the status page at `/`.
 //! - [`net`]: the shared hyper serving loop.
 //! - [`proxy`]: the branch proxy (hyper service, pass-through, response assembly).
 //! - [`fetch`]: the per-segment planner: store → sources → origin ranges, verified.
@@ -21,6 +22,8 @@
 //! - [`hosted_cache`]: the MS-PCHC offer server (v2 HTTP, v1 HTTPS) and its
 //!   bounded pull queue.
 //! - [`inspect`]: renders content information for `branchcache inspect`.
+//! - [`preload`]: `branchcache preload` — warm a cache through its proxy.
+//! - [`demo`]: `branchcache demo` — origin, publisher and proxy on loopback, two downloads.
 //! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
 //! - [`discovery`]: MS-PCCRD UDP driver around `proto::pccrd`.
 //!
@@ -33,9 +36,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod activity;
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod discovery;
 pub mod fetch;
 pub mod fuzz;
@@ -44,8 +49,10 @@ pub mod hosted_cache;
 pub mod inspect;
 pub mod metrics;
 pub mod net;
+pub mod preload;
 pub mod proto;
 pub mod proxy;
 pub mod publisher;
 pub mod retrieval;
+pub mod status;
 pub mod store;

@@ -63,6 +63,41 @@ enum Command {
     /// Exit status: 0 written, 2 bad invocation or input (missing file, empty key file, bad
     /// or out-of-file range, algorithm not allowed for the version, empty file), 1 IO failure.
     Hash(HashArgs),
+    /// Show what a running daemon is doing: roles, listeners, store fill, hit ratio, bytes by
+    /// source, WAN bytes saved (asks the admin listener's `/status`).
+    /// Exit code 0, 1 when the daemon cannot be reached or its answer is not a status report.
+    Status {
+        /// Admin listener as HOST:PORT. Default: `[admin] listen` of `--config` (loopback when
+        /// it listens on all addresses), else 127.0.0.1:9090.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<String>,
+        /// Print the JSON report instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// See it work: start an origin with a generated file, a publisher and a branch proxy on
+    /// loopback (temporary stores, removed afterwards), download the file twice through the
+    /// proxy and print what came from where (WAN vs cache bytes, times).
+    /// Exit code 0, 1 when a step fails, 2 for an unreadable --size.
+    Demo {
+        /// Size of the generated file, e.g. "64 MiB" (at most 1 GiB; it is held in memory).
+        #[arg(long, default_value = "32 MiB")]
+        size: String,
+    },
+    /// Warm the cache: download objects through a running proxy and discard the bodies.
+    /// Exit code 0 all downloaded, 1 some failed, 2 bad invocation (no target, unreadable list).
+    Preload {
+        /// Paths (`/files/x.iso`, for a proxy in reverse mode) or http:// URLs (for a proxy
+        /// with `forward = true`).
+        targets: Vec<String>,
+        /// File with one target per line (blank lines and `#` comments skipped).
+        #[arg(long, value_name = "FILE")]
+        list: Option<PathBuf>,
+        /// The proxy as HOST:PORT. Default: `[proxy] listen` of `--config` (loopback when it
+        /// listens on all addresses), else 127.0.0.1:8080.
+        #[arg(long, value_name = "ADDR")]
+        proxy: Option<String>,
+    },
     /// Offline block store maintenance on `[store] path` (stop the daemon first).
     Store {
         #[command(subcommand)]
@@ -77,6 +112,21 @@ enum StoreAction {
     /// Re-hash every stored block with its protocol hash and evict bad ones.
     /// Exit code 0 all good, 1 bad blocks found (evicted), 2 store cannot be opened.
     Verify,
+    /// Write every segment (metadata and verified blocks) to a cache package file, to seed
+    /// another branch offline. The file holds segment secrets: it is created mode 0600.
+    /// Exit code 0 written, 2 store cannot be opened or file cannot be written.
+    Export {
+        /// The package file to write (replaced atomically).
+        file: PathBuf,
+    },
+    /// Load a cache package into the store. Every segment is re-validated against its id and
+    /// every block re-hashed before it is stored; bad ones are skipped and counted.
+    /// Exit code 0 all imported, 1 some segments or blocks rejected, 2 store cannot be opened
+    /// or the file is not a readable package (what came before a damaged part stays imported).
+    Import {
+        /// The package file to read.
+        file: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -123,6 +173,22 @@ fn main() -> ExitCode {
         Command::Inspect { file, json } => inspect(&file, json),
         Command::Hash(args) => hash(args),
         Command::Store { action } => store_command(cli.config, action),
+        Command::Demo { size } => demo(&size),
+        Command::Preload {
+            targets,
+            list,
+            proxy,
+        } => preload(cli.config, targets, list, proxy),
+        Command::Status { admin, json } => match status(cli.config, admin, json) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("branchcache status: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::GenCert { cert, key, names } => match gen_cert(&cert, &key, &names) {
             Ok(()) => {
                 println!("wrote {} and {}", cert.display(), key.display());
@@ -240,6 +306,209 @@ fn hash(args: HashArgs) -> ExitCode {
     }
 }
 
+/// A listen address as a local client reaches it (all-addresses → loopback).
+fn reachable(mut listen: std::net::SocketAddr) -> std::net::SocketAddr {
+    if listen.ip().is_unspecified() {
+        listen.set_ip(match listen {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    listen
+}
+
+/// `preload`: download every target through the proxy, one after the other.
+fn preload(
+    config_path: Option<PathBuf>,
+    mut targets: Vec<String>,
+    list: Option<PathBuf>,
+    proxy: Option<String>,
+) -> ExitCode {
+    use branchcache::preload::{parse_list, preload_one, request_uri};
+    if let Some(list) = &list {
+        match std::fs::read_to_string(list) {
+            Ok(text) => targets.extend(parse_list(&text)),
+            Err(e) => {
+                eprintln!("branchcache preload: {}: {e}", list.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if targets.is_empty() {
+        eprintln!("branchcache preload: no target (give paths or URLs, or --list FILE)");
+        return ExitCode::from(2);
+    }
+    for t in &targets {
+        if let Err(e) = request_uri(t) {
+            eprintln!("branchcache preload: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let proxy = match proxy {
+        Some(p) => p,
+        None => {
+            let config = match &config_path {
+                Some(p) => Config::from_file(p),
+                None => Ok(Config::embedded()),
+            };
+            match config {
+                Ok(c) => c.proxy.map_or_else(
+                    || branchcache::config::DEFAULT_PROXY_LISTEN.to_string(),
+                    |p| reachable(p.listen).to_string(),
+                ),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("branchcache preload: starting the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} {bytes} {binary_bytes_per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let (mut ok, mut failed, mut total) = (0u32, 0u32, 0u64);
+    for (i, target) in targets.iter().enumerate() {
+        bar.set_message(format!("[{}/{}] {target}", i + 1, targets.len()));
+        bar.set_position(0);
+        let b = bar.clone();
+        match runtime.block_on(preload_one(&proxy, target, move |n| b.inc(n))) {
+            Ok(p) => {
+                ok += 1;
+                total += p.bytes;
+                bar.suspend(|| {
+                    println!(
+                        "ok    {target}  {} in {:.2} s",
+                        branchcache::status::human_bytes(p.bytes),
+                        p.elapsed.as_secs_f64()
+                    )
+                });
+            }
+            Err(e) => {
+                failed += 1;
+                bar.suspend(|| println!("FAIL  {e}"));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    println!(
+        "preloaded {ok} of {} objects ({}) through {proxy}",
+        targets.len(),
+        branchcache::status::human_bytes(total)
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `demo`: run it, print the report.
+fn demo(size: &str) -> ExitCode {
+    let size = match branchcache::config::parse_size(size) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("branchcache demo: --size: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging("warn", LogFormat::Text);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("branchcache demo: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("branchcache demo: origin, publisher and branch proxy on 127.0.0.1; downloading twice through the proxy…\n");
+    match runtime.block_on(branchcache::demo::run(size, &std::env::temp_dir())) {
+        Ok(report) => {
+            print!("{}", report.render());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("branchcache demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// How long `status` waits for the daemon's answer.
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `status`: fetch `/status` from a running daemon; the table or the JSON.
+fn status(
+    config_path: Option<PathBuf>,
+    admin: Option<String>,
+    json: bool,
+) -> anyhow::Result<String> {
+    let addr = match admin {
+        Some(a) => a,
+        None => {
+            let config = match &config_path {
+                Some(p) => Config::from_file(p)?,
+                None => Config::embedded(),
+            };
+            reachable(config.admin.listen).to_string()
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let body = runtime
+        .block_on(async { tokio::time::timeout(STATUS_TIMEOUT, http_get(&addr, "/status")).await })
+        .map_err(|_| anyhow::anyhow!("{addr}: no answer within {STATUS_TIMEOUT:?}"))??;
+    let report: branchcache::status::StatusReport = serde_json::from_slice(&body)
+        .with_context(|| format!("{addr}/status did not answer a status report"))?;
+    Ok(if json {
+        format!("{}\n", serde_json::to_string_pretty(&report)?)
+    } else {
+        branchcache::status::render_table(&report)
+    })
+}
+
+/// One HTTP/1.1 GET; the body of a 200 answer.
+async fn http_get(addr: &str, path: &str) -> anyhow::Result<bytes::Bytes> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("cannot connect to the admin listener at {addr} (is the daemon running? see --admin)"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .with_context(|| format!("{addr}: HTTP handshake"))?;
+    tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, addr)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .context("building the request")?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .with_context(|| format!("{addr}{path}: request failed"))?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .with_context(|| format!("{addr}{path}: reading the answer"))?
+        .to_bytes();
+    anyhow::ensure!(status.is_success(), "{addr}{path} answered {status}");
+    Ok(body)
+}
+
 fn store_command(config_path: Option<PathBuf>, action: StoreAction) -> ExitCode {
     let config = match &config_path {
         Some(p) => Config::from_file(p),
@@ -269,6 +538,67 @@ fn store_command(config_path: Option<PathBuf>, action: StoreAction) -> ExitCode 
             }
         };
         let code = match action {
+            StoreAction::Export { file } => {
+                let bar = indicatif::ProgressBar::new(store.stats().blocks);
+                let b = bar.clone();
+                let result =
+                    branchcache::store::package::export(&store, &file, move |done, total| {
+                        b.set_length(total);
+                        b.set_position(done);
+                    })
+                    .await;
+                bar.finish_and_clear();
+                match result {
+                    Ok(r) => {
+                        println!(
+                            "exported {} segments, {} blocks, {} bytes to {}",
+                            r.segments,
+                            r.blocks,
+                            r.bytes,
+                            file.display()
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("branchcache store export: {e}");
+                        ExitCode::from(2)
+                    }
+                }
+            }
+            StoreAction::Import { file } => {
+                let bar = indicatif::ProgressBar::new(0);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                let b = bar.clone();
+                let result =
+                    branchcache::store::package::import(&store, &file, move |done, total| {
+                        b.set_length(total);
+                        b.set_position(done);
+                    })
+                    .await;
+                bar.finish_and_clear();
+                match result {
+                    Ok(r) => {
+                        println!(
+                            "imported {} segments ({} rejected), {} blocks ({} rejected), {} bytes",
+                            r.segments, r.segments_rejected, r.blocks, r.blocks_rejected, r.bytes
+                        );
+                        if r.is_clean() {
+                            ExitCode::SUCCESS
+                        } else {
+                            ExitCode::from(1)
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("branchcache store import: {e}");
+                        ExitCode::from(2)
+                    }
+                }
+            }
             StoreAction::Stats => {
                 let s = store.stats();
                 let json = serde_json::json!({
@@ -349,12 +679,21 @@ fn init_logging(level: &str, format: LogFormat) {
     }
 }
 
+/// Wait for SIGTERM or Ctrl-C. SIGHUP (`systemctl reload`) must not kill the
+/// daemon (its default action): until configuration reload exists it is
+/// logged and otherwise ignored.
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut hup = signal(SignalKind::hangup()).expect("installing SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            _ = hup.recv() => {
+                tracing::warn!("SIGHUP received: configuration reload is not implemented yet; restart the daemon to apply changes");
+            }
+        }
     }
 }
 

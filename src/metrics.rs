@@ -118,6 +118,8 @@ pub struct Metrics {
     pub proxy_in_flight: Gauge,
     /// `branchcache_proxy_request_duration_seconds`: time from request to end of body.
     pub proxy_request_duration: Histogram,
+    /// Bounded per-minute history and recent requests for `/status` (not exported).
+    pub activity: crate::activity::Activity,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -347,7 +349,17 @@ impl Metrics {
             proxy_origin_errors,
             proxy_in_flight,
             proxy_request_duration,
+            activity: crate::activity::Activity::new(),
         }
+    }
+
+    /// Count `n` body bytes sent to a proxy client from `source`: the
+    /// `proxy_served_bytes` counter and the per-minute history.
+    pub fn proxy_served(&self, source: crate::fetch::SourceKind, n: u64) {
+        self.proxy_served_bytes
+            .get_or_create(&[("source", source.as_str())])
+            .inc_by(n);
+        self.activity.record_bytes(source, n);
     }
 
     /// Count one PCHC request (`version`: v1/v2; `message`: type name or

@@ -156,7 +156,12 @@ impl Proxy {
 
     /// Answer one client request.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let guard = Guard::new(self.inner.metrics.clone(), req.method().clone(), peer);
+        let guard = Guard::new(
+            self.inner.metrics.clone(),
+            req.method().clone(),
+            peer,
+            crate::activity::display_target(req.uri()),
+        );
         if req.method() == Method::CONNECT {
             return self.connect(req, guard).await;
         }
@@ -475,23 +480,28 @@ struct Guard {
     start: Instant,
     method: Method,
     peer: SocketAddr,
+    /// Display form of the request target (no query), for the recent-requests ring.
+    target: String,
     outcome: CacheOutcome,
     planned: bool,
+    by_source: crate::activity::SourceBytes,
     from_store: u64,
     fetched: u64,
     failed: bool,
 }
 
 impl Guard {
-    fn new(metrics: Arc<Metrics>, method: Method, peer: SocketAddr) -> Guard {
+    fn new(metrics: Arc<Metrics>, method: Method, peer: SocketAddr, target: String) -> Guard {
         metrics.proxy_in_flight.inc();
         Guard {
             metrics,
             start: Instant::now(),
             method,
             peer,
+            target,
             outcome: CacheOutcome::Miss,
             planned: false,
+            by_source: Default::default(),
             from_store: 0,
             fetched: 0,
             failed: false,
@@ -505,10 +515,8 @@ impl Guard {
         } else {
             self.fetched += n;
         }
-        self.metrics
-            .proxy_served_bytes
-            .get_or_create(&[("source", source.as_str())])
-            .inc_by(n);
+        self.by_source.add(source, n);
+        self.metrics.proxy_served(source, n);
     }
 
     fn fail(mut self, e: ProxyError) -> Response<Body> {
@@ -542,9 +550,10 @@ impl Drop for Guard {
     fn drop(&mut self) {
         let outcome = self.outcome();
         self.metrics.proxy_in_flight.dec();
+        let elapsed = self.start.elapsed();
         self.metrics
             .proxy_request_duration
-            .observe(self.start.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
         self.metrics
             .proxy_requests
             .get_or_create(&[("outcome", outcome.as_str())])
@@ -553,7 +562,30 @@ impl Drop for Guard {
             CacheOutcome::Bypass(r) => r.as_str(),
             _ => "",
         };
-        tracing::debug!(peer = %self.peer, method = %self.method, outcome = outcome.as_str(), reason, store_bytes = self.from_store, fetched_bytes = self.fetched, "proxy request done");
+        // The access log line: one per request, bytes by source, never the query string.
+        tracing::info!(
+            peer = %self.peer,
+            method = %self.method,
+            target = %self.target,
+            outcome = outcome.as_str(),
+            reason,
+            store_bytes = self.by_source.store,
+            peer_bytes = self.by_source.peer,
+            hosted_cache_bytes = self.by_source.hosted_cache,
+            origin_bytes = self.by_source.origin,
+            duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            "proxy request"
+        );
+        self.metrics
+            .activity
+            .record_request(crate::activity::RecentRequest {
+                finished_unix_ms: crate::activity::unix_ms_now(),
+                method: self.method.as_str().chars().take(16).collect(),
+                target: std::mem::take(&mut self.target),
+                outcome: outcome.as_str().to_string(),
+                bytes: self.by_source,
+                duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            });
     }
 }
 

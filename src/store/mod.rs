@@ -25,6 +25,7 @@
 mod backend;
 mod index;
 mod meta;
+pub mod package;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
