@@ -1,11 +1,12 @@
-//! Single-core speed of the v2 chunker and of the `sha2` primitives the
-//! builder uses: `cargo bench --bench chunker`.
+//! Single-core speed of the v2 chunker and of the SHA-2 primitives (`sha2`
+//! and `ring`) the builder uses: `cargo bench --bench chunker`.
 //!
 //! Prints MB/s (10^6 bytes per second, like `openssl speed`) per CPU-second
 //! (comparable to `openssl speed`, which also counts CPU time) and per wall
 //! second, best of a few passes over 256 MiB of pseudo-random bytes in memory. The chunker
 //! target is ≥ 1.5 GB/s so it never limits v2 hashing; the SHA lines show
-//! whether `sha2` picked its SHA-NI (SHA-256) / AVX2 (SHA-512) backends.
+//! whether `sha2` picked its SHA-NI (SHA-256) / AVX2 (SHA-512) backends and
+//! which SHA-512 crate is faster here (`HashAlgo` picks one per CPU vendor).
 //! No criterion: a plain `harness = false` loop keeps the dependency list short.
 
 use std::hint::black_box;
@@ -61,20 +62,39 @@ fn main() {
         let mut c = Chunker::new();
         black_box(c.push(d).count());
     });
-    for algo in [HashAlgo::Sha256, HashAlgo::Sha512] {
-        best(&format!("{algo} (sha2 crate)"), &data, |d| {
-            // 64 KiB at a time, like v1 blocks.
-            for block in d.chunks(65_536) {
-                black_box(algo.hash(block));
-            }
-        });
-    }
+    // 64 KiB at a time, like v1 blocks and typical v2 segments.
+    best("sha256 (HashAlgo, sha2)", &data, |d| {
+        for block in d.chunks(65_536) {
+            black_box(HashAlgo::Sha256.hash(block));
+        }
+    });
+    best("sha512 (HashAlgo)", &data, |d| {
+        for block in d.chunks(65_536) {
+            black_box(HashAlgo::Sha512.hash(block));
+        }
+    });
+    best("sha512 (sha2 crate)", &data, |d| {
+        use sha2::Digest as _;
+        for block in d.chunks(65_536) {
+            black_box(sha2::Sha512::digest(block));
+        }
+    });
+    best("sha512 (ring crate)", &data, |d| {
+        for block in d.chunks(65_536) {
+            black_box(ring::digest::digest(&ring::digest::SHA512, block));
+        }
+    });
     let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let flags = cpu.lines().find(|l| l.starts_with("flags")).unwrap_or("");
     let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    let model = cpu
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .unwrap_or("");
     println!(
-        "cpu flags: sha_ni={} avx2={} (sha2 0.10 detects them at run time via cpufeatures)",
+        "cpu flags: sha_ni={} avx2={} sse4a={} (sse4a: AMD, HashAlgo SHA-512 uses sha2, else ring) {model}",
         has("sha_ni"),
-        has("avx2")
+        has("avx2"),
+        has("sse4a")
     );
 }

@@ -15,8 +15,9 @@
 //! Both produce exactly the [`ContentHashes`] the sequential
 //! [`StreamBuilder`](crate::proto::pccrc::StreamBuilder) would.
 //!
-//! `sha2` 0.10 picks its SHA-NI (SHA-256) and AVX2 (SHA-512) backends at run
-//! time through `cpufeatures`; `docs/PERFORMANCE.md` has the measurements.
+//! SHA-256 is `sha2` 0.10 (SHA-NI picked at run time through `cpufeatures`);
+//! SHA-512 is `ring`'s assembly or `sha2`'s AVX2 path, whichever is faster on
+//! the CPU (`proto::pccrc::crypto`). `docs/PERFORMANCE.md` has the measurements.
 //!
 //! [`proto::pccrc::build`]: crate::proto::pccrc::build
 

@@ -109,42 +109,88 @@ impl fmt::Display for HashAlgo {
 
 /// Incremental hasher for one of the [`HashAlgo`]s.
 #[derive(Clone)]
-pub enum Hasher {
-    /// SHA-256 state.
+pub struct Hasher {
+    algo: HashAlgo,
+    state: State,
+}
+
+#[derive(Clone)]
+enum State {
     Sha256(Sha256),
-    /// SHA-384 state.
     Sha384(Sha384),
-    /// SHA-512 state (also used, truncated, for `Sha512Trunc`).
-    Sha512(Sha512, HashAlgo),
+    Sha512(Sha512),
+    /// SHA-512 from `ring` (BoringSSL assembly) where it is the faster of the
+    /// two; see [`ring_sha512_is_faster`].
+    RingSha512(ring::digest::Context),
+}
+
+/// Whether `ring` hashes SHA-512 faster than `sha2` on this CPU. v2 spends
+/// almost all its CPU in SHA-512 of the content, so this decides its speed.
+///
+/// - x86_64: `ring` runs its AVX assembly only on Intel CPUs and its generic
+///   assembly elsewhere; `sha2` 0.10 has an AVX2 path on every vendor. Measured
+///   (`docs/PERFORMANCE.md`): on Intel Xeon `ring` is ~5 % faster, on AMD EPYC
+///   ~4 % slower. `sse4a` exists on AMD (and AMD-derived Hygon) CPUs only, so
+///   it tells the two apart without reading the vendor string.
+/// - other architectures: `sha2` 0.10 has only portable Rust for SHA-512
+///   there (its aarch64 code needs a C toolchain feature), `ring` has
+///   assembly (aarch64 with the SHA-512 extension: hardware instructions).
+///
+/// Both produce the same digests; only speed differs.
+fn ring_sha512_is_faster() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        !std::is_x86_feature_detected!("sse4a")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        true
+    }
 }
 
 impl Hasher {
     /// A fresh state.
     pub fn new(algo: HashAlgo) -> Self {
-        match algo {
-            HashAlgo::Sha256 => Hasher::Sha256(Sha256::new()),
-            HashAlgo::Sha384 => Hasher::Sha384(Sha384::new()),
-            HashAlgo::Sha512 | HashAlgo::Sha512Trunc => Hasher::Sha512(Sha512::new(), algo),
-        }
+        let state = match algo {
+            HashAlgo::Sha256 => State::Sha256(Sha256::new()),
+            HashAlgo::Sha384 => State::Sha384(Sha384::new()),
+            HashAlgo::Sha512 | HashAlgo::Sha512Trunc => {
+                return Self::sha512(algo, ring_sha512_is_faster());
+            }
+        };
+        Hasher { algo, state }
+    }
+
+    /// A SHA-512 state (for `Sha512` or `Sha512Trunc`) from `ring` or `sha2`.
+    fn sha512(algo: HashAlgo, ring: bool) -> Self {
+        let state = if ring {
+            State::RingSha512(ring::digest::Context::new(&ring::digest::SHA512))
+        } else {
+            State::Sha512(Sha512::new())
+        };
+        Hasher { algo, state }
     }
 
     /// Feed bytes.
     pub fn update(&mut self, data: &[u8]) {
-        match self {
-            Hasher::Sha256(h) => h.update(data),
-            Hasher::Sha384(h) => h.update(data),
-            Hasher::Sha512(h, _) => h.update(data),
+        match &mut self.state {
+            State::Sha256(h) => h.update(data),
+            State::Sha384(h) => h.update(data),
+            State::Sha512(h) => h.update(data),
+            State::RingSha512(h) => h.update(data),
         }
     }
 
     /// The digest, truncated as the algorithm requires.
     pub fn finalize(self) -> Digest {
-        let (full, len) = match self {
-            Hasher::Sha256(h) => (h.finalize().to_vec(), 32),
-            Hasher::Sha384(h) => (h.finalize().to_vec(), 48),
-            Hasher::Sha512(h, algo) => (h.finalize().to_vec(), algo.digest_len()),
+        let len = self.algo.digest_len();
+        let full = match self.state {
+            State::Sha256(h) => Digest::from_slice(&h.finalize()),
+            State::Sha384(h) => Digest::from_slice(&h.finalize()),
+            State::Sha512(h) => Digest::from_slice(&h.finalize()[..len]),
+            State::RingSha512(h) => Digest::from_slice(&h.finish().as_ref()[..len]),
         };
-        Digest::from_slice(&full[..len]).expect("digest length within bounds")
+        full.expect("digest length within bounds")
     }
 }
 
@@ -289,6 +335,38 @@ pub fn segment_id(algo: HashAlgo, kp: &SegmentSecret, hod: &Digest) -> SegmentId
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_sha512_backends_give_the_same_digests() {
+        // FIPS 180-2 "abc" vector, then every length around the 128-byte block
+        // and a few large inputs fed in uneven pieces.
+        let abc = "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a\
+                   2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f";
+        for ring in [false, true] {
+            let mut h = Hasher::sha512(HashAlgo::Sha512, ring);
+            h.update(b"abc");
+            assert_eq!(h.finalize().to_hex(), abc, "ring: {ring}");
+        }
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let lens = (0..=260).chain([1000, 65_536, 131_071, 300_000]);
+        for len in lens {
+            for algo in [HashAlgo::Sha512, HashAlgo::Sha512Trunc] {
+                let digests: Vec<Digest> = [false, true]
+                    .into_iter()
+                    .map(|ring| {
+                        let mut h = Hasher::sha512(algo, ring);
+                        for piece in data[..len].chunks(1 + len / 3) {
+                            h.update(piece);
+                        }
+                        h.finalize()
+                    })
+                    .collect();
+                assert_eq!(digests[0], digests[1], "{algo} of {len} bytes");
+                assert_eq!(digests[0], algo.hash(&data[..len]), "{algo} of {len} bytes");
+                assert_eq!(digests[0].as_bytes().len(), algo.digest_len());
+            }
+        }
+    }
 
     #[test]
     fn c2_is_utf16le_with_nul() {
