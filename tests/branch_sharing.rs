@@ -35,6 +35,17 @@ async fn wait_metric(app: &App, name_and_labels: &str, want: u64) {
     );
 }
 
+/// Sum of every sample of the metric family `name` (all label sets).
+fn metric_sum(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// Wait until `app`'s store holds `blocks` verified blocks.
 async fn wait_blocks(app: &App, blocks: u64) {
     for _ in 0..2000 {
@@ -477,6 +488,31 @@ async fn hosted_cache_stores_nothing_from_a_lying_or_vanished_v1_client() {
     )
     .await;
     assert_eq!(h.store.stats().blocks, 0);
+
+    // A SEGMENT_INFO whose block hashes do not hash to its HoD (tampered
+    // hash information, so the id it claims does not match it) is refused
+    // (400) and nothing is queued.
+    let pulls_before = metric_sum(&h.metrics.render(), "branchcache_hosted_cache_pulls_total");
+    assert_eq!(pulls_before, 2, "the lying and the vanished client's pulls");
+    let plan3 = plan_of(&content(100_000, 60));
+    let mut tampered = describe_v1(&plan3).unwrap();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let err = offers
+        .offer_v1(h_https, &name, liar_port, plan3.id, [0; 16], &tampered)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "status", "{err}");
+    let hm = h.metrics.render();
+    assert!(
+        hm.contains(r#"message="segment_info",response="unverified""#),
+        "{hm}"
+    );
+    assert_eq!(
+        metric_sum(&hm, "branchcache_hosted_cache_pulls_total"),
+        pulls_before
+    );
+    assert!(h.store.meta_arc(&plan3.id).is_none());
 
     // Still healthy: an honest v2 offer round trip answers OK.
     let d = branchcache::hosted_cache::describe_v2(&plan).unwrap();
