@@ -23,6 +23,10 @@ max_size = "10 GiB"
 [admin]
 listen = "127.0.0.1:9090"
 
+[proxy]
+listen = "127.0.0.1:8080"
+forward = true
+
 [log]
 level = "info"
 format = "text"
@@ -988,6 +992,19 @@ mod tests {
         assert_eq!(c.admin.listen, "127.0.0.1:9090".parse().unwrap());
         assert_eq!(c.store.max_size, 10 * 1024 * 1024 * 1024);
         assert_eq!(c.log.format, LogFormat::Text);
+        // Out of the box: a forward proxy for any origin (`curl -x`, HTTP_PROXY).
+        let p = c.proxy.expect("the embedded defaults run the proxy");
+        assert_eq!(p.listen, "127.0.0.1:8080".parse().unwrap());
+        assert!(p.forward && p.upstream.is_none());
+        // config/branchcache.toml spells out the same defaults.
+        let file = Config::from_file(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("config/branchcache.toml"),
+        )
+        .unwrap();
+        let fp = file.proxy.expect("config/branchcache.toml runs the proxy");
+        assert_eq!((fp.listen, fp.forward), (p.listen, p.forward));
+        assert_eq!(file.admin.listen, c.admin.listen);
+        assert_eq!(file.store.max_size, c.store.max_size);
     }
 
     #[test]
