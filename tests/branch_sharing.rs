@@ -522,3 +522,75 @@ async fn hosted_cache_stores_nothing_from_a_lying_or_vanished_v1_client() {
         .unwrap();
     h.shutdown().await;
 }
+
+/// A peer holding only blocks 5..20 of a 40-block segment: B takes exactly
+/// those from it (the run starts with GETBLKLIST, so the blocks the peer
+/// lacks do not end the run) and the rest from the origin.
+#[tokio::test]
+async fn a_peer_holding_part_of_a_segment_serves_that_part() {
+    use branchcache::fetch::SegmentPlan;
+    use branchcache::proto::pccrc::{ContentInfo, Version as CiVersion};
+    use branchcache::retrieval::{MemorySource, RetrievalServer, ServerConfig};
+    use std::sync::Arc;
+
+    let origin = Origin::start().await;
+    let data = content(40 * 65_536, 63);
+    let obj = Object::peerdist(data.clone());
+    let ci = ContentInfo::parse(obj.ci.as_ref().unwrap()).unwrap();
+    let plan = SegmentPlan::from_segment(
+        &ci.segments().next().unwrap(),
+        CiVersion::V1,
+        HashAlgo::Sha256,
+    );
+    origin.put("/part.bin", obj);
+
+    let source = Arc::new(MemorySource::new());
+    for i in 5..20u32 {
+        let r = plan.block_range(i).unwrap();
+        source.insert(
+            plan.id,
+            plan.secret,
+            i,
+            data.slice(r.start as usize..r.end as usize),
+        );
+    }
+    let peer = RetrievalServer::new(
+        source,
+        ServerConfig::default(),
+        Arc::new(Default::default()),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(branchcache::net::serve(
+        listener,
+        move |req, from| peer.clone().handle(req, from),
+        stop.clone(),
+    ));
+
+    let b_dir = tempfile::tempdir().unwrap();
+    let b = daemon(
+        &b_dir,
+        &format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\npeers = [\"{peer_addr}\"]\n",
+            origin.addr
+        ),
+    )
+    .await;
+    let (status, _, body) = fetch(b.proxy_addr.unwrap(), "/part.bin").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == data);
+    let m = b.metrics.render();
+    assert_eq!(
+        metric(&m, "branchcache_proxy_served_bytes_total{source=\"peer\"}"),
+        15 * 65_536,
+        "{m}"
+    );
+    assert_eq!(origin.body_bytes(), 25 * 65_536);
+    assert!(
+        m.contains(r#"branchcache_retrieval_client_requests_total{type="getblklist",result="ok"}"#),
+        "{m}"
+    );
+    b.shutdown().await;
+    stop.cancel();
+}

@@ -17,6 +17,6 @@ pub use server::{
     BlockSource, MemorySource, RetrievalServer, ServerConfig, DEFAULT_MAX_ACTIVE_PER_CLIENT,
 };
 pub use source::{
-    PeerLocator, PeerSource, StaticPeers, BLOCKS_IN_FLIGHT_PER_RUN, MAX_PEERS_PER_BLOCK,
-    MAX_REQUESTS_PER_PEER, PEER_PENALTY,
+    PeerLocator, PeerSource, StaticPeers, BLOCKS_IN_FLIGHT_PER_RUN, GETBLKLIST_MIN_RUN,
+    MAX_PEERS_PER_BLOCK, MAX_REQUESTS_PER_PEER, PEER_PENALTY,
 };

@@ -8,6 +8,10 @@
 //! source (finally the origin) for what is left. Errors are never yielded
 //! for a single missing block, because an error ends the planner's run.
 //!
+//! A run of at least [`GETBLKLIST_MIN_RUN`] blocks starts with MSG_GETBLKLIST
+//! to each peer (as Windows does); only blocks some peer lists are requested,
+//! and the others stay pending for the next source. Shorter runs go straight
+//! to GETBLKS and end at the first block no peer has.
 //! Blocks of a run are requested [`BLOCKS_IN_FLIGHT_PER_RUN`] at a time and
 //! yielded in order (one GETBLKS per block is a round trip each; a window
 //! hides the latency), and at most [`MAX_REQUESTS_PER_PEER`] requests go to
@@ -35,6 +39,9 @@ pub const PEER_PENALTY: Duration = Duration::from_secs(60);
 /// Most peers asked for one block: bounds the worst case (all slow) to this
 /// many request timeouts per block.
 pub const MAX_PEERS_PER_BLOCK: usize = 4;
+/// Runs at least this long first ask each peer which blocks it holds
+/// (MSG_GETBLKLIST), as Windows does; shorter runs go straight to GETBLKS.
+pub const GETBLKLIST_MIN_RUN: u32 = 4;
 /// GETBLKS requests one run keeps in flight (ordered window).
 pub const BLOCKS_IN_FLIGHT_PER_RUN: usize = 8;
 /// Concurrent requests to one peer across every run of this source: well
@@ -95,6 +102,50 @@ impl PeerSource {
 
     fn penalise(&self, peer: SocketAddr) {
         self.penalised.insert(peer, Instant::now() + PEER_PENALTY);
+    }
+
+    /// For each block of `blocks`, the peers (of the first
+    /// [`MAX_PEERS_PER_BLOCK`] usable ones) whose BLKLIST says they hold it.
+    async fn holders(
+        &self,
+        seg: &SegmentPlan,
+        peers: &[SocketAddr],
+        blocks: &Range<u32>,
+    ) -> Vec<(u32, Vec<SocketAddr>)> {
+        let wanted = vec![crate::proto::pccrr::BlockRange {
+            index: blocks.start,
+            count: blocks.end - blocks.start,
+        }];
+        let mut lists = Vec::new();
+        for &peer in peers
+            .iter()
+            .filter(|p| !self.is_penalised(p))
+            .take(MAX_PEERS_PER_BLOCK)
+        {
+            match self.client.block_list(peer, seg.id, wanted.clone()).await {
+                Ok(list) => lists.push((peer, list.ranges)),
+                Err(e) if e.penalise() => {
+                    tracing::debug!(%peer, segment = %seg.id, error = %e, "peer penalised");
+                    self.penalise(peer);
+                }
+                Err(_) => {}
+            }
+        }
+        blocks
+            .clone()
+            .filter_map(|i| {
+                let who: Vec<SocketAddr> = lists
+                    .iter()
+                    .filter(|(_, ranges)| {
+                        ranges
+                            .iter()
+                            .any(|r| i >= r.index && r.end().is_some_and(|end| i < end))
+                    })
+                    .map(|(p, _)| *p)
+                    .collect();
+                (!who.is_empty()).then_some((i, who))
+            })
+            .collect()
     }
 
     /// Block `index` from the first peer that delivers it verified.
@@ -159,13 +210,35 @@ impl BlockSource for PeerSource {
             .flat_map(move |peers| {
                 let this = this.clone();
                 let seg = seg.clone();
+                let blocks = blocks.clone();
+                if peers.is_empty() {
+                    return stream::empty().boxed();
+                }
+                if blocks.end.saturating_sub(blocks.start) >= GETBLKLIST_MIN_RUN {
+                    // Ask who holds what, then fetch only held blocks; a block
+                    // nobody holds stays pending for the next source.
+                    let listed = {
+                        let this = this.clone();
+                        let seg = seg.clone();
+                        async move { this.holders(&seg, &peers, &blocks).await }
+                    };
+                    return stream::once(listed)
+                        .flat_map(move |held| {
+                            let this = this.clone();
+                            let seg = seg.clone();
+                            stream::iter(held)
+                                .map(move |(index, who)| {
+                                    let this = this.clone();
+                                    let seg = seg.clone();
+                                    async move { this.one_block(&seg, &who, index).await }
+                                })
+                                .buffered(BLOCKS_IN_FLIGHT_PER_RUN)
+                                .filter_map(|b| std::future::ready(b.map(Ok)))
+                        })
+                        .boxed();
+                }
                 let peers: Arc<[SocketAddr]> = peers.into();
-                let range = if peers.is_empty() {
-                    blocks.start..blocks.start
-                } else {
-                    blocks.clone()
-                };
-                stream::iter(range)
+                stream::iter(blocks)
                     .map(move |index| {
                         let this = this.clone();
                         let seg = seg.clone();
@@ -173,10 +246,11 @@ impl BlockSource for PeerSource {
                         async move { this.one_block(&seg, &peers, index).await }
                     })
                     .buffered(BLOCKS_IN_FLIGHT_PER_RUN)
-                    // The first block no peer has ends the run: the planner
-                    // takes the rest from the next source.
+                    // The first block no peer has ends a short run: the
+                    // planner takes the rest from the next source.
                     .take_while(|b| std::future::ready(b.is_some()))
                     .filter_map(|b| std::future::ready(b.map(Ok)))
+                    .boxed()
             })
             .boxed()
     }
