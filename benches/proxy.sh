@@ -296,7 +296,8 @@ print(f"16 KiB objects, wrk -c{conns} -d{dur}: proxy {prps:.0f} req/s, nginx pro
       f"ratio {r2:.2f}x (target >= 1.0x) {ok(r2 >= 1.0 and perr == 0)}")
 hits = float(hits1) - float(hits0)
 print(f"  (publisher min_size = \"4 KiB\" so 16 KiB objects get content information and the proxy "
-      f"serves them from its store: {hits:.0f} of {preq} proxy requests were store hits; "
+      f"serves them from its store: {hits:.0f} store hits counted by the proxy during the run, "
+      f"{preq} requests completed by wrk; "
       f"{small_count} objects, all warmed first; errors proxy {perr}, nginx {nerr})")
 if perr or nerr:
     print("wrk output (proxy):\n" + ptext + "\nwrk output (nginx):\n" + ntext)
