@@ -1,0 +1,315 @@
+#!/usr/bin/env bash
+# Branch proxy vs nginx proxy_cache (issue 5, Proof): warm-hit throughput on a
+# large object, small-object requests/s, and the proxy's peak RSS under 64
+# concurrent large downloads, all in one run, printed as ratios.
+#
+#   benches/proxy.sh                # SIZE_MIB=1024 PAR=64 SMALL_COUNT=200 WRK_DURATION=15s
+#   BIN=/path/to/branchcache benches/proxy.sh   # use that binary, do not build
+#
+# Contenders, all on 127.0.0.1:
+#   branchcache: origin nginx → branchcache [publisher] → branchcache [proxy]
+#                (store in the temp dir); a warm request is a store hit (the
+#                proxy still fetches the content information, which the
+#                publisher revalidates against the origin with a 304).
+#   nginx:       origin nginx → second nginx with proxy_cache (cache on disk in
+#                the temp dir, worker_processes auto, sendfile); a warm request
+#                is a cache HIT with no upstream traffic.
+# Measures:
+#   1. warm hit of one SIZE_MIB object: curl -o /dev/null, best of 3 each;
+#      ratio = nginx time / proxy time (target >= 1.0x);
+#   2. 16 KiB objects (SMALL_COUNT files, all warmed first): wrk -t2 -c64
+#      -d$WRK_DURATION, random file per request; the publisher runs with
+#      min_size = "4 KiB" so these objects get content information and the
+#      proxy serves them from its store (the default 64 KiB would pass them
+#      through); ratio = proxy req/s / nginx req/s (target >= 1.0x);
+#   3. the proxy's peak RSS (VmHWM, reset through /proc/PID/clear_refs just
+#      before) during PAR concurrent warm downloads of the object (target <= 128 MiB).
+# nginx and wrk are installed from apt when missing. Needs curl, python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZE_MIB=${SIZE_MIB:-1024}
+PAR=${PAR:-64}
+SMALL_COUNT=${SMALL_COUNT:-200}
+WRK_DURATION=${WRK_DURATION:-15s}
+WRK_CONNS=${WRK_CONNS:-64}
+WRK_THREADS=${WRK_THREADS:-2}
+BIN=${BIN:-target/release/branchcache}
+
+need=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]}…" >&2
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+ulimit -n 65536 2>/dev/null || ulimit -n 8192
+
+if [ "$BIN" = target/release/branchcache ]; then
+  echo "building release binary…" >&2
+  cargo build --release --locked --quiet
+fi
+
+WORK=$(mktemp -d /tmp/bc-proxy-bench.XXXXXX)
+chmod 755 "$WORK"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ORIGIN_PORT=$(free_port); NGX_PORT=$(free_port); PUB_PORT=$(free_port)
+PROXY_PORT=$(free_port); PUB_ADMIN=$(free_port); PROXY_ADMIN=$(free_port)
+
+mkdir -p "$WORK/www/small" "$WORK/origin" "$WORK/ngxcache" "$WORK/ngx-cache-data"
+echo "generating ${SIZE_MIB} MiB object and ${SMALL_COUNT} x 16 KiB objects…" >&2
+head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom > "$WORK/www/obj.bin"
+for i in $(seq 0 $((SMALL_COUNT - 1))); do
+  head -c 16384 /dev/urandom > "$WORK/www/small/s$i.bin"
+done
+chmod -R a+rX "$WORK/www"
+
+temp_paths() { # $1 = prefix dir
+  cat <<CONF
+  client_body_temp_path $1/body;
+  proxy_temp_path $1/proxy;
+  fastcgi_temp_path $1/fastcgi;
+  uwsgi_temp_path $1/uwsgi;
+  scgi_temp_path $1/scgi;
+CONF
+}
+
+# Origin: one worker, sendfile, etags (the publisher revalidates with them).
+cat > "$WORK/origin.conf" <<CONF
+daemon off;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+error_log $WORK/origin/error.log;
+pid $WORK/origin/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+$(temp_paths "$WORK/origin")
+  default_type application/octet-stream;
+  server { listen 127.0.0.1:$ORIGIN_PORT; root $WORK/www; etag on; }
+}
+CONF
+
+# The nginx contender: a caching reverse proxy, cache on disk.
+cat > "$WORK/ngxcache.conf" <<CONF
+daemon off;
+worker_processes auto;
+worker_rlimit_nofile 65536;
+error_log $WORK/ngxcache/error.log;
+pid $WORK/ngxcache/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+$(temp_paths "$WORK/ngxcache")
+  default_type application/octet-stream;
+  proxy_cache_path $WORK/ngx-cache-data levels=1:2 keys_zone=bench:16m max_size=20g inactive=1d use_temp_path=off;
+  upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGX_PORT;
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache bench;
+      proxy_cache_valid 200 1d;
+      proxy_cache_lock on;
+      add_header X-Cache-Status \$upstream_cache_status always;
+    }
+  }
+}
+CONF
+"$NGINX" -p "$WORK/origin" -c "$WORK/origin.conf" &
+pids+=($!)
+"$NGINX" -p "$WORK/ngxcache" -c "$WORK/ngxcache.conf" &
+pids+=($!)
+
+cat > "$WORK/publisher.toml" <<CONF
+[store]
+path = "$WORK/pub-store"
+[admin]
+listen = "127.0.0.1:$PUB_ADMIN"
+[log]
+level = "warn"
+[publisher]
+listen = "127.0.0.1:$PUB_PORT"
+upstream = "http://127.0.0.1:$ORIGIN_PORT"
+secret_file = "$WORK/secret"
+min_size = "4 KiB"
+CONF
+cat > "$WORK/proxy.toml" <<CONF
+[store]
+path = "$WORK/proxy-store"
+max_size = "20 GiB"
+[admin]
+listen = "127.0.0.1:$PROXY_ADMIN"
+[log]
+level = "warn"
+[proxy]
+listen = "127.0.0.1:$PROXY_PORT"
+upstream = "http://127.0.0.1:$PUB_PORT"
+CONF
+"$BIN" run --config "$WORK/publisher.toml" &
+pids+=($!)
+"$BIN" run --config "$WORK/proxy.toml" &
+PROXY_PID=$!
+pids+=($PROXY_PID)
+
+ready=0
+for _ in $(seq 300); do
+  if curl -sf "http://127.0.0.1:$PROXY_ADMIN/readyz" >/dev/null 2>&1 \
+    && curl -sf "http://127.0.0.1:$PUB_ADMIN/readyz" >/dev/null 2>&1 \
+    && curl -sf -o /dev/null "http://127.0.0.1:$ORIGIN_PORT/small/s0.bin" \
+    && curl -sf -o /dev/null "http://127.0.0.1:$NGX_PORT/small/s0.bin"; then
+    ready=1; break
+  fi
+  sleep 0.1
+done
+[ "$ready" = 1 ] || { echo "services did not come up" >&2; exit 1; }
+
+metric() { # $1 = exact metric line prefix (name{labels}); prints its value or 0
+  curl -sf "http://127.0.0.1:$PROXY_ADMIN/metrics" \
+    | awk -v m="$1" 'index($0, m " ") == 1 {v = $2} END {print v + 0}'
+}
+STORE_BYTES='branchcache_proxy_served_bytes_total{source="store"}'
+ORIGIN_BYTES='branchcache_proxy_served_bytes_total{source="origin"}'
+HITS='branchcache_proxy_requests_total{outcome="hit"}'
+
+PROXY_URL="http://127.0.0.1:$PROXY_PORT"
+NGX_URL="http://127.0.0.1:$NGX_PORT"
+want=$(sha256sum "$WORK/www/obj.bin" | cut -c1-64)
+
+echo "warming the ${SIZE_MIB} MiB object through both…" >&2
+curl -sf -o /dev/null "$PROXY_URL/obj.bin"
+curl -sf -o /dev/null "$NGX_URL/obj.bin"
+got=$(curl -sf "$PROXY_URL/obj.bin" | sha256sum | cut -c1-64)
+[ "$got" = "$want" ] || { echo "object differs through the proxy" >&2; exit 1; }
+got=$(curl -sf "$NGX_URL/obj.bin" | sha256sum | cut -c1-64)
+[ "$got" = "$want" ] || { echo "object differs through nginx proxy_cache" >&2; exit 1; }
+status=$(curl -s -o /dev/null -D - "$NGX_URL/obj.bin" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache-status"{print $2}')
+[ "$status" = "HIT" ] || { echo "nginx proxy_cache did not hit (X-Cache-Status '$status')" >&2; exit 1; }
+
+echo "timing warm hits (best of 3 each)…" >&2
+store0=$(metric "$STORE_BYTES"); origin0=$(metric "$ORIGIN_BYTES")
+ptimes=(); ntimes=()
+for _ in 1 2 3; do
+  ptimes+=("$(curl -sf -o /dev/null -w '%{time_total}' "$PROXY_URL/obj.bin")")
+  ntimes+=("$(curl -sf -o /dev/null -w '%{time_total}' "$NGX_URL/obj.bin")")
+done
+store1=$(metric "$STORE_BYTES"); origin1=$(metric "$ORIGIN_BYTES")
+
+echo "warming ${SMALL_COUNT} small objects through both…" >&2
+for i in $(seq 0 $((SMALL_COUNT - 1))); do
+  curl -sf -o /dev/null "$PROXY_URL/small/s$i.bin"
+  curl -sf -o /dev/null "$NGX_URL/small/s$i.bin"
+done
+for i in 0 $((SMALL_COUNT - 1)); do
+  a=$(curl -sf "$PROXY_URL/small/s$i.bin" | sha256sum | cut -c1-64)
+  b=$(sha256sum "$WORK/www/small/s$i.bin" | cut -c1-64)
+  [ "$a" = "$b" ] || { echo "small/s$i.bin differs through the proxy" >&2; exit 1; }
+done
+
+cat > "$WORK/paths.lua" <<LUA
+math.randomseed(42)
+request = function()
+  return wrk.format("GET", "/small/s" .. math.random(0, $((SMALL_COUNT - 1))) .. ".bin")
+end
+LUA
+echo "wrk: ${WRK_CONNS} connections, ${WRK_DURATION}, proxy then nginx…" >&2
+hits0=$(metric "$HITS")
+wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" -s "$WORK/paths.lua" \
+  "$PROXY_URL/" > "$WORK/wrk-proxy.txt" 2>&1 || true
+hits1=$(metric "$HITS")
+wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" -s "$WORK/paths.lua" \
+  "$NGX_URL/" > "$WORK/wrk-nginx.txt" 2>&1 || true
+
+echo "RSS: ${PAR} concurrent warm downloads of the ${SIZE_MIB} MiB object…" >&2
+hwm_reset=no
+if echo 5 > "/proc/$PROXY_PID/clear_refs" 2>/dev/null; then hwm_reset=yes; fi
+rss_log="$WORK/rss.txt"; : > "$rss_log"
+( while kill -0 "$PROXY_PID" 2>/dev/null; do
+    awk '/VmRSS/{print $2}' "/proc/$PROXY_PID/status" >> "$rss_log" 2>/dev/null || true
+    sleep 0.5
+  done ) &
+sampler=$!
+pids+=($sampler)
+t0=$(date +%s.%N)
+par=()
+for i in $(seq "$PAR"); do
+  curl -s -o /dev/null -w '%{http_code} %{size_download}\n' "$PROXY_URL/obj.bin" > "$WORK/par$i.txt" &
+  par+=($!)
+done
+for p in "${par[@]}"; do wait "$p" || true; done
+t1=$(date +%s.%N)
+hwm=$(awk '/VmHWM/{print $2}' "/proc/$PROXY_PID/status")
+kill "$sampler" 2>/dev/null || true
+cat "$WORK"/par*.txt > "$WORK/par-all.txt"
+
+python3 - "$SIZE_MIB" "$PAR" "$WORK" "$hwm" "$hwm_reset" "$t0" "$t1" \
+  "$store0" "$store1" "$origin0" "$origin1" "$hits0" "$hits1" "$WRK_CONNS" "$WRK_DURATION" "$SMALL_COUNT" \
+  "${ptimes[*]}" "${ntimes[*]}" <<'PY'
+import re, sys
+(size_mib, par, work, hwm, hwm_reset, t0, t1, store0, store1, origin0, origin1,
+ hits0, hits1, conns, dur, small_count, ptimes, ntimes) = sys.argv[1:19]
+size_mib, par = int(size_mib), int(par)
+size = size_mib * 1024 * 1024
+pt = min(float(x) for x in ptimes.split())
+nt = min(float(x) for x in ntimes.split())
+def ok(c): return "ok" if c else "MISSED"
+label = "1 GiB" if size_mib == 1024 else f"{size_mib} MiB"
+r1 = nt / pt
+print(f"warm {label} hit: proxy {pt:.2f} s, nginx proxy_cache {nt:.2f} s, ratio {r1:.2f}x "
+      f"(target >= 1.0x) {ok(r1 >= 1.0)}")
+served_store = float(store1) - float(store0)
+served_origin = float(origin1) - float(origin0)
+print(f"  (3 timed proxy downloads: {served_store / 2**20:.0f} MiB from the store, "
+      f"{served_origin / 2**20:.0f} MiB from the origin; best of 3, all times proxy "
+      f"[{ptimes}] s, nginx [{ntimes}] s)")
+
+def parse(path):
+    t = open(path).read()
+    rps = re.search(r"Requests/sec:\s+(\S+)", t)
+    req = re.search(r"(\d+) requests in", t)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
+    errs = (int(non2xx.group(1)) if non2xx else 0) + (sum(int(x) for x in sock.groups()) if sock else 0)
+    return (float(rps.group(1)) if rps else 0.0), (int(req.group(1)) if req else 0), errs, t
+prps, preq, perr, ptext = parse(f"{work}/wrk-proxy.txt")
+nrps, nreq, nerr, ntext = parse(f"{work}/wrk-nginx.txt")
+r2 = prps / nrps if nrps else 0.0
+print(f"16 KiB objects, wrk -c{conns} -d{dur}: proxy {prps:.0f} req/s, nginx proxy_cache {nrps:.0f} req/s, "
+      f"ratio {r2:.2f}x (target >= 1.0x) {ok(r2 >= 1.0 and perr == 0)}")
+hits = float(hits1) - float(hits0)
+print(f"  (publisher min_size = \"4 KiB\" so 16 KiB objects get content information and the proxy "
+      f"serves them from its store: {hits:.0f} store hits counted by the proxy during the run, "
+      f"{preq} requests completed by wrk; "
+      f"{small_count} objects, all warmed first; errors proxy {perr}, nginx {nerr})")
+if perr or nerr:
+    print("wrk output (proxy):\n" + ptext + "\nwrk output (nginx):\n" + ntext)
+
+lines = open(f"{work}/par-all.txt").read().split("\n")
+good = sum(1 for l in lines if l.strip() == f"200 {size}")
+rss = [int(x) for x in open(f"{work}/rss.txt").read().split()] or [0]
+hwm_mib = int(hwm) / 1024
+elapsed = float(t1) - float(t0)
+note = "VmHWM reset just before" if hwm_reset == "yes" else "VmHWM could not be reset: lifetime peak"
+print(f"proxy peak RSS during {par} concurrent warm {label} downloads: {hwm_mib:.0f} MiB "
+      f"(target <= 128 MiB) {ok(hwm_mib <= 128 and good == par)}")
+print(f"  ({note}; max sampled VmRSS {max(rss) / 1024:.0f} MiB; {good}/{par} complete; "
+      f"{par * size / elapsed / 1e6:.0f} MB/s aggregate over {elapsed:.1f} s)")
+PY
