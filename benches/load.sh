@@ -4,6 +4,7 @@
 # and the proxy's resident memory.
 #
 #   benches/load.sh                 # CONNS=1000 DURATION=60s OBJECTS=200 OBJ_KIB=256
+#   BIN=path/to/branchcache benches/load.sh   # use an already built binary
 #
 # Chain, all on loopback: nginx (origin, OBJECTS files of OBJ_KIB) → publisher
 # (peerdist content information) → proxy (reverse mode, store in a temp dir).
@@ -47,9 +48,11 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 ORIGIN_PORT=$(free_port); PUB_PORT=$(free_port); PROXY_PORT=$(free_port)
 PUB_ADMIN=$(free_port); PROXY_ADMIN=$(free_port)
 
-echo "building release binary…" >&2
-cargo build --release --quiet --locked
-BIN=target/release/branchcache
+BIN=${BIN:-target/release/branchcache}
+if [ "$BIN" = target/release/branchcache ]; then
+  echo "building release binary…" >&2
+  cargo build --release --quiet --locked
+fi
 
 mkdir -p "$WORK/www" "$WORK/nginx"
 for i in $(seq 0 $((OBJECTS - 1))); do
