@@ -255,6 +255,14 @@ pub trait BlockSource: Send + Sync + std::fmt::Debug {
         seg: Arc<SegmentPlan>,
         blocks: Range<u32>,
     ) -> BoxStream<'static, Result<Block, SourceError>>;
+
+    /// True when every block this source yields was already checked against
+    /// the [`SegmentPlan`]'s block hash (the PCCRR client must hash each
+    /// block to decrypt it): the planner then skips its own hash check
+    /// instead of hashing the same bytes twice. Default: false.
+    fn yields_verified(&self) -> bool {
+        false
+    }
 }
 
 /// The planner's view of the persistent block store.

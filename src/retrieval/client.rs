@@ -27,8 +27,14 @@ use crate::proto::pccrr::{
 
 /// Default per-request timeout (MS-PCCRR client request timer: 2 s).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// Idle pooled connections kept per peer: peers are many, requests per peer few.
-const POOL_IDLE_PER_HOST: usize = 4;
+/// Idle pooled connections kept per peer: as many as [`PeerSource`] runs
+/// requests to one peer at once, so a bulk transfer reuses its connections
+/// (with 4, most of 32 concurrent GETBLKS opened a fresh TCP connection:
+/// ~1 000 TIME_WAIT sockets per 128 MiB on loopback). Idle ones close after
+/// [`POOL_IDLE_TIMEOUT`].
+///
+/// [`PeerSource`]: super::source::PeerSource
+const POOL_IDLE_PER_HOST: usize = super::source::MAX_REQUESTS_PER_PEER;
 /// How long an idle pooled connection to a peer is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 

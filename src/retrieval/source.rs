@@ -199,6 +199,12 @@ impl BlockSource for PeerSource {
         self.kind
     }
 
+    /// [`PeerClient::fetch_block`] returns only blocks whose hash matched
+    /// the plan's (`one_block` asks for `seg.block_hashes[index]`).
+    fn yields_verified(&self) -> bool {
+        true
+    }
+
     fn fetch(
         &self,
         seg: Arc<SegmentPlan>,

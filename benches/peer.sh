@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Peer-to-peer benchmark (issue 6): a warm object moves between two daemons
+# over MS-PCCRR on loopback, compared with a plain HTTP GET from nginx.
+#
+#   benches/peer.sh                 # SIZE_MIB=1024 by default
+#
+# Scenario, all real processes (release build), all traffic on 127.0.0.1:
+#   nginx ── publisher daemon (peerdist content information)
+#              ├── daemon A: [proxy] upstream = publisher, [peer] listener;
+#              │   warmed with one download, then holds every block
+#              └── daemon B: [proxy] upstream = publisher, peers = [A];
+#                  empty store: every block comes from A (GETBLKS, AES-CBC
+#                  encrypt on A, decrypt + SHA-256 verify on B)
+#
+# Prints, in one run:
+#   - peer-to-peer: `curl -o /dev/null` of the object through cold B, next to
+#     `curl -o /dev/null` straight from nginx (page cache warm); ratio
+#     nginx/peer (time of nginx over time of peer), target >= 0.7x;
+#   - the same object through B again (served from B's store), for context;
+#   - B's counters: origin body bytes (must be 0) and peer bytes (must be the
+#     object size); the sha256 of a download through B against the file's.
+#
+# Optional, for profiling: PEER_BENCH_PERF=FILE records `perf record -g` of
+# daemons A and B during the peer transfer; PEER_BENCH_DUMP=PREFIX saves both
+# daemons' /metrics to PREFIX.a and PREFIX.b.
+#
+# Origin: nginx (installed from apt when missing), one worker, sendfile, a
+# private prefix under a temp dir. Needs curl, sha256sum, python3 (free ports).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZE_MIB=${SIZE_MIB:-1024}
+TARGET=0.7
+
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  echo "installing nginx (origin for the benchmark)…" >&2
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+WORK=$(mktemp -d /tmp/bc-peer-bench.XXXXXX)
+chmod 755 "$WORK"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ORIGIN_PORT=$(free_port)
+PUB_PORT=$(free_port); PUB_ADMIN=$(free_port)
+A_PORT=$(free_port); A_PEER=$(free_port); A_ADMIN=$(free_port)
+B_PORT=$(free_port); B_ADMIN=$(free_port)
+
+echo "building release binary…" >&2
+cargo build --release --quiet
+BIN=target/release/branchcache
+
+mkdir -p "$WORK/www" "$WORK/nginx"
+echo "generating ${SIZE_MIB} MiB object…" >&2
+SIZE=$((SIZE_MIB * 1024 * 1024))
+head -c "$SIZE" /dev/urandom > "$WORK/www/obj.bin"
+chmod 644 "$WORK/www/obj.bin"
+want_sha=$(sha256sum "$WORK/www/obj.bin" | cut -d' ' -f1)
+
+cat > "$WORK/nginx.conf" <<CONF
+daemon off;
+worker_processes 1;
+error_log $WORK/nginx/error.log;
+pid $WORK/nginx/nginx.pid;
+events { worker_connections 256; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  client_body_temp_path $WORK/nginx/body;
+  proxy_temp_path $WORK/nginx/proxy;
+  fastcgi_temp_path $WORK/nginx/fastcgi;
+  uwsgi_temp_path $WORK/nginx/uwsgi;
+  scgi_temp_path $WORK/nginx/scgi;
+  default_type application/octet-stream;
+  server { listen 127.0.0.1:$ORIGIN_PORT; root $WORK/www; }
+}
+CONF
+"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx.conf" &
+pids+=($!)
+
+# daemon NAME ADMIN_PORT ROLE_TOML: one daemon with its own store.
+daemon() {
+  local name=$1 admin=$2 roles=$3
+  cat > "$WORK/$name.toml" <<CONF
+[store]
+path = "$WORK/$name-store"
+max_size = "$((SIZE_MIB * 2 + 256)) MiB"
+[admin]
+listen = "127.0.0.1:$admin"
+[log]
+level = "warn"
+$roles
+CONF
+  "$BIN" run --config "$WORK/$name.toml" 2>"$WORK/$name.log" &
+  pids+=($!)
+  eval "${name}_pid=$!"
+}
+
+daemon pub "$PUB_ADMIN" "[publisher]
+listen = \"127.0.0.1:$PUB_PORT\"
+upstream = \"http://127.0.0.1:$ORIGIN_PORT\"
+secret_file = \"$WORK/secret\""
+daemon a "$A_ADMIN" "[proxy]
+listen = \"127.0.0.1:$A_PORT\"
+upstream = \"http://127.0.0.1:$PUB_PORT\"
+[peer]
+listen = \"127.0.0.1:$A_PEER\"
+discovery = false"
+daemon b "$B_ADMIN" "[proxy]
+listen = \"127.0.0.1:$B_PORT\"
+upstream = \"http://127.0.0.1:$PUB_PORT\"
+peers = [\"127.0.0.1:$A_PEER\"]"
+
+ready() { curl -sf -o /dev/null "http://127.0.0.1:$1/readyz"; }
+for _ in $(seq 200); do
+  ready "$PUB_ADMIN" && ready "$A_ADMIN" && ready "$B_ADMIN" \
+    && curl -sf -o /dev/null -r 0-0 "http://127.0.0.1:$ORIGIN_PORT/obj.bin" && break
+  sleep 0.1
+done
+
+# metric PORT NAME LABELS: the sample's value (0 when absent).
+metric() {
+  curl -sf "http://127.0.0.1:$1/metrics" \
+    | awk -v n="$2" -v l="$3" '$1 == n l { v = $2 } END { print (v == "" ? 0 : v) }'
+}
+
+BLOCKS=$(( (SIZE + 65535) / 65536 ))
+echo "warming daemon A (origin → publisher → A)…" >&2
+curl -sf -o /dev/null "http://127.0.0.1:$A_PORT/obj.bin"
+for _ in $(seq 600); do
+  [ "$(metric "$A_ADMIN" branchcache_store_blocks '')" -ge "$BLOCKS" ] && break
+  sleep 0.1
+done
+a_blocks=$(metric "$A_ADMIN" branchcache_store_blocks '')
+[ "$a_blocks" -ge "$BLOCKS" ] || { echo "daemon A holds $a_blocks of $BLOCKS blocks" >&2; exit 1; }
+
+# Page cache warm for nginx; the anchor GET first, then the contender.
+cat "$WORK/www/obj.bin" > /dev/null
+load_before=$(cat /proc/loadavg)
+nginx_s=$(curl -sf -o /dev/null -w '%{time_total}' "http://127.0.0.1:$ORIGIN_PORT/obj.bin")
+if [ -n "${PEER_BENCH_PERF:-}" ]; then
+  # Optional: profile both daemons during the peer transfer (perf report -i FILE).
+  perf record -q -F 499 -g -p "$a_pid,$b_pid" -o "$PEER_BENCH_PERF" 2>/dev/null &
+  perf_pid=$!
+  sleep 0.5
+fi
+peer_s=$(curl -sf -o /dev/null -w '%{time_total}' "http://127.0.0.1:$B_PORT/obj.bin")
+if [ -n "${PEER_BENCH_PERF:-}" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
+warm_s=$(curl -sf -o /dev/null -w '%{time_total}' "http://127.0.0.1:$B_PORT/obj.bin")
+load_after=$(cat /proc/loadavg)
+
+wan_body=$(metric "$B_ADMIN" branchcache_proxy_wan_bytes_total '{kind="body"}')
+peer_bytes=$(metric "$B_ADMIN" branchcache_proxy_served_bytes_total '{source="peer"}')
+[ -z "${PEER_BENCH_DUMP:-}" ] || { curl -sf "http://127.0.0.1:$B_ADMIN/metrics" > "$PEER_BENCH_DUMP.b"; curl -sf "http://127.0.0.1:$A_ADMIN/metrics" > "$PEER_BENCH_DUMP.a"; }
+got_sha=$(curl -sf "http://127.0.0.1:$B_PORT/obj.bin" | sha256sum | cut -d' ' -f1)
+
+python3 - "$SIZE_MIB" "$nginx_s" "$peer_s" "$warm_s" "$wan_body" "$peer_bytes" "$SIZE" \
+  "$want_sha" "$got_sha" "$TARGET" "$load_before" "$load_after" <<'PY'
+import sys
+(size_mib, nginx, peer, warm, wan, peer_bytes, size, want, got, target,
+ lb, la) = sys.argv[1:13]
+nginx, peer, warm, target = float(nginx), float(peer), float(warm), float(target)
+wan, peer_bytes, size = int(float(wan)), int(float(peer_bytes)), int(size)
+mb = size / 1e6
+label = f"{int(size_mib) // 1024} GiB" if int(size_mib) % 1024 == 0 else f"{size_mib} MiB"
+ratio = nginx / peer
+ok = ratio >= target and wan == 0 and peer_bytes == size and want == got
+print(f"load average before: {lb}; after: {la}")
+print(f"peer-to-peer {label}: {peer:.2f} s ({mb / peer:.0f} MB/s); nginx GET: {nginx:.2f} s "
+      f"({mb / nginx:.0f} MB/s); ratio nginx/peer = {ratio:.2f}x (target >= {target}x) "
+      f"{'ok' if ok else 'MISSED'}")
+print(f"through B again (B's store): {warm:.2f} s ({mb / warm:.0f} MB/s); "
+      f"ratio nginx/store = {nginx / warm:.2f}x")
+print(f"B counters: origin body bytes {wan} (want 0), peer bytes {peer_bytes} (want {size}); "
+      f"sha256 {'match' if want == got else f'MISMATCH {got} != {want}'}")
+sys.exit(0 if (wan == 0 and peer_bytes == size and want == got) else 1)
+PY
