@@ -164,11 +164,13 @@ impl StorePuller {
             {
                 Ok(raw) => {
                     let n = raw.block.len();
-                    replay
+                    let kept = replay
                         .put(id, index, raw)
                         .await
                         .map_err(|e| PullError::Store(e.to_string()))?;
-                    self.count_bytes("v2", n);
+                    if kept {
+                        self.count_bytes("v2", n);
+                    }
                 }
                 Err(RetrievalError::NotAvailable { .. }) => missing += 1,
                 Err(e) => return Err(peer_err(e)),

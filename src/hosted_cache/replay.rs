@@ -387,12 +387,18 @@ impl ReplayStore {
     }
 
     /// Keep `raw` as block `index` of `id` (replacing an older copy), then
-    /// evict least recently used blocks beyond the size bound.
-    pub async fn put(&self, id: SegmentId, index: u32, raw: RawBlock) -> Result<(), ReplayIoError> {
+    /// evict least recently used blocks beyond the size bound. Returns
+    /// whether it was kept (false: one record alone exceeds the bound).
+    pub async fn put(
+        &self,
+        id: SegmentId,
+        index: u32,
+        raw: RawBlock,
+    ) -> Result<bool, ReplayIoError> {
         let record = encode_record(&raw);
         let size = record.len() as u64;
         if size > self.inner.max_size {
-            return Ok(()); // cannot ever fit; keeping nothing is correct
+            return Ok(false); // cannot ever fit; keeping nothing is correct
         }
         let key = (id, index);
         let path = self.path(&key);
@@ -426,7 +432,7 @@ impl ReplayStore {
         };
         self.delete_files(&evicted);
         self.publish_size();
-        Ok(())
+        Ok(true)
     }
 
     /// The held payload of block `index` of `id`; a record that fails its
@@ -442,6 +448,8 @@ impl ReplayStore {
             .ok()?;
         let decoded = match read {
             Ok(bytes) => decode_record(&bytes).map_err(|e| e.to_string()),
+            // Evicted between the index check and the read: simply absent.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
             Err(e) => Err(e.to_string()),
         };
         match decoded {
