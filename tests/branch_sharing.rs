@@ -78,6 +78,35 @@ fn segments(obj: &Object) -> u64 {
         .segment_count() as u64
 }
 
+/// A PCCRR server over an in-memory source holding `blocks` (index, bytes)
+/// of `plan`'s segment under its id and Kp; stopped by the returned token.
+async fn memory_peer(
+    plan: &branchcache::fetch::SegmentPlan,
+    blocks: impl IntoIterator<Item = (u32, Bytes)>,
+) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
+    use branchcache::retrieval::{MemorySource, RetrievalServer, ServerConfig};
+    let source = std::sync::Arc::new(MemorySource::new());
+    for (i, b) in blocks {
+        source.insert(plan.id, plan.secret, i, b);
+    }
+    let server = RetrievalServer::new(source, ServerConfig::default(), Default::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(branchcache::net::serve(
+        listener,
+        move |req, from| server.clone().handle(req, from),
+        stop.clone(),
+    ));
+    (addr, stop)
+}
+
+/// Bytes of block `i` of `plan`'s segment within `data` (the whole object).
+fn block_of(plan: &branchcache::fetch::SegmentPlan, data: &Bytes, i: u32) -> Bytes {
+    let r = plan.block_range(i).unwrap();
+    data.slice((r.start - plan.offset) as usize..(r.end - plan.offset) as usize)
+}
+
 struct Tls {
     cert: std::path::PathBuf,
     key: std::path::PathBuf,
@@ -398,9 +427,6 @@ async fn hosted_cache_stores_nothing_from_a_lying_or_vanished_v1_client() {
     use branchcache::fetch::SegmentPlan;
     use branchcache::hosted_cache::{describe_v1, OfferClient};
     use branchcache::proto::pccrc::{ContentInfo, Version as CiVersion};
-    use branchcache::retrieval::{MemorySource, RetrievalServer, ServerConfig};
-    use std::sync::Arc;
-
     let h_dir = tempfile::tempdir().unwrap();
     let tls = lab_cert(&h_dir);
     let h = daemon(
@@ -427,28 +453,12 @@ async fn hosted_cache_stores_nothing_from_a_lying_or_vanished_v1_client() {
     let wrong = content(300_000, 58);
 
     // The liar: a PCCRR server holding the segment's id and Kp over wrong bytes.
-    let source = Arc::new(MemorySource::new());
-    for i in 0..plan.block_count() {
-        let r = plan.block_range(i).unwrap();
-        let (a, b) = (
-            (r.start - plan.offset) as usize,
-            (r.end - plan.offset) as usize,
-        );
-        source.insert(plan.id, plan.secret, i, wrong.slice(a..b));
-    }
-    let liar = RetrievalServer::new(
-        source,
-        ServerConfig::default(),
-        Arc::new(Default::default()),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let liar_port = listener.local_addr().unwrap().port();
-    let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(branchcache::net::serve(
-        listener,
-        move |req, peer| liar.clone().handle(req, peer),
-        stop.clone(),
-    ));
+    let (liar, stop) = memory_peer(
+        &plan,
+        (0..plan.block_count()).map(|i| (i, block_of(&plan, &wrong, i))),
+    )
+    .await;
+    let liar_port = liar.port();
 
     let ci = describe_v1(&plan).unwrap();
     let h_https = h.hosted_cache_https_addr.unwrap();
@@ -530,9 +540,6 @@ async fn hosted_cache_stores_nothing_from_a_lying_or_vanished_v1_client() {
 async fn a_peer_holding_part_of_a_segment_serves_that_part() {
     use branchcache::fetch::SegmentPlan;
     use branchcache::proto::pccrc::{ContentInfo, Version as CiVersion};
-    use branchcache::retrieval::{MemorySource, RetrievalServer, ServerConfig};
-    use std::sync::Arc;
-
     let origin = Origin::start().await;
     let data = content(40 * 65_536, 63);
     let obj = Object::peerdist(data.clone());
@@ -544,29 +551,8 @@ async fn a_peer_holding_part_of_a_segment_serves_that_part() {
     );
     origin.put("/part.bin", obj);
 
-    let source = Arc::new(MemorySource::new());
-    for i in 5..20u32 {
-        let r = plan.block_range(i).unwrap();
-        source.insert(
-            plan.id,
-            plan.secret,
-            i,
-            data.slice(r.start as usize..r.end as usize),
-        );
-    }
-    let peer = RetrievalServer::new(
-        source,
-        ServerConfig::default(),
-        Arc::new(Default::default()),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let peer_addr = listener.local_addr().unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(branchcache::net::serve(
-        listener,
-        move |req, from| peer.clone().handle(req, from),
-        stop.clone(),
-    ));
+    let (peer_addr, stop) =
+        memory_peer(&plan, (5..20u32).map(|i| (i, block_of(&plan, &data, i)))).await;
 
     let b_dir = tempfile::tempdir().unwrap();
     let b = daemon(

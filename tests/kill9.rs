@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -15,23 +15,6 @@ use common::*;
 const ROUNDS: u64 = 50;
 /// Objects downloaded concurrently in each round.
 const OBJECTS: u64 = 6;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// SplitMix64 (seeded kill points, replayable).
 fn mix(mut x: u64) -> u64 {

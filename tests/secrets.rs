@@ -7,21 +7,12 @@ mod common;
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use branchcache::proto::pccrc::ContentInfo;
 use common::*;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 impl Daemon {
     /// SIGTERM, wait, and return everything it logged (stderr).
@@ -40,14 +31,6 @@ impl Daemon {
         }
         log
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn start(cfg: &std::path::Path, wait_for: std::net::SocketAddr) -> Daemon {

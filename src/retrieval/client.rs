@@ -379,6 +379,62 @@ impl PeerClient {
         r
     }
 
+    /// One MSG_GETBLKS exchange: the BLK payload as sent (checked to be for
+    /// `segment_id` / `index` and not "not available") and the peer's
+    /// next-block hint. Shared by the verifying and the replaying fetch.
+    async fn get_blk(
+        &self,
+        peer: SocketAddr,
+        segment_id: SegmentId,
+        index: u32,
+    ) -> Result<(RawBlock, u32), RetrievalError> {
+        let req = Request::GetBlks(GetBlks {
+            crypto_algo: self.config.crypto,
+            segment_id,
+            ranges: vec![BlockRange { index, count: 1 }],
+            vrf: &[],
+        });
+        let body = self.exchange(peer, req.encode()).await?;
+        let blk = match Response::decode(&body) {
+            Ok(Response::Blk(b)) => b,
+            Ok(Response::NegoResp(n)) => {
+                return Err(RetrievalError::Version {
+                    peer,
+                    min: n.min_version,
+                    max: n.max_version,
+                })
+            }
+            Ok(_) => {
+                return Err(RetrievalError::Unexpected {
+                    peer,
+                    what: "not a BLK",
+                })
+            }
+            Err(source) => return Err(RetrievalError::Garbage { peer, source }),
+        };
+        if blk.segment_id != segment_id {
+            return Err(RetrievalError::Unexpected {
+                peer,
+                what: "BLK for another segment",
+            });
+        }
+        if blk.block_index != index {
+            return Err(RetrievalError::Unexpected {
+                peer,
+                what: "BLK for another block index",
+            });
+        }
+        if blk.is_not_available() {
+            return Err(RetrievalError::NotAvailable { peer });
+        }
+        let raw = RawBlock {
+            crypto_algo: blk.crypto_algo,
+            iv: blk.iv.to_vec(),
+            block: body.slice_ref(blk.block),
+        };
+        Ok((raw, blk.next_block_index))
+    }
+
     /// Fetch one block from `peer` (MSG_GETBLKS) without decrypting it, for
     /// a v2 hosted cache that never learns Kp. Only [`RawBlock::plausible`]
     /// is checked here (against `max_plain`, the block's length bound); the
@@ -390,45 +446,8 @@ impl PeerClient {
         index: u32,
         max_plain: usize,
     ) -> Result<RawBlock, RetrievalError> {
-        let req = Request::GetBlks(GetBlks {
-            crypto_algo: self.config.crypto,
-            segment_id,
-            ranges: vec![BlockRange { index, count: 1 }],
-            vrf: &[],
-        });
         let r = async {
-            let body = self.exchange(peer, req.encode()).await?;
-            let blk = match Response::decode(&body) {
-                Ok(Response::Blk(b)) => b,
-                Ok(Response::NegoResp(n)) => {
-                    return Err(RetrievalError::Version {
-                        peer,
-                        min: n.min_version,
-                        max: n.max_version,
-                    })
-                }
-                Ok(_) => {
-                    return Err(RetrievalError::Unexpected {
-                        peer,
-                        what: "not a BLK",
-                    })
-                }
-                Err(source) => return Err(RetrievalError::Garbage { peer, source }),
-            };
-            if blk.segment_id != segment_id || blk.block_index != index {
-                return Err(RetrievalError::Unexpected {
-                    peer,
-                    what: "BLK for another segment or block",
-                });
-            }
-            if blk.is_not_available() {
-                return Err(RetrievalError::NotAvailable { peer });
-            }
-            let raw = RawBlock {
-                crypto_algo: blk.crypto_algo,
-                iv: blk.iv.to_vec(),
-                block: body.slice_ref(blk.block),
-            };
+            let (raw, _) = self.get_blk(peer, segment_id, index).await?;
             raw.plausible(max_plain)
                 .map_err(|what| RetrievalError::Unexpected { peer, what })?;
             Ok(raw)
@@ -445,54 +464,13 @@ impl PeerClient {
         peer: SocketAddr,
         want: &BlockRequest,
     ) -> Result<FetchedBlock, RetrievalError> {
-        let req = Request::GetBlks(GetBlks {
-            crypto_algo: self.config.crypto,
-            segment_id: want.segment_id,
-            ranges: vec![BlockRange {
-                index: want.index,
-                count: 1,
-            }],
-            vrf: &[],
-        });
         let r = async {
-            let body = self.exchange(peer, req.encode()).await?;
-            let blk = match Response::decode(&body) {
-                Ok(Response::Blk(b)) => b,
-                Ok(Response::NegoResp(n)) => {
-                    return Err(RetrievalError::Version {
-                        peer,
-                        min: n.min_version,
-                        max: n.max_version,
-                    })
-                }
-                Ok(_) => {
-                    return Err(RetrievalError::Unexpected {
-                        peer,
-                        what: "not a BLK",
-                    })
-                }
-                Err(source) => return Err(RetrievalError::Garbage { peer, source }),
-            };
-            if blk.segment_id != want.segment_id {
-                return Err(RetrievalError::Unexpected {
-                    peer,
-                    what: "BLK for another segment",
-                });
-            }
-            if blk.block_index != want.index {
-                return Err(RetrievalError::Unexpected {
-                    peer,
-                    what: "BLK for another block index",
-                });
-            }
-            if blk.is_not_available() {
-                return Err(RetrievalError::NotAvailable { peer });
-            }
+            let (raw, next_block_index) = self.get_blk(peer, want.segment_id, want.index).await?;
             let (plain, key_reading) = decrypt_and_verify(
-                blk.crypto_algo,
+                raw.crypto_algo,
                 &want.kp,
-                blk.iv,
-                blk.block,
+                &raw.iv,
+                &raw.block,
                 want.expected_len,
                 want.hash_algo,
                 &want.expected_hash,
@@ -503,7 +481,7 @@ impl PeerClient {
             })?;
             Ok(FetchedBlock {
                 data: Bytes::from(plain),
-                next_block_index: blk.next_block_index,
+                next_block_index,
                 key_reading,
             })
         }

@@ -339,3 +339,22 @@ pub async fn wait_stored(proxy: &Proxy, len: usize) {
     }
     panic!("store never reached {want} blocks");
 }
+
+/// A `branchcache` process; killed (SIGKILL) and reaped on drop.
+pub struct Daemon(pub std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port that was free a moment ago (for daemons started as processes).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
