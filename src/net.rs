@@ -76,3 +76,21 @@ where
         tracing::warn!("connections still open after drain timeout; closing them");
     }
 }
+
+/// Every certificate in a PEM file, for trust anchors (`extra_ca_file`,
+/// `upstream_ca_file`, `[upstream_hosted_cache] ca_file`). Errors name what
+/// went wrong (unreadable, not PEM, no CERTIFICATE block) without the path,
+/// which each caller adds to its own error.
+pub fn pem_certificates(
+    path: &std::path::Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| e.to_string())?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no CERTIFICATE block in the file".into());
+    }
+    Ok(certs)
+}

@@ -21,6 +21,42 @@ async fn daemon(dir: &tempfile::TempDir, body: &str) -> App {
         .unwrap()
 }
 
+/// `[proxy]` in reverse mode in front of `origin`, listening on port 0.
+fn proxy_section(origin: std::net::SocketAddr) -> String {
+    format!("[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{origin}\"\n")
+}
+
+/// `[peer]` on port 0 without discovery (in-process tests must not join the
+/// host's real multicast groups).
+const PEER_SECTION: &str = "[peer]\nlisten = \"127.0.0.1:0\"\ndiscovery = false\n";
+
+/// Daemon A (proxy + peer) that has downloaded `path` (`data`) once from
+/// `origin` and stored every block of it.
+async fn warmed_peer(origin: &Origin, path: &str, data: &Bytes) -> (App, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let a = daemon(
+        &dir,
+        &format!("{}{PEER_SECTION}", proxy_section(origin.addr)),
+    )
+    .await;
+    let (status, _, body) = fetch(a.proxy_addr.unwrap(), path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == *data, "A's body differs");
+    wait_blocks(&a, data.len().div_ceil(65_536) as u64).await;
+    (a, dir)
+}
+
+/// Daemon B: a proxy in front of `origin` with `peer` as its fixed peer.
+async fn proxy_with_peer(origin: &Origin, peer: std::net::SocketAddr) -> (App, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let b = daemon(
+        &dir,
+        &format!("{}peers = [\"{peer}\"]\n", proxy_section(origin.addr)),
+    )
+    .await;
+    (b, dir)
+}
+
 /// Poll `app`'s metrics until `name_and_labels` reaches `want` (or panic after ~20 s).
 async fn wait_metric(app: &App, name_and_labels: &str, want: u64) {
     for _ in 0..2000 {
@@ -54,18 +90,8 @@ async fn wait_blocks(app: &App, blocks: u64) {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let missing: Vec<_> = app
-        .store
-        .segment_ids()
-        .into_iter()
-        .map(|id| {
-            let p = app.store.present_blocks(&id);
-            let gaps: Vec<u32> = (0..p.len() as u32 + 1).filter(|i| !p.contains(i)).collect();
-            (id.to_hex()[..8].to_string(), p.len(), gaps)
-        })
-        .collect();
     panic!(
-        "store never reached {blocks} blocks: {:?} {missing:?}",
+        "store never reached {blocks} blocks: {:?}",
         app.store.stats()
     );
 }
@@ -153,10 +179,7 @@ async fn offer_pull_and_serve(obj: Object, version: u8) {
     let p1_dir = tempfile::tempdir().unwrap();
     let p1 = daemon(
         &p1_dir,
-        &format!(
-            "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n[peer]\nlisten = \"127.0.0.1:0\"\ndiscovery = false\n{upstream_hc}",
-            origin.addr
-        ),
+        &format!("{}{PEER_SECTION}{upstream_hc}", proxy_section(origin.addr)),
     )
     .await;
     let (status, _, body) = fetch(p1.proxy_addr.unwrap(), "/big.bin").await;
@@ -182,10 +205,7 @@ async fn offer_pull_and_serve(obj: Object, version: u8) {
     let p2_dir = tempfile::tempdir().unwrap();
     let p2 = daemon(
         &p2_dir,
-        &format!(
-            "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n{upstream_hc}",
-            origin.addr
-        ),
+        &format!("{}{upstream_hc}", proxy_section(origin.addr)),
     )
     .await;
     let (status, _, body) = fetch(p2.proxy_addr.unwrap(), "/big.bin").await;
@@ -259,8 +279,8 @@ async fn corrupt_replay_records_on_the_hosted_cache_never_reach_a_client() {
     let p = daemon(
         &p_dir,
         &format!(
-            "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n[peer]\nlisten = \"127.0.0.1:0\"\ndiscovery = false\n[upstream_hosted_cache]\naddress = \"{h_http}\"\n",
-            origin.addr
+            "{}{PEER_SECTION}[upstream_hosted_cache]\naddress = \"{h_http}\"\n",
+            proxy_section(origin.addr)
         ),
     )
     .await;
@@ -278,8 +298,8 @@ async fn corrupt_replay_records_on_the_hosted_cache_never_reach_a_client() {
     let p3 = daemon(
         &p3_dir,
         &format!(
-            "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n[upstream_hosted_cache]\naddress = \"{h_http}\"\n",
-            origin.addr
+            "{}[upstream_hosted_cache]\naddress = \"{h_http}\"\n",
+            proxy_section(origin.addr)
         ),
     )
     .await;
@@ -320,33 +340,10 @@ async fn a_fixed_peer_serves_a_100_mib_object_with_zero_origin_body_bytes() {
     let origin = Origin::start().await;
     let data = content(100 * MIB, 55);
     origin.put("/large.iso", Object::peerdist(data.clone()));
-
-    let a_dir = tempfile::tempdir().unwrap();
-    let a = daemon(
-        &a_dir,
-        &format!(
-            "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n[peer]\nlisten = \"127.0.0.1:0\"\ndiscovery = false\n",
-            origin.addr
-        ),
-    )
-    .await;
-    let (status, _, body) = fetch(a.proxy_addr.unwrap(), "/large.iso").await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(body == data);
+    let (a, _a_dir) = warmed_peer(&origin, "/large.iso", &data).await;
     let wan_once = origin.body_bytes();
     assert_eq!(wan_once, data.len() as u64);
-    wait_blocks(&a, data.len().div_ceil(65_536) as u64).await;
-
-    let b_dir = tempfile::tempdir().unwrap();
-    let b = daemon(
-        &b_dir,
-        &format!(
-            "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\npeers = [\"{}\"]\n",
-            origin.addr,
-            a.peer_addr.unwrap()
-        ),
-    )
-    .await;
+    let (b, _b_dir) = proxy_with_peer(&origin, a.peer_addr.unwrap()).await;
     let (status, _, body) = fetch(b.proxy_addr.unwrap(), "/large.iso").await;
     assert_eq!(status, StatusCode::OK);
     assert!(body == data, "B's body differs");
@@ -367,31 +364,9 @@ async fn peer_stopped_mid_transfer_the_download_finishes_from_the_origin() {
     let origin = Origin::start().await;
     let data = content(40 * MIB, 56);
     origin.put("/mid.bin", Object::peerdist(data.clone()));
-
-    let a_dir = tempfile::tempdir().unwrap();
-    let a = daemon(
-        &a_dir,
-        &format!(
-            "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n[peer]\nlisten = \"127.0.0.1:0\"\ndiscovery = false\n",
-            origin.addr
-        ),
-    )
-    .await;
-    let (_, _, body) = fetch(a.proxy_addr.unwrap(), "/mid.bin").await;
-    assert!(body == data);
+    let (a, _a_dir) = warmed_peer(&origin, "/mid.bin", &data).await;
     let wan_once = origin.body_bytes();
-    wait_blocks(&a, data.len().div_ceil(65_536) as u64).await;
-
-    let b_dir = tempfile::tempdir().unwrap();
-    let b = daemon(
-        &b_dir,
-        &format!(
-            "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\npeers = [\"{}\"]\n",
-            origin.addr,
-            a.peer_addr.unwrap()
-        ),
-    )
-    .await;
+    let (b, _b_dir) = proxy_with_peer(&origin, a.peer_addr.unwrap()).await;
     let b_addr = b.proxy_addr.unwrap();
     let download = tokio::spawn(async move { fetch(b_addr, "/mid.bin").await });
     // Stop A once B has some blocks from it.
@@ -554,15 +529,7 @@ async fn a_peer_holding_part_of_a_segment_serves_that_part() {
     let (peer_addr, stop) =
         memory_peer(&plan, (5..20u32).map(|i| (i, block_of(&plan, &data, i)))).await;
 
-    let b_dir = tempfile::tempdir().unwrap();
-    let b = daemon(
-        &b_dir,
-        &format!(
-            "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\npeers = [\"{peer_addr}\"]\n",
-            origin.addr
-        ),
-    )
-    .await;
+    let (b, _b_dir) = proxy_with_peer(&origin, peer_addr).await;
     let (status, _, body) = fetch(b.proxy_addr.unwrap(), "/part.bin").await;
     assert_eq!(status, StatusCode::OK);
     assert!(body == data);

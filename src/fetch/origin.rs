@@ -65,19 +65,12 @@ impl OriginClient {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         if let Some(path) = extra_ca_file {
-            use rustls::pki_types::{pem::PemObject, CertificateDer};
             let err = |reason: String| ClientError::ExtraCa {
                 path: path.to_path_buf(),
                 reason,
             };
-            let mut n = 0;
-            for cert in CertificateDer::pem_file_iter(path).map_err(|e| err(e.to_string()))? {
-                let cert = cert.map_err(|e| err(e.to_string()))?;
+            for cert in crate::net::pem_certificates(path).map_err(err)? {
                 roots.add(cert).map_err(|e| err(e.to_string()))?;
-                n += 1;
-            }
-            if n == 0 {
-                return Err(err("no certificate in file".to_string()));
             }
         }
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(

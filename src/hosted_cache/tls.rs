@@ -104,13 +104,8 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
                 path: path.to_path_buf(),
                 reason,
             };
-            for cert in CertificateDer::pem_file_iter(path).map_err(|e| err(e.to_string()))? {
-                roots
-                    .add(cert.map_err(|e| err(e.to_string()))?)
-                    .map_err(|e| err(e.to_string()))?;
-            }
-            if roots.is_empty() {
-                return Err(err("no CERTIFICATE block".into()));
+            for cert in crate::net::pem_certificates(path).map_err(err)? {
+                roots.add(cert).map_err(|e| err(e.to_string()))?;
             }
         }
     }

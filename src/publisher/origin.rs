@@ -59,19 +59,13 @@ pub fn client(
 }
 
 fn tls_config_with_roots(path: &Path) -> Result<rustls::ClientConfig, TlsSetupError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
     let err = |reason: String| TlsSetupError::CaFile {
         path: path.to_path_buf(),
         reason,
     };
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(path).map_err(|e| err(e.to_string()))? {
-        let cert = cert.map_err(|e| err(e.to_string()))?;
+    for cert in crate::net::pem_certificates(path).map_err(err)? {
         roots.add(cert).map_err(|e| err(e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(err("no certificate in the file".into()));
     }
     Ok(rustls::ClientConfig::builder()
         .with_root_certificates(roots)
