@@ -373,35 +373,27 @@ fn preload(
             return ExitCode::from(2);
         }
     };
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {msg} {bytes} {binary_bytes_per_sec}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-    );
+    let mut bar = PreloadBar::new(targets.len());
     let (mut ok, mut failed, mut total) = (0u32, 0u32, 0u64);
     for (i, target) in targets.iter().enumerate() {
-        bar.set_message(format!("[{}/{}] {target}", i + 1, targets.len()));
-        bar.set_position(0);
-        let b = bar.clone();
-        match runtime.block_on(preload_one(&proxy, target, move |n| b.inc(n))) {
+        bar.next_object(i, target);
+        match runtime.block_on(preload_one(&proxy, target, &mut bar)) {
             Ok(p) => {
                 ok += 1;
                 total += p.bytes;
-                bar.suspend(|| {
-                    println!(
-                        "ok    {target}  {} in {:.2} s",
-                        branchcache::status::human_bytes(p.bytes),
-                        p.elapsed.as_secs_f64()
-                    )
-                });
+                bar.println(format!(
+                    "ok    {target}  {} in {:.2} s",
+                    branchcache::status::human_bytes(p.bytes),
+                    p.elapsed.as_secs_f64()
+                ));
             }
             Err(e) => {
                 failed += 1;
-                bar.suspend(|| println!("FAIL  {e}"));
+                bar.println(format!("FAIL  {e}"));
             }
         }
     }
-    bar.finish_and_clear();
+    bar.finish();
     println!(
         "preloaded {ok} of {} objects ({}) through {proxy}",
         targets.len(),
@@ -411,6 +403,60 @@ fn preload(
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `preload`'s progress: a percentage bar (bytes, rate, ETA) when the proxy
+/// sends a `Content-Length`, a spinner with the byte count otherwise. The
+/// message says which object of how many. Hidden when stderr is not a
+/// terminal (indicatif's default), so logs and pipes stay clean.
+struct PreloadBar {
+    bar: indicatif::ProgressBar,
+    objects: usize,
+}
+
+impl PreloadBar {
+    fn new(objects: usize) -> Self {
+        PreloadBar {
+            bar: indicatif::ProgressBar::new_spinner(),
+            objects,
+        }
+    }
+
+    fn next_object(&mut self, i: usize, target: &str) {
+        self.bar.reset();
+        self.bar
+            .set_message(format!("[{}/{}] {target}", i + 1, self.objects));
+    }
+
+    fn println(&self, line: String) {
+        self.bar.suspend(|| println!("{line}"));
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl branchcache::preload::Progress for PreloadBar {
+    fn start(&mut self, length: Option<u64>) {
+        let template = match length {
+            Some(n) => {
+                self.bar.set_length(n);
+                "{msg} [{wide_bar}] {percent:>3}% {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}"
+            }
+            None => {
+                self.bar.unset_length();
+                "{spinner} {msg} {bytes} {binary_bytes_per_sec}"
+            }
+        };
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+            self.bar.set_style(style.progress_chars("=> "));
+        }
+    }
+
+    fn advance(&mut self, n: u64) {
+        self.bar.inc(n);
     }
 }
 

@@ -82,12 +82,23 @@ pub fn parse_list(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// What a caller sees of one download while it runs (the CLI draws a
+/// progress bar from it).
+pub trait Progress {
+    /// The response headers arrived; `length` is the body's
+    /// `Content-Length` when the proxy sent one.
+    fn start(&mut self, length: Option<u64>);
+    /// `n` more body bytes arrived.
+    fn advance(&mut self, n: u64);
+}
+
 /// GET `target` through the proxy at `proxy` (`HOST:PORT`) and discard the
-/// body; `on_bytes(n)` is called as body bytes arrive.
+/// body, reporting the length and each chunk to `progress`. A body shorter
+/// than its `Content-Length` is an error (hyper reports it).
 pub async fn preload_one(
     proxy: &str,
     target: &str,
-    mut on_bytes: impl FnMut(u64),
+    progress: &mut impl Progress,
 ) -> Result<Preloaded, PreloadError> {
     let uri = request_uri(target)?;
     let http = |reason: String| PreloadError::Http {
@@ -126,6 +137,12 @@ pub async fn preload_one(
                 status: resp.status(),
             });
         }
+        let length = resp
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        progress.start(length);
         let mut body = resp.into_body();
         let mut bytes = 0u64;
         while !body.is_end_stream() {
@@ -135,7 +152,7 @@ pub async fn preload_one(
             let frame = frame.map_err(|e| http(format!("body: {e}")))?;
             if let Some(data) = frame.data_ref() {
                 bytes += data.len() as u64;
-                on_bytes(data.len() as u64);
+                progress.advance(data.len() as u64);
             }
         }
         drop(sender);

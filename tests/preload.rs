@@ -58,3 +58,43 @@ fn preload_warms_the_cache_for_paths_and_urls() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+/// What `preload`'s progress bar is fed: the object's length from the
+/// proxy's `Content-Length` (so the bar shows a percentage), then chunks that
+/// add up to exactly that length.
+#[derive(Default)]
+struct Recorded {
+    starts: Vec<Option<u64>>,
+    advanced: u64,
+}
+
+impl branchcache::preload::Progress for Recorded {
+    fn start(&mut self, length: Option<u64>) {
+        self.starts.push(length);
+    }
+    fn advance(&mut self, n: u64) {
+        self.advanced += n;
+    }
+}
+
+#[test]
+fn preload_reports_the_length_then_every_byte() {
+    let b = Branch::start("");
+    let x = content(300 * 1024 + 5, 23);
+    b.origin.put("/p.bin", x.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut seen = Recorded::default();
+    let done = runtime
+        .block_on(branchcache::preload::preload_one(
+            &b.proxy.to_string(),
+            "/p.bin",
+            &mut seen,
+        ))
+        .unwrap();
+    assert_eq!(seen.starts, vec![Some(x.len() as u64)]);
+    assert_eq!(seen.advanced, x.len() as u64);
+    assert_eq!(done.bytes, x.len() as u64);
+}
