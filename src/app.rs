@@ -79,8 +79,92 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The block store shared by every role (clone it freely).
     pub store: Store,
+    reloader: Reloader,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
+}
+
+/// Applies configuration reloads to a running [`App`]; cheap to clone, so a
+/// signal task can hold it while [`App::wait`] owns the app.
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    inner: Arc<ReloadInner>,
+}
+
+#[derive(Debug)]
+struct ReloadInner {
+    /// What runs now (the last applied configuration).
+    running: tokio::sync::Mutex<Config>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    proxy: Option<crate::proxy::Proxy>,
+    publisher: Option<Arc<Publisher>>,
+    fixed_peers: Option<crate::retrieval::SharedPeers>,
+    hosted_cache: Option<crate::retrieval::SharedPeers>,
+    offerer: Option<crate::hosted_cache::Offerer>,
+    /// Wakes the hosted-cache probe when its address changed.
+    probe_now: Arc<tokio::sync::Notify>,
+}
+
+impl Reloader {
+    /// Compare `new` with the running configuration and apply what can
+    /// change without a restart (see [`crate::reload`]); the log level is
+    /// the caller's (it owns the subscriber). Returns what was applied and
+    /// what waits for a restart.
+    pub async fn reload(&self, new: &Config) -> crate::reload::ReloadPlan {
+        use crate::reload::Change;
+        use crate::retrieval::PeerRole;
+        let r = &self.inner;
+        let mut running = r.running.lock().await;
+        let plan = crate::reload::plan(&running, new);
+        for change in &plan.apply {
+            match change {
+                Change::LogLevel(_) => {}
+                Change::StoreMaxSize(n) => {
+                    if let Err(e) = r.store.set_max_size(*n).await {
+                        tracing::warn!(error = %e, "store flush after the new size bound failed");
+                    }
+                }
+                Change::ProxyUpstream(u) => {
+                    if let Some(p) = &r.proxy {
+                        p.set_upstream(u.clone());
+                    }
+                }
+                Change::ProxyPeers(peers) => {
+                    if let Some(f) = &r.fixed_peers {
+                        f.set(peers.clone());
+                    }
+                    r.metrics.peers.configure(PeerRole::Peer, peers);
+                }
+                Change::PublisherUpstream(u) => {
+                    if let Some(p) = &r.publisher {
+                        p.set_upstream(u.clone());
+                    }
+                }
+                Change::HostedCacheAddress {
+                    http,
+                    https,
+                    server_name,
+                } => {
+                    if let Some(h) = &r.hosted_cache {
+                        h.set(vec![*http]);
+                    }
+                    if let Some(o) = &r.offerer {
+                        match rustls::pki_types::ServerName::try_from(server_name.clone()) {
+                            Ok(name) => o.retarget(*http, *https, name),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "upstream_hosted_cache.server_name not applied")
+                            }
+                        }
+                    }
+                    r.metrics.peers.configure(PeerRole::HostedCache, &[*http]);
+                    r.probe_now.notify_one();
+                }
+            }
+        }
+        *running = crate::reload::running_after(&running, &plan);
+        plan
+    }
 }
 
 impl App {
@@ -142,6 +226,8 @@ impl App {
         }
 
         let mut proxy_addr = None;
+        let (mut fixed_peers, mut hosted_cache_peers, mut offerer_handle, mut proxy_handle) =
+            (None, None, None, None);
         if let Some(pc) = &config.proxy {
             let listener = bind("proxy", pc.listen).await?;
             proxy_addr = Some(listener.local_addr().map_err(|source| StartError::Bind {
@@ -149,7 +235,9 @@ impl App {
                 addr: pc.listen,
                 source,
             })?);
-            let sources = block_sources(&config, discovery.clone(), &metrics);
+            let (sources, fixed, hosted) = block_sources(&config, discovery.clone(), &metrics);
+            fixed_peers = fixed;
+            hosted_cache_peers = hosted;
             let planner = crate::fetch::Planner::new(
                 Arc::new(store.clone()),
                 sources,
@@ -183,6 +271,7 @@ impl App {
                         metrics.clone(),
                         shutdown.child_token(),
                     );
+                    offerer_handle = Some(offerer.clone());
                     planner.set_observer(Arc::new(offerer));
                     tasks.spawn(async move {
                         let _ = task.await;
@@ -190,6 +279,7 @@ impl App {
                 }
             }
             let proxy = crate::proxy::Proxy::new(pc, planner, metrics.clone())?;
+            proxy_handle = Some(proxy.clone());
             tasks.spawn(crate::net::serve(
                 listener,
                 move |req, peer| {
@@ -202,6 +292,7 @@ impl App {
         }
 
         let mut publisher_addr = None;
+        let mut publisher_handle = None;
         if let Some(pcfg) = config.publisher.clone() {
             let listener = bind("publisher", pcfg.listen).await?;
             let addr = listener.local_addr().map_err(|source| StartError::Bind {
@@ -210,6 +301,7 @@ impl App {
                 source,
             })?;
             let publisher = Arc::new(Publisher::new(pcfg, metrics.clone())?);
+            publisher_handle = Some(publisher.clone());
             tasks.spawn(publisher.serve(listener, shutdown.child_token()));
             tracing::info!(publisher = %addr, "publisher listening");
             publisher_addr = Some(addr);
@@ -257,6 +349,28 @@ impl App {
             store.clone(),
             shutdown.child_token(),
         ));
+        let probe_now = Arc::new(tokio::sync::Notify::new());
+        if let Some(hosted) = &hosted_cache_peers {
+            tasks.spawn(probe_hosted_cache(
+                hosted.clone(),
+                metrics.clone(),
+                probe_now.clone(),
+                shutdown.child_token(),
+            ));
+        }
+        let reloader = Reloader {
+            inner: Arc::new(ReloadInner {
+                running: tokio::sync::Mutex::new(config.clone()),
+                store: store.clone(),
+                metrics: metrics.clone(),
+                proxy: proxy_handle,
+                publisher: publisher_handle,
+                fixed_peers,
+                hosted_cache: hosted_cache_peers,
+                offerer: offerer_handle,
+                probe_now,
+            }),
+        };
         state.ready.store(true, Ordering::Release);
         tracing::info!(admin = %admin_addr, store = %config.store.path.display(), "branchcache started");
         Ok(App {
@@ -268,9 +382,15 @@ impl App {
             hosted_cache_https_addr,
             metrics,
             store,
+            reloader,
             shutdown,
             tasks,
         })
+    }
+
+    /// The handle that applies configuration reloads (SIGHUP).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// A token that stops the daemon when cancelled.
@@ -299,36 +419,97 @@ impl App {
 }
 
 /// The planner's sources before the origin, in order: the upstream hosted
-/// cache, fixed peers (`[proxy] peers`), then peers found by discovery.
+/// cache, fixed peers (`[proxy] peers`), then peers found by discovery. The
+/// hosted cache's address and the fixed peers come back as handles a reload
+/// can replace (the fixed-peer source exists even with no peer configured,
+/// so a reload can add some), and are entered in the peer book.
 fn block_sources(
     config: &Config,
     discovered: Option<Arc<dyn crate::retrieval::PeerLocator>>,
     metrics: &Arc<Metrics>,
-) -> Vec<Arc<dyn crate::fetch::BlockSource>> {
+) -> (
+    Vec<Arc<dyn crate::fetch::BlockSource>>,
+    Option<crate::retrieval::SharedPeers>,
+    Option<crate::retrieval::SharedPeers>,
+) {
     use crate::fetch::SourceKind;
-    use crate::retrieval::{ClientConfig, PeerClient, PeerSource, StaticPeers};
+    use crate::retrieval::{ClientConfig, PeerClient, PeerRole, PeerSource, SharedPeers};
     let mut sources: Vec<Arc<dyn crate::fetch::BlockSource>> = Vec::new();
     let client = PeerClient::new(ClientConfig::default(), Some(metrics.clone()));
+    let mut hosted = None;
     if let Some(up) = &config.upstream_hosted_cache {
-        sources.push(Arc::new(PeerSource::new(
-            SourceKind::HostedCache,
-            Arc::new(StaticPeers(vec![up.address])),
-            client.clone(),
-        )));
-    }
-    if let Some(pc) = &config.proxy {
-        if !pc.peers.is_empty() {
-            sources.push(Arc::new(PeerSource::new(
-                SourceKind::Peer,
-                Arc::new(StaticPeers(pc.peers.clone())),
+        let peers = SharedPeers::new(vec![up.address]);
+        metrics
+            .peers
+            .configure(PeerRole::HostedCache, &[up.address]);
+        sources.push(Arc::new(
+            PeerSource::new(
+                SourceKind::HostedCache,
+                Arc::new(peers.clone()),
                 client.clone(),
-            )));
-        }
+            )
+            .with_metrics(metrics.clone()),
+        ));
+        hosted = Some(peers);
+    }
+    let mut fixed = None;
+    if let Some(pc) = &config.proxy {
+        let peers = SharedPeers::new(pc.peers.clone());
+        metrics.peers.configure(PeerRole::Peer, &pc.peers);
+        sources.push(Arc::new(
+            PeerSource::new(SourceKind::Peer, Arc::new(peers.clone()), client.clone())
+                .with_metrics(metrics.clone()),
+        ));
+        fixed = Some(peers);
     }
     if let Some(locator) = discovered {
-        sources.push(Arc::new(PeerSource::new(SourceKind::Peer, locator, client)));
+        sources.push(Arc::new(
+            PeerSource::new(SourceKind::Peer, locator, client).with_metrics(metrics.clone()),
+        ));
     }
-    sources
+    (sources, fixed, hosted)
+}
+
+/// How often the configured hosted cache is asked for a PCCRR negotiation,
+/// so `/status` knows whether it is reachable before the first miss.
+pub const HOSTED_CACHE_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Negotiate with the configured hosted cache now, every
+/// [`HOSTED_CACHE_PROBE_INTERVAL`] and when `now` is notified (its address
+/// was reloaded); record the outcome in the peer book.
+async fn probe_hosted_cache(
+    hosted: crate::retrieval::SharedPeers,
+    metrics: Arc<Metrics>,
+    now: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+) {
+    use crate::retrieval::{ClientConfig, PeerClient, PeerRole};
+    // No metrics on this client: probes are not block requests.
+    let client = PeerClient::new(ClientConfig::default(), None);
+    let mut tick = tokio::time::interval(HOSTED_CACHE_PROBE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+            _ = now.notified() => {}
+        }
+        for addr in hosted.get().iter().copied() {
+            let res = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = client.negotiate(addr) => r,
+            };
+            match res {
+                Ok(_) => metrics.peers.success(PeerRole::HostedCache, addr, None),
+                Err(e) => {
+                    tracing::debug!(hosted_cache = %addr, error = %e, "hosted cache probe failed");
+                    metrics
+                        .peers
+                        .failure(PeerRole::HostedCache, addr, e.kind(), None);
+                }
+            }
+        }
+    }
 }
 
 /// Open the replay store, load TLS, and bind the hosted cache's listeners

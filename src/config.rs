@@ -245,7 +245,7 @@ pub struct FileLog {
 }
 
 /// Validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Store settings (always present: every role shares the store).
     pub store: StoreConfig,
@@ -266,7 +266,7 @@ pub struct Config {
 }
 
 /// Validated `[hosted_cache]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HostedCacheConfig {
     /// PCHC v2 + PCCRR listener.
     pub listen_http: Option<SocketAddr>,
@@ -289,7 +289,7 @@ pub struct HostedCacheConfig {
 }
 
 /// The hosted cache's HTTPS listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HostedCacheTls {
     /// Listener address.
     pub listen: SocketAddr,
@@ -300,7 +300,7 @@ pub struct HostedCacheTls {
 }
 
 /// Validated `[upstream_hosted_cache]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamHostedCacheConfig {
     /// HTTP listener: PCCRR and PCHC v2.
     pub address: SocketAddr,
@@ -326,7 +326,7 @@ pub const DEFAULT_HOSTED_CACHE_ACTIVE_PER_CLIENT: usize = 1024;
 pub const DEFAULT_REPLAY_MAX_SIZE: u64 = 10 * 1024 * 1024 * 1024;
 
 /// Validated `[peer]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PeerConfig {
     /// PCCRR listener.
     pub listen: SocketAddr,
@@ -343,7 +343,7 @@ pub struct PeerConfig {
 }
 
 /// Validated `[publisher]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PublisherConfig {
     /// Listener address.
     pub listen: SocketAddr,
@@ -379,7 +379,7 @@ pub struct PublisherConfig {
 pub const DEFAULT_PEER_LISTEN: &str = "0.0.0.0:8082";
 
 /// Validated `[proxy]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProxyConfig {
     /// Client-facing listener.
     pub listen: SocketAddr,
@@ -413,7 +413,7 @@ pub const DEFAULT_MAX_CONTENT_INFO: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_ORIGIN_PARALLELISM: u32 = 8;
 
 /// Validated `[store]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoreConfig {
     /// Directory.
     pub path: PathBuf,
@@ -422,7 +422,7 @@ pub struct StoreConfig {
 }
 
 /// Validated `[admin]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     /// Where `/metrics`, `/healthz`, `/readyz` and `/status` answer.
     pub listen: SocketAddr,
@@ -438,7 +438,7 @@ pub enum LogFormat {
 }
 
 /// Validated `[log]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// Filter directive.
     pub level: String,

@@ -26,6 +26,8 @@
 //! - [`demo`]: `branchcache demo` — origin, publisher and proxy on loopback, two downloads.
 //! - [`fuzz`]: fuzz harnesses shared by `fuzz/` and the corpus replay test.
 //! - [`discovery`]: MS-PCCRD UDP driver around `proto::pccrd`.
+//! - [`reload`]: what a SIGHUP configuration reload applies and what waits
+//!   for a restart.
 //!
 //! ## Data flow (branch proxy)
 //! client → proxy → origin with `Accept-Encoding: peerdist` → content
@@ -53,6 +55,7 @@ pub mod preload;
 pub mod proto;
 pub mod proxy;
 pub mod publisher;
+pub mod reload;
 pub mod retrieval;
 pub mod status;
 pub mod store;

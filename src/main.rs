@@ -697,13 +697,15 @@ fn run(config_path: Option<PathBuf>, log_format: Option<String>) -> anyhow::Resu
         Some(_) => LogFormat::Text,
         None => config.log.format,
     };
-    init_logging(&config.log.level, format);
+    let log_level = init_logging(&config.log.level, format);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let app = App::start(config).await?;
         let token = app.shutdown_token();
+        let reloader = app.reloader();
+        let metrics = app.metrics.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            handle_signals(config_path, reloader, metrics, log_level).await;
             tracing::info!("shutdown requested; draining");
             token.cancel();
         });
@@ -713,22 +715,53 @@ fn run(config_path: Option<PathBuf>, log_format: Option<String>) -> anyhow::Resu
     })
 }
 
-fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BRANCHCACHE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+/// Changes the log filter of the running subscriber; `None` when
+/// `BRANCHCACHE_LOG` is set (the environment wins over the file, at start
+/// and on reload).
+type LogLevelSetter = Option<Box<SetLogLevel>>;
+
+/// Replaces the running subscriber's filter with a new directive.
+type SetLogLevel = dyn Fn(&str) -> Result<(), String> + Send + Sync;
+
+fn init_logging(level: &str, format: LogFormat) -> LogLevelSetter {
+    let from_env = tracing_subscriber::EnvFilter::try_from_env("BRANCHCACHE_LOG").ok();
+    let pinned = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    let setter: Box<SetLogLevel> = match format {
+        LogFormat::Json => {
+            let builder = builder.json().with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |l: &str| {
+                let f = tracing_subscriber::EnvFilter::try_new(l).map_err(|e| e.to_string())?;
+                handle.reload(f).map_err(|e| e.to_string())
+            })
+        }
+        LogFormat::Text => {
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |l: &str| {
+                let f = tracing_subscriber::EnvFilter::try_new(l).map_err(|e| e.to_string())?;
+                handle.reload(f).map_err(|e| e.to_string())
+            })
+        }
+    };
+    (!pinned).then_some(setter)
 }
 
-/// Wait for SIGTERM or Ctrl-C. SIGHUP (`systemctl reload`) must not kill the
-/// daemon (its default action): until configuration reload exists it is
-/// logged and otherwise ignored.
-async fn wait_for_signal() {
+/// Wait for SIGTERM or Ctrl-C (then return: the caller drains). SIGHUP
+/// (`systemctl reload`) re-reads the configuration file and applies what
+/// can change without a restart; see [`reload_config`].
+async fn handle_signals(
+    config_path: Option<PathBuf>,
+    reloader: branchcache::app::Reloader,
+    metrics: std::sync::Arc<branchcache::metrics::Metrics>,
+    log_level: LogLevelSetter,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
     let mut hup = signal(SignalKind::hangup()).expect("installing SIGHUP handler");
@@ -737,9 +770,59 @@ async fn wait_for_signal() {
             _ = term.recv() => return,
             _ = tokio::signal::ctrl_c() => return,
             _ = hup.recv() => {
-                tracing::warn!("SIGHUP received: configuration reload is not implemented yet; restart the daemon to apply changes");
+                let result = reload_config(config_path.as_deref(), &reloader, log_level.as_deref()).await;
+                metrics.config_reloads.get_or_create(&[("result", result)]).inc();
             }
         }
+    }
+}
+
+/// One SIGHUP: re-read the file; if it does not validate, keep everything
+/// as it runs. Returns the result label (`ok`, `restart_needed`, `error`).
+async fn reload_config(
+    path: Option<&std::path::Path>,
+    reloader: &branchcache::app::Reloader,
+    log_level: Option<&SetLogLevel>,
+) -> &'static str {
+    use branchcache::reload::Change;
+    let Some(path) = path else {
+        tracing::warn!("SIGHUP: started on the embedded defaults, there is no file to reload");
+        return "error";
+    };
+    let new = match Config::from_file(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: configuration rejected; still running the previous one");
+            return "error";
+        }
+    };
+    let plan = reloader.reload(&new).await;
+    for change in &plan.apply {
+        if let Change::LogLevel(level) = change {
+            match log_level {
+                Some(set) => {
+                    if let Err(e) = set(level) {
+                        tracing::error!(error = %e, "SIGHUP: cannot change the log level");
+                    }
+                }
+                None => tracing::warn!("SIGHUP: log.level ignored, BRANCHCACHE_LOG is set"),
+            }
+        }
+        tracing::info!(key = change.key(), "SIGHUP: applied");
+    }
+    for what in &plan.restart_needed {
+        tracing::warn!(
+            section = what,
+            "SIGHUP: changed, takes effect after a restart"
+        );
+    }
+    if plan.is_empty() {
+        tracing::info!(file = %path.display(), "SIGHUP: configuration unchanged");
+    }
+    if plan.restart_needed.is_empty() {
+        "ok"
+    } else {
+        "restart_needed"
     }
 }
 

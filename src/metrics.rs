@@ -118,8 +118,14 @@ pub struct Metrics {
     pub proxy_in_flight: Gauge,
     /// `branchcache_proxy_request_duration_seconds`: time from request to end of body.
     pub proxy_request_duration: Histogram,
+    /// `branchcache_config_reloads_total{result}`: SIGHUP reloads (`ok`,
+    /// `restart_needed`: applied but some changes wait for a restart,
+    /// `error`: the new file was rejected and the old configuration kept).
+    pub config_reloads: Family<Label, Counter>,
     /// Bounded per-minute history and recent requests for `/status` (not exported).
     pub activity: crate::activity::Activity,
+    /// Peers and hosted caches dealt with, for `/status` (not exported).
+    pub peers: crate::retrieval::PeerBook,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -302,6 +308,12 @@ impl Metrics {
             "Failed origin exchanges by kind",
             proxy_origin_errors.clone(),
         );
+        let config_reloads = Family::<Label, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP) by result",
+            config_reloads.clone(),
+        );
         let proxy_in_flight = Gauge::default();
         registry.register(
             "proxy_requests_in_flight",
@@ -349,7 +361,9 @@ impl Metrics {
             proxy_origin_errors,
             proxy_in_flight,
             proxy_request_duration,
+            config_reloads,
             activity: crate::activity::Activity::new(),
+            peers: crate::retrieval::PeerBook::new(),
         }
     }
 

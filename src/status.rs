@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::activity::{MinuteSample, RecentRequest, SourceBytes};
 use crate::fetch::SourceKind;
 use crate::metrics::Metrics;
+use crate::retrieval::{PeerRole, PeerStatus};
 use crate::store::Store;
 
 /// Everything `/status` answers.
@@ -50,6 +51,12 @@ pub struct StatusReport {
     pub history: Vec<MinuteSample>,
     /// The most recent proxy requests, newest first.
     pub recent_requests: Vec<RecentRequest>,
+    /// PCCRR peers configured or seen (discovery), with how exchanges went.
+    #[serde(default)]
+    pub peers: Vec<PeerStatus>,
+    /// The configured `[upstream_hosted_cache]` and whether it answers.
+    #[serde(default)]
+    pub hosted_cache: Option<PeerStatus>,
 }
 
 /// Store size and health.
@@ -178,6 +185,7 @@ pub fn build(inputs: &StatusInputs<'_>, metrics: &Metrics, store: &Store) -> Sta
         .saturating_add(content_information)
         .saturating_add(passthrough);
     let bytes_served = bytes_by_source.total();
+    let book = metrics.peers.snapshot();
     StatusReport {
         version: env!("CARGO_PKG_VERSION").to_string(),
         roles: inputs.roles.iter().map(|r| r.to_string()).collect(),
@@ -217,6 +225,24 @@ pub fn build(inputs: &StatusInputs<'_>, metrics: &Metrics, store: &Store) -> Sta
         },
         history: metrics.activity.history(),
         recent_requests: metrics.activity.recent(),
+        hosted_cache: book
+            .iter()
+            .find(|p| p.role == PeerRole::HostedCache && p.configured)
+            .cloned(),
+        peers: book
+            .into_iter()
+            .filter(|p| p.role == PeerRole::Peer)
+            .collect(),
+    }
+}
+
+/// A peer's reachability in words: `reachable`, `unreachable (timeout)`, `not contacted yet`.
+pub fn reachability(p: &PeerStatus) -> String {
+    match (p.reachable, &p.last_error) {
+        (Some(true), _) => "reachable".to_string(),
+        (Some(false), Some(e)) => format!("unreachable ({e})"),
+        (Some(false), None) => "unreachable".to_string(),
+        (None, _) => "not contacted yet".to_string(),
     }
 }
 
@@ -306,6 +332,38 @@ pub fn render_table(r: &StatusReport) -> String {
             human_bytes(r.served_to_peers.bytes)
         );
     }
+    if let Some(h) = &r.hosted_cache {
+        let _ = writeln!(
+            out,
+            "{:<16}{:<22}{}{}",
+            "hosted cache",
+            h.address,
+            reachability(h),
+            if h.blocks > 0 {
+                format!(", {} blocks received", h.blocks)
+            } else {
+                String::new()
+            }
+        );
+    }
+    for (i, p) in r.peers.iter().enumerate() {
+        let label = if i == 0 { "peers" } else { "" };
+        let _ = writeln!(
+            out,
+            "{label:<16}{:<22}{:<11}{}, {} blocks ({}), {} failures{}",
+            p.address,
+            if p.configured {
+                "configured"
+            } else {
+                "discovered"
+            },
+            reachability(p),
+            p.blocks,
+            human_bytes(p.bytes),
+            p.failures,
+            if p.penalised { ", skipped for now" } else { "" }
+        );
+    }
     out
 }
 
@@ -332,6 +390,14 @@ mod tests {
             .proxy_requests
             .get_or_create(&[("outcome", "hit")])
             .inc();
+        let hc: SocketAddr = "10.0.0.9:80".parse().unwrap();
+        let peer: SocketAddr = "10.0.0.5:8082".parse().unwrap();
+        metrics.peers.configure(PeerRole::HostedCache, &[hc]);
+        metrics
+            .peers
+            .failure(PeerRole::HostedCache, hc, "timeout", None);
+        metrics.peers.configure(PeerRole::Peer, &[peer]);
+        metrics.peers.success(PeerRole::Peer, peer, Some(4096));
         let addr: SocketAddr = "127.0.0.1:9090".parse().unwrap();
         let r = build(
             &StatusInputs {
@@ -364,6 +430,21 @@ mod tests {
         assert!(table.contains("75.0 % of 400 B served"), "{table}");
         assert!(table.contains("280 B saved"), "{table}");
         assert!(table.contains("admin, proxy"), "{table}");
+        let h = r.hosted_cache.as_ref().unwrap();
+        assert_eq!(
+            (h.address.as_str(), h.reachable),
+            ("10.0.0.9:80", Some(false))
+        );
+        assert_eq!(r.peers.len(), 1);
+        assert_eq!((r.peers[0].blocks, r.peers[0].bytes), (1, 4096));
+        assert!(
+            table.contains("hosted cache    10.0.0.9:80           unreachable (timeout)"),
+            "{table}"
+        );
+        assert!(
+            table.contains("peers           10.0.0.5:8082         configured reachable, 1 blocks (4.0 KiB), 0 failures"),
+            "{table}"
+        );
     }
 
     #[test]

@@ -162,7 +162,7 @@ fn access_log_has_outcome_and_bytes_by_source_but_no_query() {
 }
 
 #[test]
-fn sighup_does_not_stop_the_daemon() {
+fn sighup_with_an_unchanged_file_keeps_the_daemon_running() {
     let b = Branch::start("");
     let pid = b.daemon.child.id().to_string();
     assert!(Command::new("kill")
@@ -174,7 +174,7 @@ fn sighup_does_not_stop_the_daemon() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !std::fs::read_to_string(&log_path)
         .unwrap()
-        .contains("SIGHUP received")
+        .contains("SIGHUP: configuration unchanged")
     {
         assert!(std::time::Instant::now() < deadline, "SIGHUP not logged");
         std::thread::sleep(std::time::Duration::from_millis(20));

@@ -11,7 +11,13 @@ use support::{content, Branch};
 
 #[test]
 fn status_page_renders_in_chromium_and_matches_status() {
-    let b = Branch::start("");
+    // A fixed peer and a hosted cache that are not there: the page shows
+    // both as unreachable (downloads fall back to the origin).
+    let (dead_peer, dead_hc) = (support::free_port(), support::free_port());
+    let b = Branch::start(&format!(
+        "peers = [\"127.0.0.1:{dead_peer}\"]\n\
+         [upstream_hosted_cache]\naddress = \"127.0.0.1:{dead_hc}\"\noffer = false\n"
+    ));
     let data = content(1024 * 1024 + 17, 3);
     b.origin.put("/a.bin", data.clone());
     b.origin
@@ -40,5 +46,13 @@ fn status_page_renders_in_chromium_and_matches_status() {
     assert!(stdout.contains("status_page: ok"), "{stdout}");
     // The check saw the traffic above, not an empty page.
     assert!(stdout.contains("3 recent requests"), "{stdout}");
+    assert!(stdout.contains("2 peer rows"), "{stdout}");
+    let s = b.status_json();
+    assert_eq!(s["hosted_cache"]["reachable"], false, "{s}");
+    assert_eq!(
+        s["peers"][0]["address"],
+        format!("127.0.0.1:{dead_peer}"),
+        "{s}"
+    );
     assert!(!stdout.contains(" 0 non-empty chart bars"), "{stdout}");
 }

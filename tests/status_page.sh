@@ -71,7 +71,7 @@ class Collect(HTMLParser):
     """Elements by id (attributes + text), chart samples, request rows."""
     def __init__(self):
         super().__init__()
-        self.ids, self.samples, self.rows, self.stack = {}, [], [], []
+        self.ids, self.samples, self.rows, self.stack, self.peers = {}, [], [], [], []
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         el = {"tag": tag, "attrs": a, "text": ""}
@@ -81,6 +81,8 @@ class Collect(HTMLParser):
             self.ids[a["id"]] = el
         if tag == "rect" and a.get("class") == "sample":
             self.samples.append(a)
+        if tag == "tr" and a.get("class") == "peer":
+            self.peers.append(el)
         if tag == "tr" and a.get("class") == "req":
             el["cells"] = []
             self.rows.append(el)
@@ -157,6 +159,15 @@ for row, r in zip(c.rows, rec):
     cells = {a.get("data-source"): int(a["data-value"]) for a in row["cells"] if "data-source" in a}
     check("request bytes", cells, r["bytes"])
 
+# Peers and the hosted cache: one row each, with their reachability.
+book = ([status["hosted_cache"]] if status.get("hosted_cache") else []) + status.get("peers", [])
+check("peer rows", len(c.peers), len(book))
+for row, p in zip(c.peers, book):
+    check("peer address", row["attrs"].get("data-address"), p["address"])
+    check("peer role", row["attrs"].get("data-role"), p["role"])
+    want = "" if p["reachable"] is None else str(p["reachable"]).lower()
+    check(f"peer {p['address']} reachable", row["attrs"].get("data-reachable"), want)
+
 # Self-contained: nothing loaded from elsewhere.
 for needle in ('src="http', "href=\"http", "url(http", "@import"):
     if needle in page:
@@ -169,6 +180,6 @@ if failures:
     for f in failures:
         print("  " + f, file=sys.stderr)
     sys.exit(1)
-print(f"status_page: ok (hit ratio {hr}, {len(rec)} recent requests, {nonzero} non-empty chart bars, "
+print(f"status_page: ok (hit ratio {hr}, {len(rec)} recent requests, {len(c.peers)} peer rows, {nonzero} non-empty chart bars, "
       f"WAN saved {status['wan']['saved']} B)")
 PY

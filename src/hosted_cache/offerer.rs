@@ -27,6 +27,7 @@ use crate::proto::pchc::{
     encode_segment_info_ci, OfferHashAlgo, ResponseCode, SegmentDescriptor, CONTENT_TAG_LEN,
     MAX_BATCHED_DESCRIPTORS,
 };
+use crate::retrieval::PeerRole;
 
 /// Segments waiting to be offered; beyond it new ones are dropped.
 pub const OFFER_QUEUE_CAPACITY: usize = 1024;
@@ -51,12 +52,22 @@ pub struct OffererConfig {
     pub pccrr_port: u16,
 }
 
+/// The hosted cache's addresses and TLS name; replaced on reload.
+#[derive(Debug, Clone)]
+struct Target {
+    http_addr: SocketAddr,
+    https_addr: SocketAddr,
+    server_name: ServerName<'static>,
+}
+
 /// The planner's hook: queues segments worth offering.
 #[derive(Debug, Clone)]
 pub struct Offerer {
     tx: mpsc::Sender<Arc<SegmentPlan>>,
     version: &'static str,
     metrics: Arc<Metrics>,
+    /// Where offers go; [`Offerer::retarget`].
+    target: Arc<std::sync::RwLock<Target>>,
 }
 
 impl Offerer {
@@ -70,15 +81,43 @@ impl Offerer {
     ) -> (Offerer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(OFFER_QUEUE_CAPACITY);
         let version = if config.version == 1 { "v1" } else { "v2" };
-        let task = tokio::spawn(run(config, client, rx, metrics.clone(), shutdown));
+        let target = Arc::new(std::sync::RwLock::new(Target {
+            http_addr: config.http_addr,
+            https_addr: config.https_addr,
+            server_name: config.server_name.clone(),
+        }));
+        let task = tokio::spawn(run(
+            config,
+            target.clone(),
+            client,
+            rx,
+            metrics.clone(),
+            shutdown,
+        ));
         (
             Offerer {
                 tx,
                 version,
                 metrics,
+                target,
             },
             task,
         )
+    }
+
+    /// Offer to the hosted cache at these addresses (and TLS name) from
+    /// now on (configuration reload).
+    pub fn retarget(
+        &self,
+        http_addr: SocketAddr,
+        https_addr: SocketAddr,
+        server_name: ServerName<'static>,
+    ) {
+        *self.target.write().unwrap_or_else(|p| p.into_inner()) = Target {
+            http_addr,
+            https_addr,
+            server_name,
+        };
     }
 
     fn count(&self, outcome: &'static str) {
@@ -140,7 +179,8 @@ pub fn describe_v1(seg: &SegmentPlan) -> Option<Vec<u8>> {
 }
 
 async fn run(
-    config: OffererConfig,
+    mut config: OffererConfig,
+    target: Arc<std::sync::RwLock<Target>>,
     client: OfferClient,
     mut rx: mpsc::Receiver<Arc<SegmentPlan>>,
     metrics: Arc<Metrics>,
@@ -151,6 +191,12 @@ async fn run(
             _ = shutdown.cancelled() => return,
             seg = rx.recv() => match seg { Some(s) => s, None => return },
         };
+        {
+            let t = target.read().unwrap_or_else(|p| p.into_inner());
+            config.http_addr = t.http_addr;
+            config.https_addr = t.https_addr;
+            config.server_name = t.server_name.clone();
+        }
         let work = async {
             if config.version == 1 {
                 offer_v1(&config, &client, &metrics, &first).await;
@@ -191,9 +237,17 @@ async fn offer_v2(
         .offer_v2(config.http_addr, config.pccrr_port, &descriptors)
         .await
     {
-        Ok(()) => count(metrics, "v2", "accepted", descriptors.len() as u64),
+        Ok(()) => {
+            metrics
+                .peers
+                .success(PeerRole::HostedCache, config.http_addr, None);
+            count(metrics, "v2", "accepted", descriptors.len() as u64)
+        }
         Err(e) => {
             tracing::debug!(hosted_cache = %config.http_addr, error = %e, "offer failed");
+            metrics
+                .peers
+                .failure(PeerRole::HostedCache, config.http_addr, e.kind(), None);
             count(metrics, "v2", e.kind(), descriptors.len() as u64);
         }
     }
@@ -209,7 +263,7 @@ async fn offer_v1(
         count(metrics, "v1", "skipped", 1);
         return;
     };
-    match client
+    let res = client
         .offer_v1(
             config.https_addr,
             &config.server_name,
@@ -218,8 +272,18 @@ async fn offer_v1(
             CONTENT_TAG,
             &ci,
         )
-        .await
-    {
+        .await;
+    // Offers go to the HTTPS listener; the book knows the hosted cache by
+    // its configured (HTTP, PCCRR) address.
+    match &res {
+        Ok(_) => metrics
+            .peers
+            .success(PeerRole::HostedCache, config.http_addr, None),
+        Err(e) => metrics
+            .peers
+            .failure(PeerRole::HostedCache, config.http_addr, e.kind(), None),
+    }
+    match res {
         // INTERESTED: it took our SEGMENT_INFO; OK: it already had the hash
         // information (and pulls what it lacks on its own).
         Ok(ResponseCode::INTERESTED) => count(metrics, "v1", "accepted", 1),

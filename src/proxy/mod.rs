@@ -122,7 +122,8 @@ pub struct Proxy {
 
 #[derive(Debug)]
 struct Inner {
-    upstream: Option<Uri>,
+    /// Replaced by [`Proxy::set_upstream`] on configuration reload.
+    upstream: std::sync::RwLock<Option<Uri>>,
     forward: bool,
     max_content_info: u64,
     client: OriginClient,
@@ -144,7 +145,7 @@ impl Proxy {
         )?;
         Ok(Proxy {
             inner: Arc::new(Inner {
-                upstream: config.upstream.clone(),
+                upstream: std::sync::RwLock::new(config.upstream.clone()),
                 forward: config.forward,
                 max_content_info: config.max_content_info,
                 client,
@@ -152,6 +153,16 @@ impl Proxy {
                 metrics,
             }),
         })
+    }
+
+    /// Send later requests to `upstream` (configuration reload); requests
+    /// already running finish against the old origin.
+    pub fn set_upstream(&self, upstream: Option<Uri>) {
+        *self
+            .inner
+            .upstream
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = upstream;
     }
 
     /// Answer one client request.
@@ -194,7 +205,13 @@ impl Proxy {
                 _ => Err(ProxyError::BadRequest("only http and https targets")),
             };
         }
-        let Some(up) = &self.inner.upstream else {
+        let up = self
+            .inner
+            .upstream
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(up) = up else {
             return Err(if uri.scheme().is_some() {
                 ProxyError::ForwardDisabled
             } else {

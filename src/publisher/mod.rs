@@ -92,6 +92,9 @@ pub enum InitError {
 /// in-flight CI computations.
 pub struct Publisher {
     cfg: PublisherConfig,
+    /// The origin base URL; replaced by [`Publisher::set_upstream`] on reload
+    /// (`cfg.upstream` keeps the one it started with).
+    upstream: std::sync::RwLock<http::Uri>,
     client: OriginClient,
     ks_v1: ServerSecret,
     ks_v2: ServerSecret,
@@ -103,7 +106,7 @@ pub struct Publisher {
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publisher")
-            .field("upstream", &self.cfg.upstream)
+            .field("upstream", &self.upstream())
             .field("cached", &self.cache.len())
             .field("in_flight", &self.flights.len())
             .finish_non_exhaustive()
@@ -133,8 +136,24 @@ impl Publisher {
             cache: CiCache::new(cfg.cache_size),
             flights: DashMap::new(),
             metrics,
+            upstream: std::sync::RwLock::new(cfg.upstream.clone()),
             cfg,
         })
+    }
+
+    /// The origin base URL requests go to now.
+    pub fn upstream(&self) -> http::Uri {
+        self.upstream
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Send later requests to `upstream` (configuration reload). Cached
+    /// content information is keyed by full URL, so the old origin's
+    /// entries are never served for the new one.
+    pub fn set_upstream(&self, upstream: http::Uri) {
+        *self.upstream.write().unwrap_or_else(|p| p.into_inner()) = upstream;
     }
 
     /// Serve on `listener` until `shutdown` fires (then drain).
@@ -154,7 +173,7 @@ impl Publisher {
         peer: SocketAddr,
     ) -> Response<Body> {
         let (parts, body) = req.into_parts();
-        let Some(url) = origin::upstream_uri(&self.cfg.upstream, &parts.uri) else {
+        let Some(url) = origin::upstream_uri(&self.upstream(), &parts.uri) else {
             return self.fail(PublisherError::BadTarget);
         };
         let policy = ServerPolicy {

@@ -7,16 +7,18 @@
 //! client. The random IV per block is drawn here, never in the core.
 //! [`PeerSource`] plugs peers (or a hosted cache) into the fetch planner.
 
+pub mod book;
 pub mod client;
 pub mod server;
 pub mod source;
 mod store_source;
 
+pub use book::{PeerBook, PeerRole, PeerStatus};
 pub use client::{BlockRequest, ClientConfig, FetchedBlock, PeerClient, RawBlock, RetrievalError};
 pub use server::{
     BlockSource, MemorySource, RetrievalServer, ServerConfig, DEFAULT_MAX_ACTIVE_PER_CLIENT,
 };
 pub use source::{
-    PeerLocator, PeerSource, StaticPeers, BLOCKS_IN_FLIGHT_PER_RUN, GETBLKLIST_MIN_RUN,
-    MAX_PEERS_PER_BLOCK, MAX_REQUESTS_PER_PEER, PEER_PENALTY,
+    PeerLocator, PeerSource, SharedPeers, StaticPeers, BLOCKS_IN_FLIGHT_PER_RUN,
+    GETBLKLIST_MIN_RUN, MAX_PEERS_PER_BLOCK, MAX_REQUESTS_PER_PEER, PEER_PENALTY,
 };

@@ -29,8 +29,10 @@ use dashmap::DashMap;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream, StreamExt};
 
-use super::client::{BlockRequest, PeerClient};
+use super::book::PeerRole;
+use super::client::{BlockRequest, PeerClient, RetrievalError};
 use crate::fetch::{Block, BlockSource, SegmentPlan, SourceError, SourceKind};
+use crate::metrics::Metrics;
 use crate::proto::pccrc::SegmentId;
 
 /// How long a misbehaving peer is skipped: long enough not to pay its
@@ -65,6 +67,35 @@ impl PeerLocator for StaticPeers {
     }
 }
 
+/// A fixed peer list that a configuration reload can replace
+/// (`[proxy] peers`, the `[upstream_hosted_cache]` address).
+#[derive(Debug, Clone)]
+pub struct SharedPeers(Arc<std::sync::RwLock<Arc<[SocketAddr]>>>);
+
+impl SharedPeers {
+    /// A list holding `peers`.
+    pub fn new(peers: Vec<SocketAddr>) -> Self {
+        SharedPeers(Arc::new(std::sync::RwLock::new(peers.into())))
+    }
+
+    /// Replace the list; fetches already running keep the old one.
+    pub fn set(&self, peers: Vec<SocketAddr>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = peers.into();
+    }
+
+    /// The current list.
+    pub fn get(&self) -> Arc<[SocketAddr]> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl PeerLocator for SharedPeers {
+    fn peers(&self, _id: &SegmentId) -> BoxFuture<'static, Vec<SocketAddr>> {
+        let peers = self.get().to_vec();
+        Box::pin(async move { peers })
+    }
+}
+
 /// PCCRR peers as a block source for the fetch planner.
 #[derive(Debug, Clone)]
 pub struct PeerSource {
@@ -73,6 +104,7 @@ pub struct PeerSource {
     client: PeerClient,
     penalised: Arc<DashMap<SocketAddr, Instant>>,
     per_peer: Arc<DashMap<SocketAddr, Arc<tokio::sync::Semaphore>>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl PeerSource {
@@ -85,6 +117,34 @@ impl PeerSource {
             client,
             penalised: Arc::new(DashMap::new()),
             per_peer: Arc::new(DashMap::new()),
+            metrics: None,
+        }
+    }
+
+    /// Record every exchange in `metrics`' [peer book](super::PeerBook)
+    /// (for `/status`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn role(&self) -> PeerRole {
+        match self.kind {
+            SourceKind::HostedCache => PeerRole::HostedCache,
+            _ => PeerRole::Peer,
+        }
+    }
+
+    /// Book an exchange's outcome; `bytes` of a delivered block.
+    fn book(&self, peer: SocketAddr, outcome: Result<Option<u64>, &RetrievalError>) {
+        let Some(m) = &self.metrics else { return };
+        match outcome {
+            Ok(bytes) => m.peers.success(self.role(), peer, bytes),
+            // "Not held" is an answer: the peer is reachable.
+            Err(e) if !e.penalise() => m.peers.success(self.role(), peer, None),
+            Err(e) => m
+                .peers
+                .failure(self.role(), peer, e.kind(), Some(PEER_PENALTY)),
         }
     }
 
@@ -122,7 +182,9 @@ impl PeerSource {
             .filter(|p| !self.is_penalised(p))
             .take(MAX_PEERS_PER_BLOCK)
         {
-            match self.client.block_list(peer, seg.id, wanted.clone()).await {
+            let res = self.client.block_list(peer, seg.id, wanted.clone()).await;
+            self.book(peer, res.as_ref().map(|_| None));
+            match res {
                 Ok(list) => lists.push((peer, list.ranges)),
                 Err(e) if e.penalise() => {
                     tracing::debug!(%peer, segment = %seg.id, error = %e, "peer penalised");
@@ -176,7 +238,9 @@ impl PeerSource {
             let Ok(_permit) = limit.acquire_owned().await else {
                 continue;
             };
-            match self.client.fetch_block(peer, &want).await {
+            let res = self.client.fetch_block(peer, &want).await;
+            self.book(peer, res.as_ref().map(|b| Some(b.data.len() as u64)));
+            match res {
                 Ok(b) => {
                     return Some(Block {
                         index,
@@ -219,6 +283,11 @@ impl BlockSource for PeerSource {
                 let blocks = blocks.clone();
                 if peers.is_empty() {
                     return stream::empty().boxed();
+                }
+                if let Some(m) = &this.metrics {
+                    for p in &peers {
+                        m.peers.seen(this.role(), *p);
+                    }
                 }
                 if blocks.end.saturating_sub(blocks.start) >= GETBLKLIST_MIN_RUN {
                     // Ask who holds what, then fetch only held blocks; a block

@@ -251,7 +251,8 @@ struct Shared {
     state: Mutex<State>,
     backend: Arc<dyn Backend>,
     metrics: StoreMetrics,
-    max_size: u64,
+    /// The bound; changed by [`Store::set_max_size`] (configuration reload).
+    max_size: std::sync::atomic::AtomicU64,
     io_log: IoLog,
 }
 
@@ -559,7 +560,7 @@ impl Store {
             state: Mutex::new(state),
             backend,
             metrics,
-            max_size,
+            max_size: std::sync::atomic::AtomicU64::new(max_size),
             io_log: IoLog::new(),
         });
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_DEPTH);
@@ -838,7 +839,10 @@ impl Store {
         let m = &self.shared.metrics;
         StoreStats {
             used_bytes: used,
-            max_bytes: self.shared.max_size,
+            max_bytes: self
+                .shared
+                .max_size
+                .load(std::sync::atomic::Ordering::Relaxed),
             segments,
             blocks,
             evictions: m.evictions.get(),
@@ -936,6 +940,18 @@ impl Store {
     /// Persist lazily kept state (LRU order) and wait for queued writes.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.request(|reply| Cmd::Flush { reply }).await
+    }
+
+    /// Change the size bound (configuration reload). A lower bound evicts
+    /// least recently used segments before this returns; readers are not
+    /// blocked for the deletion (see eviction).
+    pub async fn set_max_size(&self, max_size: u64) -> Result<(), StoreError> {
+        self.shared
+            .max_size
+            .store(max_size, std::sync::atomic::Ordering::Relaxed);
+        self.shared.metrics.max_bytes.set(clamp_i64(max_size));
+        // The writer evicts to fit after every batch, this flush included.
+        self.flush().await
     }
 
     /// Flush, then stop the writer and release the index (another `open` may follow).
@@ -1320,7 +1336,11 @@ impl Writer {
         let victims: Vec<(SegmentId, SegEntry)> = {
             let mut st = lock(&self.shared.state);
             let mut v = Vec::new();
-            while st.used > self.shared.max_size {
+            let max = self
+                .shared
+                .max_size
+                .load(std::sync::atomic::Ordering::Relaxed);
+            while st.used > max {
                 let Some((_, id)) = st.lru.pop_first() else {
                     break;
                 };

@@ -207,6 +207,44 @@ async fn eviction_removes_least_recently_used_segments_first_and_respects_the_bo
 }
 
 #[tokio::test]
+async fn lowering_the_bound_at_run_time_evicts_the_least_recently_used() {
+    let seg_len = 1000usize;
+    let segs: Vec<_> = (0..3u8)
+        .map(|i| {
+            let d = pattern(40 + i, seg_len);
+            let (id, m) = v1_segment(&d);
+            (id, m, d)
+        })
+        .collect();
+    let one = record_bytes(&segs[0].1) + seg_len as u64;
+    let store = Store::open_in_memory(1 << 30);
+    for (id, m, d) in &segs {
+        store.put_meta(*id, m.clone()).await.unwrap();
+        store
+            .put_block(id, 0, Bytes::from(d.clone()))
+            .await
+            .unwrap();
+    }
+    // Segment 0 becomes the most recently used: 1 then 2 are the victims.
+    assert!(store.get_block(&segs[0].0, 0).await.unwrap().is_some());
+    store.set_max_size(one + one / 2).await.unwrap();
+    let s = store.stats();
+    assert_eq!(s.max_bytes, one + one / 2);
+    assert!(s.used_bytes <= s.max_bytes, "{s:?}");
+    assert_eq!((s.segments, s.evictions), (1, 2), "{s:?}");
+    assert!(store.has_block(&segs[0].0, 0));
+    // Raising it again evicts nothing and lets new segments in.
+    store.set_max_size(1 << 30).await.unwrap();
+    let (id, m, d) = &segs[1];
+    store.put_meta(*id, m.clone()).await.unwrap();
+    store
+        .put_block(id, 0, Bytes::from(d.clone()))
+        .await
+        .unwrap();
+    assert_eq!(store.stats().segments, 2);
+}
+
+#[tokio::test]
 async fn restart_keeps_everything() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
