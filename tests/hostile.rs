@@ -129,6 +129,10 @@ enum Hostile {
     SlowLoris,
     /// Reads the request, never answers.
     Silent,
+    /// Not hostile: a plausible answer to everything (BLKLIST of every
+    /// range, a block-sized ciphertext of the wrong bytes). Used as the
+    /// offering client of weird-id PCHC offers in the path-safety test.
+    Plausible,
 }
 
 #[derive(Default)]
@@ -346,6 +350,7 @@ async fn serve_hostile(
                 let _ = s.read(&mut [0u8; 1]).await; // until the client hangs up
                 return;
             }
+            Hostile::Plausible => {}
         }
         let mut out = http_head(resp.len() as u64);
         out.extend_from_slice(&resp);
@@ -372,6 +377,7 @@ fn expected_reason(kind: Hostile) -> &'static str {
         Hostile::TruncatedBody | Hostile::HugeContentLength => "http",
         Hostile::TruncatedMsg | Hostile::HugeBlockSize | Hostile::HugeRangeCount => "garbage",
         Hostile::SlowLoris | Hostile::Silent => "timeout",
+        Hostile::Plausible => unreachable!("not a hostile case"),
     }
 }
 
@@ -522,4 +528,766 @@ hostile_cases! {
     hosted_cache_trickling_one_byte_at_a_time: SlowLoris, HostedCache;
     peer_that_never_answers: Silent, FixedPeer;
     hosted_cache_that_never_answers: Silent, HostedCache;
+}
+
+// ------------------------------------------------------------ a daemon process
+
+/// A `branchcache run` process with every role: proxy (in front of the
+/// origin), publisher (in front of the same origin), peer (PCCRR, no
+/// discovery), hosted cache (HTTP). Store in `root/store`,
+/// publisher secret in `root/secrets/server-secret`; config and log in `etc`.
+struct Node {
+    proc: Option<Daemon>,
+    admin: SocketAddr,
+    proxy: SocketAddr,
+    peer: SocketAddr,
+    publisher: SocketAddr,
+    hc: SocketAddr,
+    config: std::path::PathBuf,
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+async fn start_node(
+    root: &std::path::Path,
+    etc: &std::path::Path,
+    origin: SocketAddr,
+    max_active: u32,
+) -> Node {
+    let [admin, proxy, peer, publisher, hc] = [(); 5].map(|_| loopback(free_port()));
+    let config = etc.join("branchcache.toml");
+    std::fs::create_dir_all(root.join("secrets")).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = {store:?}\n[admin]\nlisten = \"{admin}\"\n\
+             [proxy]\nlisten = \"{proxy}\"\nupstream = \"http://{origin}\"\n\
+             [peer]\nlisten = \"{peer}\"\ndiscovery = false\nmax_active_per_client = {max_active}\n\
+             [publisher]\nlisten = \"{publisher}\"\nupstream = \"http://{origin}\"\nsecret_file = {secret:?}\n\
+             [hosted_cache]\nlisten_http = \"{hc}\"\nlisten_https = \"\"\nmax_active_per_client = {max_active}\n",
+            store = root.join("store"),
+            secret = root.join("secrets").join("server-secret"),
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(etc.join("daemon.log")).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_branchcache"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut d = Daemon(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if status_of(
+            &raw(
+                admin,
+                b"GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            )
+            .await,
+        ) == 200
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "daemon never became ready");
+        assert!(d.0.try_wait().unwrap().is_none(), "daemon exited early");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Node {
+        proc: Some(d),
+        admin,
+        proxy,
+        peer,
+        publisher,
+        hc,
+        config,
+    }
+}
+
+impl Node {
+    /// SIGTERM and wait (the store closes cleanly, so the CLI can open it).
+    fn stop(&mut self) {
+        let Some(mut d) = self.proc.take() else {
+            return;
+        };
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &d.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while d.0.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "daemon ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    async fn metrics(&self) -> String {
+        let resp = raw(
+            self.admin,
+            b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        String::from_utf8_lossy(&resp).into_owned()
+    }
+
+    fn store_cmd(&self, args: &[&std::ffi::OsStr]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_branchcache"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("store")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+/// Send `bytes` verbatim on a fresh connection (from `from`, when given)
+/// and read until the server closes (at most 15 s).
+async fn raw_from(from: Option<std::net::IpAddr>, addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(ip) = from {
+        socket.bind(SocketAddr::new(ip, 0)).unwrap();
+    }
+    let Ok(mut s) = socket.connect(addr).await else {
+        return Vec::new();
+    };
+    let _ = s.write_all(bytes).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut out)).await;
+    out
+}
+
+async fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    raw_from(None, addr, bytes).await
+}
+
+fn status_of(resp: &[u8]) -> u16 {
+    std::str::from_utf8(resp.get(9..12).unwrap_or_default())
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The body of a `Content-Length` response.
+fn body_of(resp: &[u8]) -> &[u8] {
+    find(resp, b"\r\n\r\n").map_or(&[], |p| &resp[p + 4..])
+}
+
+fn post(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "POST {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// The first segment of a v1 object, as the proxy plans it.
+fn first_segment(data: &Bytes) -> branchcache::fetch::SegmentPlan {
+    use branchcache::proto::pccrc::ContentInfo;
+    let obj = Object::peerdist(data.clone());
+    let ci = ContentInfo::parse(obj.ci.as_ref().unwrap()).unwrap();
+    let seg = ci.segments().next().unwrap();
+    let plan = branchcache::fetch::SegmentPlan::from_segment(&seg, Version::V1, HashAlgo::Sha256);
+    plan
+}
+
+fn get_blk_list(id: branchcache::proto::pccrc::SegmentId, blocks: u32) -> Vec<u8> {
+    PccrrRequest::GetBlkList(branchcache::proto::pccrr::GetBlkList {
+        crypto_algo: CryptoAlgoId::AES_128,
+        segment_id: id,
+        ranges: vec![branchcache::proto::pccrr::BlockRange {
+            index: 0,
+            count: blocks,
+        }],
+    })
+    .encode()
+}
+
+fn blk_list_ranges(resp: &[u8]) -> Option<usize> {
+    match PccrrResponse::decode(body_of(resp)) {
+        Ok(PccrrResponse::BlkList(l)) => Some(l.ranges.len()),
+        _ => None,
+    }
+}
+
+async fn wait_listed(
+    listener: SocketAddr,
+    from: Option<std::net::IpAddr>,
+    ask: &[u8],
+    want: usize,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = blk_list_ranges(&raw_from(from, listener, ask).await);
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{listener}: BLKLIST never had {want} ranges (last: {got:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ------------------------------------------------------------ listener limits
+
+/// Both PCCRR listeners of a real daemon process (`[peer]` and the hosted
+/// cache's HTTP listener, `max_active_per_client = 2`): while one client
+/// address holds its two slots with uploads that never finish, its next
+/// GETBLKLIST is answered with an empty list (counted in
+/// `branchcache_retrieval_refusals_total`) and another address is still
+/// served in full; the slots come back when the uploads go away. Request
+/// bodies over 98 304 bytes (with Content-Length or chunked) get 413, one of
+/// exactly 98 304 bytes is read (and refused as garbage, 400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pccrr_listeners_cap_each_client_and_refuse_big_bodies() {
+    let origin = Origin::start().await;
+    let data = content(MIB, 7);
+    origin.put("/obj.bin", Object::peerdist(data.clone()));
+    let (root, etc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut node = start_node(root.path(), etc.path(), origin.addr, 2).await;
+    let (status, _, body) = fetch(node.proxy, "/obj.bin").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == data);
+    let seg = first_segment(&data);
+    let ask = post(RETRIEVAL_PATH, &get_blk_list(seg.id, seg.block_count()));
+    let other_client = Some(std::net::IpAddr::from([127, 0, 0, 2]));
+
+    for listener in [node.peer, node.hc] {
+        wait_listed(listener, None, &ask, 1).await;
+        let refusals = metric(
+            &node.metrics().await,
+            "branchcache_retrieval_refusals_total",
+        );
+        let mut holders = Vec::new();
+        for _ in 0..2 {
+            let mut s = TcpStream::connect(listener).await.unwrap();
+            s.write_all(
+                format!("POST {RETRIEVAL_PATH} HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n\0\0\0\0")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
+            holders.push(s);
+        }
+        // 127.0.0.1 is at its cap: empty lists, never an error…
+        wait_listed(listener, None, &ask, 0).await;
+        // …while another client address is served in full.
+        assert_eq!(
+            blk_list_ranges(&raw_from(other_client, listener, &ask).await),
+            Some(1),
+            "{listener}: the cap is not per client"
+        );
+        let m = node.metrics().await;
+        assert!(
+            metric(&m, "branchcache_retrieval_refusals_total") > refusals,
+            "{m}"
+        );
+        drop(holders);
+        wait_listed(listener, None, &ask, 1).await;
+    }
+
+    let mut chunked = format!(
+        "POST {RETRIEVAL_PATH} HTTP/1.1\r\nHost: h\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    for _ in 0..7 {
+        chunked.extend_from_slice(b"4000\r\n");
+        chunked.extend_from_slice(&[0u8; 0x4000]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    for listener in [node.peer, node.hc] {
+        let over = raw(listener, &post(RETRIEVAL_PATH, &[0u8; 98_305])).await;
+        assert_eq!(status_of(&over), 413, "{listener}: 98 305 bytes");
+        assert_eq!(
+            status_of(&raw(listener, &chunked).await),
+            413,
+            "{listener}: chunked"
+        );
+        let at_limit = raw(listener, &post(RETRIEVAL_PATH, &[0u8; 98_304])).await;
+        assert_eq!(status_of(&at_limit), 400, "{listener}: 98 304 bytes");
+    }
+    let m = node.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "branchcache_retrieval_requests_total{type=\"invalid\",result=\"body\"}"
+        ),
+        // Two over-limit bodies per listener, and the two abandoned
+        // uploads per listener that held the slots.
+        8,
+        "{m}"
+    );
+    node.stop();
+}
+
+/// MS-PCCRD over real UDP sockets: a driver holding one segment gets a
+/// flood of valid Probes from 127.0.0.2; at most its burst (plus what the
+/// refill adds while the flood lasts) is answered, the rest is counted as
+/// `rate_limited`, and a Probe from 127.0.0.3 is still answered.
+#[tokio::test]
+async fn discovery_rate_limits_probes_per_source_address() {
+    use branchcache::discovery::{Discovery, DiscoveryConfig};
+    use branchcache::proto::pccrd::engine::{EngineConfig, LocalSegment, LocalSegments};
+    use branchcache::proto::pccrd::{Message, Probe, Uuid, Version as PdVersion};
+    let id = branchcache::proto::pccrc::SegmentId::from_slice(&[9; 32]).unwrap();
+    let engine = EngineConfig {
+        endpoint: Uuid::new_v4([1; 16]),
+        instance_id: 1,
+        xaddrs: vec![loopback(18_001)],
+        ..EngineConfig::default()
+    };
+    let (burst, per_second) = (
+        u64::from(engine.rate_burst),
+        u64::from(engine.rate_per_second),
+    );
+    let config = DiscoveryConfig {
+        bind: vec![loopback(0)],
+        targets: Vec::new(),
+        interfaces_v4: Vec::new(),
+        interfaces_v6: Vec::new(),
+        engine,
+    };
+    let mut held = LocalSegments::new();
+    held.insert(
+        id,
+        LocalSegment {
+            block_count: 1,
+            complete: true,
+            age: None,
+        },
+    );
+    let metrics = Arc::new(branchcache::metrics::Metrics::new());
+    let token = CancellationToken::new();
+    let d = Discovery::start(config, held, metrics.clone(), token.clone()).unwrap();
+    let target = d.local_addrs()[0];
+    let probe = |n: u16| {
+        let mut b = [0u8; 16];
+        b[..2].copy_from_slice(&n.to_be_bytes());
+        Probe {
+            message_id: Uuid::new_v4(b).to_uri(),
+            version: PdVersion::V1,
+            segment_ids: vec![id],
+        }
+        .encode()
+    };
+    const FLOOD: u16 = 200;
+    let flood = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let t = Instant::now();
+    for n in 0..FLOOD {
+        flood.send_to(&probe(n), target).await.unwrap();
+    }
+    let took = t.elapsed();
+    let other = tokio::net::UdpSocket::bind("127.0.0.3:0").await.unwrap();
+    other.send_to(&probe(FLOOD), target).await.unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(20), other.recv_from(&mut buf))
+        .await
+        .expect("the other source's Probe was never answered")
+        .unwrap();
+    assert!(matches!(
+        Message::decode(&buf[..n]),
+        Ok(Message::ProbeMatch(_))
+    ));
+    let stats = d.handle().stats().await.unwrap();
+    let admitted = burst + per_second * (took.as_secs() + 1);
+    assert!(stats.rate_limited > 0, "{stats:?}");
+    assert!(
+        stats.replies_scheduled <= admitted + 1,
+        "{stats:?} (flood took {took:?})"
+    );
+    let text = metrics.render();
+    assert!(
+        metric(
+            &text,
+            "branchcache_discovery_events_total{event=\"rate_limited\"}"
+        ) > 0,
+        "{text}"
+    );
+    token.cancel();
+    d.join().await;
+}
+
+// ------------------------------------------------------------ path safety
+
+/// Every entry under `root` except `root/store` (the daemon's own
+/// directory): relative path → (kind, length, modification time).
+fn snapshot(
+    root: &std::path::Path,
+) -> std::collections::BTreeMap<String, (char, u64, std::time::SystemTime)> {
+    fn walk(
+        root: &std::path::Path,
+        dir: &std::path::Path,
+        out: &mut std::collections::BTreeMap<String, (char, u64, std::time::SystemTime)>,
+    ) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if rel == "store" {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let kind = if meta.is_symlink() {
+                'l'
+            } else if meta.is_dir() {
+                'd'
+            } else {
+                'f'
+            };
+            out.insert(rel, (kind, meta.len(), meta.modified().unwrap()));
+            if kind == 'd' {
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Request targets that would reach outside a directory if anything mapped
+/// them onto the file system.
+fn hostile_targets(root: &std::path::Path, origin: SocketAddr) -> Vec<Vec<u8>> {
+    let sentinel = root.join("sentinel.txt");
+    let abs = sentinel.to_str().unwrap();
+    let mut t: Vec<Vec<u8>> = [
+        "/../sentinel.txt",
+        "/../../sentinel.txt",
+        "/../../../../../../../../etc/passwd",
+        "/%2e%2e/%2e%2e/sentinel.txt",
+        "/%2E%2E%2F%2E%2E%2Fsentinel.txt",
+        "/..%2f..%2fsentinel.txt",
+        "/..%5c..%5csentinel.txt",
+        "/..\\..\\sentinel.txt",
+        "/store/../sentinel.txt",
+        "/store/index.redb",
+        "/store/%2e%2e/sentinel.txt",
+        "/secrets/server-secret",
+        "/sentinel.txt%00.bin",
+        "/%00",
+        "/%2e%2e%00/sentinel.txt",
+        "/status/../../sentinel.txt",
+        "/metrics/..%2f..%2fsentinel.txt",
+        "/116B50EB-ECE2-41ac-8429-9F9E963361B7/../sentinel.txt",
+        "/116B50EB-ECE2-41ac-8429-9F9E963361B7/%2e%2e/%2e%2e/sentinel.txt",
+        "*",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    t.push(abs.as_bytes().to_vec());
+    t.push(format!("/{abs}").into_bytes());
+    t.push(format!("file://{abs}").into_bytes());
+    t.push(format!("http://{origin}/../sentinel.txt").into_bytes());
+    t.push(format!("http://{origin}/%2e%2e/%2e%2e{abs}").into_bytes());
+    t.push(b"/a\0/../sentinel.txt".to_vec());
+    t.push(b"\\..\\..\\sentinel.txt".to_vec());
+    t
+}
+
+/// Segment ids made of path-like bytes, of each length PCCRR allows.
+fn weird_ids(root: &std::path::Path) -> Vec<branchcache::proto::pccrc::SegmentId> {
+    let abs = root.join("sentinel.txt");
+    let pad = |s: &[u8], len: usize| {
+        let mut v: Vec<u8> = s.iter().copied().cycle().take(len).collect();
+        v.resize(len, b'/');
+        v
+    };
+    [
+        pad(b"../", 32),
+        pad(b"..\\", 48),
+        pad(abs.to_str().unwrap().as_bytes(), 64),
+        pad(b"/", 32),
+        vec![0; 32],
+        vec![b'.'; 32],
+        vec![0xFF; 64],
+    ]
+    .iter()
+    .map(|b| branchcache::proto::pccrc::SegmentId::from_slice(b).unwrap())
+    .collect()
+}
+
+/// A real daemon process (proxy, peer, publisher, hosted cache) whose store
+/// lives in `root/store`, next to sentinel files, is sent hostile request
+/// targets (`..`, `%2e%2e`, absolute paths and URLs, NUL, backslashes) on
+/// every listener with GET, POST and PUT, PCCRR requests and PCHC offers
+/// with path-like segment ids (the offers are pulled and replayed), then
+/// `store import` gets hostile packages (path-like segment ids, a symlink to
+/// a sentinel, a directory) and `store export` existing targets (a file, a
+/// directory, a symlink, a planted `.partial` symlink). Nothing outside
+/// `root/store` changes except the export targets themselves, and no
+/// response carries a sentinel's bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_or_package_reaches_outside_the_store_directory() {
+    use std::ffi::OsStr;
+    use std::os::unix::fs::PermissionsExt;
+    let origin = Origin::start().await;
+    let data = content(MIB, 8);
+    origin.put("/obj.bin", Object::peerdist(data.clone()));
+    let (tmp, etc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let root = tmp.path();
+    let token = format!("SENTINEL-{}-{:?}", std::process::id(), Instant::now());
+    std::fs::write(root.join("sentinel.txt"), &token).unwrap();
+    std::fs::create_dir(root.join("sibling")).unwrap();
+    std::fs::write(root.join("sibling").join("sentinel.txt"), &token).unwrap();
+    std::fs::create_dir(root.join("exports")).unwrap();
+    let exports = root.join("exports");
+    std::fs::write(exports.join("existing.bcpkg"), b"an older package").unwrap();
+    std::fs::create_dir(exports.join("a-directory.bcpkg")).unwrap();
+    std::fs::write(exports.join("a-directory.bcpkg").join("keep"), &token).unwrap();
+    std::fs::write(root.join("link-target.txt"), &token).unwrap();
+    std::os::unix::fs::symlink(root.join("link-target.txt"), exports.join("link.bcpkg")).unwrap();
+    std::fs::write(root.join("planted-target.txt"), &token).unwrap();
+    std::os::unix::fs::symlink(
+        root.join("planted-target.txt"),
+        exports.join("planted.bcpkg.partial"),
+    )
+    .unwrap();
+
+    let mut node = start_node(root, etc.path(), origin.addr, 64).await;
+    let (status, _, body) = fetch(node.proxy, "/obj.bin").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == data);
+    let before = snapshot(root);
+    assert!(before.contains_key("secrets/server-secret"), "{before:?}");
+
+    // The body of every POST / PUT (the test origin echoes POST bodies, so
+    // this is not the sentinel's token).
+    const OVERWRITE: &str = "overwritten by a hostile request";
+    let mut answers: Vec<(String, Vec<u8>)> = Vec::new();
+    // Every listener, every hostile target, three methods.
+    let listeners = [
+        ("admin", node.admin),
+        ("proxy", node.proxy),
+        ("peer", node.peer),
+        ("publisher", node.publisher),
+        ("hosted_cache", node.hc),
+    ];
+    let mut requests = Vec::new();
+    for (name, addr) in listeners {
+        for target in hostile_targets(root, origin.addr) {
+            for method in ["GET", "POST", "PUT"] {
+                let mut req = method.as_bytes().to_vec();
+                req.push(b' ');
+                req.extend_from_slice(&target);
+                req.extend_from_slice(
+                    format!(
+                        " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{OVERWRITE}",
+                        OVERWRITE.len()
+                    )
+                    .as_bytes(),
+                );
+                let label = format!("{name} {method} {}", String::from_utf8_lossy(&target));
+                requests.push(async move { (label, raw(addr, &req).await) });
+            }
+        }
+    }
+    answers.extend(futures_util::future::join_all(requests).await);
+
+    // PCCRR with path-like segment ids on both PCCRR listeners.
+    let ids = weird_ids(root);
+    for addr in [node.peer, node.hc] {
+        for id in &ids {
+            let msgs = [
+                get_blk_list(*id, 16),
+                PccrrRequest::GetBlks(branchcache::proto::pccrr::GetBlks {
+                    crypto_algo: CryptoAlgoId::AES_128,
+                    segment_id: *id,
+                    ranges: vec![branchcache::proto::pccrr::BlockRange {
+                        index: u32::MAX - 1,
+                        count: 1,
+                    }],
+                    vrf: &[],
+                })
+                .encode(),
+                PccrrRequest::GetSegList(branchcache::proto::pccrr::GetSegList {
+                    crypto_algo: CryptoAlgoId::NONE,
+                    request_id: [1; 16],
+                    segment_ids: ids.clone(),
+                    extensible_blob: Vec::new(),
+                })
+                .encode(),
+            ];
+            for m in msgs {
+                let resp = raw(addr, &post(RETRIEVAL_PATH, &m)).await;
+                assert!(matches!(status_of(&resp), 200 | 400), "{addr}: {resp:?}");
+                answers.push((format!("pccrr {addr} {id}"), resp));
+            }
+        }
+    }
+
+    // PCHC v2 offers of those ids: the cache pulls them from a plausible
+    // "client" and keeps what it got in its replay store, keyed by id.
+    let client = HostilePeer::start(Hostile::Plausible, None).await;
+    let offers: Vec<_> = ids
+        .iter()
+        .filter(|id| id.as_bytes().len() == 32)
+        .map(|id| branchcache::proto::pchc::SegmentDescriptor {
+            block_size: 65_536,
+            segment_size: 2 * 65_536,
+            content_tag: *b"hostile-test\0\0\0\0",
+            hash_algorithm: branchcache::proto::pchc::OfferHashAlgo::SHA256,
+            hohodk: id.as_bytes().try_into().unwrap(),
+        })
+        .collect();
+    branchcache::hosted_cache::OfferClient::new(None)
+        .offer_v2(node.hc, client.addr.port(), &offers)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = node.metrics().await;
+        let pulls = metric_with(&m, "branchcache_hosted_cache_pulls_total", &[""]);
+        if pulls >= offers.len() as u64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "pulls never finished:\n{m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // What was pulled is replayed under the same id, from inside the store.
+    let replayed = raw(
+        node.hc,
+        &post(
+            RETRIEVAL_PATH,
+            &PccrrRequest::GetBlks(branchcache::proto::pccrr::GetBlks {
+                crypto_algo: CryptoAlgoId::AES_128,
+                segment_id: ids[0],
+                ranges: vec![branchcache::proto::pccrr::BlockRange { index: 0, count: 1 }],
+                vrf: &[],
+            })
+            .encode(),
+        ),
+    )
+    .await;
+    assert!(blk_payload(body_of(&replayed)).is_some(), "{replayed:?}");
+    assert!(
+        std::fs::read_dir(root.join("store").join("replay"))
+            .unwrap()
+            .count()
+            > 0
+    );
+    drop(client);
+    node.stop();
+
+    // store import: hostile packages.
+    let real = etc.path().join("real.bcpkg");
+    let out = node.store_cmd(&[OsStr::new("export"), real.as_os_str()]);
+    assert!(out.status.success(), "{out:?}");
+    let pkg = std::fs::read(&real).unwrap();
+    // Header (16 bytes), then TAG_SEGMENT, id length, id: swap in path-like ids.
+    assert_eq!((pkg[16], pkg[17]), (0x01, 32));
+    for (i, id) in ids
+        .iter()
+        .filter(|id| id.as_bytes().len() == 32)
+        .enumerate()
+    {
+        let mut evil = pkg.clone();
+        evil[18..50].copy_from_slice(id.as_bytes());
+        let path = etc.path().join(format!("evil-{i}.bcpkg"));
+        std::fs::write(&path, &evil).unwrap();
+        let out = node.store_cmd(&[OsStr::new("import"), path.as_os_str()]);
+        assert_eq!(out.status.code(), Some(1), "segment rejected: {out:?}");
+    }
+    let link = etc.path().join("symlink.bcpkg");
+    std::os::unix::fs::symlink(root.join("sentinel.txt"), &link).unwrap();
+    let out = node.store_cmd(&[OsStr::new("import"), link.as_os_str()]);
+    assert_eq!(out.status.code(), Some(2), "not a package: {out:?}");
+    let out = node.store_cmd(&[OsStr::new("import"), root.join("sibling").as_os_str()]);
+    assert_eq!(out.status.code(), Some(2), "a directory: {out:?}");
+
+    // store export onto existing paths.
+    let existing = exports.join("existing.bcpkg");
+    let out = node.store_cmd(&[OsStr::new("export"), existing.as_os_str()]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read(&existing).unwrap(),
+        pkg,
+        "replaced by the package"
+    );
+    assert_eq!(
+        std::fs::metadata(&existing).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let out = node.store_cmd(&[
+        OsStr::new("export"),
+        exports.join("a-directory.bcpkg").as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "onto a directory: {out:?}");
+    let link = exports.join("link.bcpkg");
+    let out = node.store_cmd(&[OsStr::new("export"), link.as_os_str()]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !std::fs::symlink_metadata(&link).unwrap().is_symlink(),
+        "the link itself is replaced"
+    );
+    let planted = exports.join("planted.bcpkg");
+    let out = node.store_cmd(&[OsStr::new("export"), planted.as_os_str()]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read(&planted).unwrap(), pkg);
+
+    // Nothing outside the store changed but the export targets; every
+    // sentinel still holds its token; no answer carried one.
+    let after = snapshot(root);
+    let expected_changes = [
+        "exports/existing.bcpkg",
+        "exports/link.bcpkg",
+        "exports/planted.bcpkg",
+        "exports/planted.bcpkg.partial",
+        "exports", // entries were renamed into it
+    ];
+    let changed: Vec<&String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| before.get(*k) != after.get(*k))
+        .filter(|k| !expected_changes.contains(&k.as_str()))
+        .collect();
+    assert!(changed.is_empty(), "changed outside the store: {changed:?}");
+    for f in [
+        "sentinel.txt",
+        "sibling/sentinel.txt",
+        "link-target.txt",
+        "planted-target.txt",
+        "exports/a-directory.bcpkg/keep",
+    ] {
+        assert_eq!(std::fs::read_to_string(root.join(f)).unwrap(), token, "{f}");
+    }
+    let secret = std::fs::read(root.join("secrets").join("server-secret")).unwrap();
+    for (what, resp) in &answers {
+        assert!(
+            find(resp, token.as_bytes()).is_none(),
+            "{what} returned a sentinel"
+        );
+        assert!(
+            find(resp, b"root:x:0:0").is_none(),
+            "{what} returned /etc/passwd"
+        );
+        assert!(
+            find(resp, b"redb").is_none(),
+            "{what} returned the store index"
+        );
+        assert!(
+            find(resp, &secret).is_none(),
+            "{what} returned the server secret"
+        );
+    }
+    let statuses: std::collections::BTreeMap<u16, usize> =
+        answers.iter().fold(Default::default(), |mut m, (_, r)| {
+            *m.entry(status_of(r)).or_default() += 1;
+            m
+        });
+    eprintln!(
+        "{} hostile requests, answers by status: {statuses:?}",
+        answers.len()
+    );
 }
