@@ -692,8 +692,7 @@ fn first_segment(data: &Bytes) -> branchcache::fetch::SegmentPlan {
     let obj = Object::peerdist(data.clone());
     let ci = ContentInfo::parse(obj.ci.as_ref().unwrap()).unwrap();
     let seg = ci.segments().next().unwrap();
-    let plan = branchcache::fetch::SegmentPlan::from_segment(&seg, Version::V1, HashAlgo::Sha256);
-    plan
+    branchcache::fetch::SegmentPlan::from_segment(&seg, Version::V1, HashAlgo::Sha256)
 }
 
 fn get_blk_list(id: branchcache::proto::pccrc::SegmentId, blocks: u32) -> Vec<u8> {
