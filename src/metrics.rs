@@ -99,6 +99,10 @@ pub struct Metrics {
     /// `branchcache_retrieval_client_requests_total{type,result}`: PCCRR
     /// requests this node sent to peers, by message type and outcome.
     pub retrieval_client_requests: Family<[(&'static str, &'static str); 2], Counter>,
+    /// `branchcache_retrieval_peer_penalties_total{source,reason}`: times a
+    /// peer or hosted cache was put in the penalty box (skipped for a
+    /// back-off period), by source kind and `RetrievalError::kind`.
+    pub retrieval_peer_penalties: Family<[(&'static str, &'static str); 2], Counter>,
     /// `branchcache_discovery_events_total{event}`: MS-PCCRD engine counters
     /// (`probes_sent`, `replies_sent`, `peers_found`, `malformed`,
     /// `rate_limited`, … — see `proto::pccrd::engine::EngineStats`).
@@ -272,6 +276,13 @@ impl Metrics {
             "PCCRR requests sent to peers, by message type and result",
             retrieval_client_requests.clone(),
         );
+        let retrieval_peer_penalties =
+            Family::<[(&'static str, &'static str); 2], Counter>::default();
+        registry.register(
+            "retrieval_peer_penalties",
+            "Peers or hosted caches skipped for a back-off period after a failure, by source and reason",
+            retrieval_peer_penalties.clone(),
+        );
         let discovery_events = Family::<[(&'static str, &'static str); 1], Counter>::default();
         registry.register(
             "discovery_events",
@@ -353,6 +364,7 @@ impl Metrics {
             retrieval_bytes_served,
             retrieval_refusals,
             retrieval_client_requests,
+            retrieval_peer_penalties,
             discovery_events,
             discovery_active_queries,
             proxy_requests,

@@ -274,6 +274,11 @@ impl PeerClient {
         }
     }
 
+    /// The metrics this client counts into, if any.
+    pub(crate) fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
+    }
+
     fn count<T>(&self, msg_type: &'static str, r: &Result<T, RetrievalError>) {
         if let Some(m) = &self.metrics {
             let result = r.as_ref().map(|_| "ok").unwrap_or_else(|e| e.kind());

@@ -160,8 +160,19 @@ impl PeerSource {
         }
     }
 
-    fn penalise(&self, peer: SocketAddr) {
-        self.penalised.insert(peer, Instant::now() + PEER_PENALTY);
+    /// Skip `peer` for [`PEER_PENALTY`]; counted once per penalty (not for
+    /// requests that were already in flight when it was imposed).
+    fn penalise(&self, peer: SocketAddr, reason: &'static str) {
+        let now = Instant::now();
+        let before = self.penalised.insert(peer, now + PEER_PENALTY);
+        if before.is_some_and(|until| until > now) {
+            return;
+        }
+        if let Some(m) = self.client.metrics() {
+            m.retrieval_peer_penalties
+                .get_or_create(&[("source", self.kind.as_str()), ("reason", reason)])
+                .inc();
+        }
     }
 
     /// For each block of `blocks`, the peers (of the first
@@ -188,7 +199,7 @@ impl PeerSource {
                 Ok(list) => lists.push((peer, list.ranges)),
                 Err(e) if e.penalise() => {
                     tracing::debug!(%peer, segment = %seg.id, error = %e, "peer penalised");
-                    self.penalise(peer);
+                    self.penalise(peer, e.kind());
                 }
                 Err(_) => {}
             }
@@ -249,7 +260,7 @@ impl PeerSource {
                 }
                 Err(e) if e.penalise() => {
                     tracing::debug!(%peer, segment = %seg.id, block = index, error = %e, "peer penalised");
-                    self.penalise(peer);
+                    self.penalise(peer, e.kind());
                 }
                 Err(_) => {} // not available there; try the next peer
             }

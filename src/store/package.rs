@@ -124,8 +124,9 @@ impl ImportReport {
 
 /// Write every segment of `store` (least recently used first, so an import
 /// keeps the recency order) with its present blocks to `path`, atomically
-/// (a temporary file renamed into place) and with mode 0600: the package
-/// holds segment secrets, like the store's index.
+/// (a fresh temporary file `<path>.partial`, renamed into place; an existing
+/// file or symlink at `path` is replaced, not written through) and with
+/// mode 0600: the package holds segment secrets, like the store's index.
 /// `progress(blocks_written, blocks_total)` is called after each segment.
 pub async fn export(
     store: &Store,
@@ -140,8 +141,15 @@ pub async fn export(
     let file = {
         let tmp = tmp.clone();
         tokio::task::spawn_blocking(move || {
+            // A stale temporary (an interrupted export) is removed, never
+            // opened: `create_new` (O_EXCL) does not follow a symlink
+            // planted at that name, so the export cannot write through it.
+            match std::fs::remove_file(&tmp) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
             let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create(true).truncate(true);
+            opts.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
             opts.open(&tmp)
@@ -157,12 +165,14 @@ pub async fn export(
     )
     .await;
     match result {
-        Ok(report) => {
-            tokio::fs::rename(&tmp, path)
-                .await
-                .map_err(io_err("rename"))?;
-            Ok(report)
-        }
+        Ok(report) => match tokio::fs::rename(&tmp, path).await {
+            Ok(()) => Ok(report),
+            Err(e) => {
+                // e.g. `path` is a directory: leave nothing behind.
+                let _ = tokio::fs::remove_file(&tmp).await;
+                Err(io_err("rename")(e))
+            }
+        },
         Err(e) => {
             let _ = tokio::fs::remove_file(&tmp).await;
             Err(match e {
@@ -644,5 +654,28 @@ mod tests {
         std::fs::write(&foreign, &trailing).unwrap();
         let err = import(&b, &foreign, |_, _| {}).await.unwrap_err();
         assert!(err.to_string().contains("after the end record"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn export_never_writes_through_a_planted_temporary_and_leaves_no_temporary() {
+        let (a, _, _) = populated().await;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        let pkg = dir.path().join("p.bcpkg");
+        std::os::unix::fs::symlink(&victim, dir.path().join("p.bcpkg.partial")).unwrap();
+        export(&a, &pkg, |_, _| {}).await.unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        assert!(std::fs::read(&pkg).unwrap().starts_with(&PACKAGE_MAGIC));
+
+        // Onto a directory: an error, and no `.partial` left behind.
+        let target = dir.path().join("d");
+        std::fs::create_dir(&target).unwrap();
+        let err = export(&a, &target, |_, _| {}).await.unwrap_err();
+        assert!(
+            matches!(err, PackageError::Io { op: "rename", .. }),
+            "{err}"
+        );
+        assert!(!dir.path().join("d.partial").exists());
     }
 }
