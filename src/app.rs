@@ -102,6 +102,7 @@ struct ReloadInner {
     fixed_peers: Option<crate::retrieval::SharedPeers>,
     hosted_cache: Option<crate::retrieval::SharedPeers>,
     offerer: Option<crate::hosted_cache::Offerer>,
+    replay: Option<crate::hosted_cache::ReplayStore>,
     /// Wakes the hosted-cache probe when its address changed.
     probe_now: Arc<tokio::sync::Notify>,
 }
@@ -139,6 +140,16 @@ impl Reloader {
                 Change::PublisherUpstream(u) => {
                     if let Some(p) = &r.publisher {
                         p.set_upstream(u.clone());
+                    }
+                }
+                Change::PublisherCacheSize(n) => {
+                    if let Some(p) = &r.publisher {
+                        p.set_cache_size(*n);
+                    }
+                }
+                Change::ReplayMaxSize(n) => {
+                    if let Some(replay) = &r.replay {
+                        replay.set_max_size(*n);
                     }
                 }
                 Change::HostedCacheAddress {
@@ -310,8 +321,11 @@ impl App {
 
         let mut hosted_cache_http_addr = None;
         let mut hosted_cache_https_addr = None;
+        let mut replay_handle = None;
         if let Some(hc) = &config.hosted_cache {
-            let server = start_hosted_cache(hc, &config, &store, &metrics, &shutdown).await?;
+            let (server, replay) =
+                start_hosted_cache(hc, &config, &store, &metrics, &shutdown).await?;
+            replay_handle = Some(replay);
             hosted_cache_http_addr = server.http_addr();
             hosted_cache_https_addr = server.https_addr();
             tracing::info!(http = ?hosted_cache_http_addr, https = ?hosted_cache_https_addr, "hosted cache listening");
@@ -368,6 +382,7 @@ impl App {
                 fixed_peers,
                 hosted_cache: hosted_cache_peers,
                 offerer: offerer_handle,
+                replay: replay_handle,
                 probe_now,
             }),
         };
@@ -520,7 +535,13 @@ async fn start_hosted_cache(
     store: &Store,
     metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
-) -> Result<crate::hosted_cache::HostedCacheServer, StartError> {
+) -> Result<
+    (
+        crate::hosted_cache::HostedCacheServer,
+        crate::hosted_cache::ReplayStore,
+    ),
+    StartError,
+> {
     use crate::hosted_cache::{
         CacheHoldings, HostedCacheOptions, HostedCacheServer, RateLimit, ReplayStore, StorePuller,
     };
@@ -560,7 +581,7 @@ async fn start_hosted_cache(
             ),
             store.clone(),
         )
-        .with_replay(replay)
+        .with_replay(replay.clone())
         .with_metrics(metrics.clone()),
     );
     let options = HostedCacheOptions {
@@ -583,6 +604,7 @@ async fn start_hosted_cache(
         shutdown.child_token(),
     )
     .await
+    .map(|server| (server, replay))
     .map_err(|source| StartError::Bind {
         what: "hosted_cache",
         addr: bound_addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),

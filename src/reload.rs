@@ -8,7 +8,8 @@
 //! alone, so the daemon keeps running exactly what it runs now for those.
 //! A file that does not parse or validate changes nothing.
 //!
-//! Reloadable now: the log level, `[store] max_size`, the origin URLs
+//! Reloadable now: the log level, the size bounds (`[store] max_size`,
+//! `[publisher] cache_size`, `[hosted_cache] replay_max_size`), the origin URLs
 //! (`[proxy] upstream`, `[publisher] upstream`), the fixed peers
 //! (`[proxy] peers`) and the hosted cache's addresses
 //! (`[upstream_hosted_cache] address` / `https_address` / `server_name`). Listeners, roles
@@ -32,6 +33,10 @@ pub enum Change {
     ProxyPeers(Vec<SocketAddr>),
     /// `[publisher] upstream`.
     PublisherUpstream(http::Uri),
+    /// `[publisher] cache_size`, bytes.
+    PublisherCacheSize(u64),
+    /// `[hosted_cache] replay_max_size`, bytes.
+    ReplayMaxSize(u64),
     /// `[upstream_hosted_cache] address`, `https_address` and `server_name`
     /// (the last two default from the first).
     HostedCacheAddress {
@@ -53,6 +58,8 @@ impl Change {
             Change::ProxyUpstream(_) => "proxy.upstream",
             Change::ProxyPeers(_) => "proxy.peers",
             Change::PublisherUpstream(_) => "publisher.upstream",
+            Change::PublisherCacheSize(_) => "publisher.cache_size",
+            Change::ReplayMaxSize(_) => "hosted_cache.replay_max_size",
             Change::HostedCacheAddress { .. } => "upstream_hosted_cache.address",
         }
     }
@@ -123,10 +130,15 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
             if o.upstream != n.upstream {
                 p.apply.push(Change::PublisherUpstream(n.upstream.clone()));
             }
+            if o.cache_size != n.cache_size {
+                p.apply.push(Change::PublisherCacheSize(n.cache_size));
+            }
             let mut masked = n.clone();
             masked.upstream = o.upstream.clone();
+            masked.cache_size = o.cache_size;
             if *o != masked {
-                p.restart_needed.push("[publisher] (other than upstream)");
+                p.restart_needed
+                    .push("[publisher] (other than upstream, cache_size)");
             }
         }
         (None, None) => {}
@@ -161,8 +173,20 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
     if old.peer != new.peer {
         p.restart_needed.push("[peer]");
     }
-    if old.hosted_cache != new.hosted_cache {
-        p.restart_needed.push("[hosted_cache]");
+    match (&old.hosted_cache, &new.hosted_cache) {
+        (Some(o), Some(n)) => {
+            if o.replay_max_size != n.replay_max_size {
+                p.apply.push(Change::ReplayMaxSize(n.replay_max_size));
+            }
+            let mut masked = n.clone();
+            masked.replay_max_size = o.replay_max_size;
+            if *o != masked {
+                p.restart_needed
+                    .push("[hosted_cache] (other than replay_max_size)");
+            }
+        }
+        (None, None) => {}
+        _ => p.restart_needed.push("[hosted_cache]"),
     }
     p
 }
@@ -189,6 +213,16 @@ pub fn running_after(old: &Config, plan: &ReloadPlan) -> Config {
             Change::PublisherUpstream(u) => {
                 if let Some(p) = c.publisher.as_mut() {
                     p.upstream = u.clone();
+                }
+            }
+            Change::PublisherCacheSize(n) => {
+                if let Some(p) = c.publisher.as_mut() {
+                    p.cache_size = *n;
+                }
+            }
+            Change::ReplayMaxSize(n) => {
+                if let Some(h) = c.hosted_cache.as_mut() {
+                    h.replay_max_size = *n;
                 }
             }
             Change::HostedCacheAddress {
@@ -289,6 +323,26 @@ address = "10.0.0.9:80"
         let p = plan(&old, &new);
         assert!(p.apply.is_empty());
         assert_eq!(p.restart_needed, ["[publisher]"]);
+    }
+
+    #[test]
+    fn cache_bounds_are_applied() {
+        let with = |cache: &str, replay: &str| {
+            parse(&format!(
+                "{BASE}\n[publisher]\nlisten = \"127.0.0.1:8081\"\nupstream = \"http://127.0.0.1:9\"\n\
+                 secret_file = \"/tmp/k\"\ncache_size = \"{cache}\"\n\
+                 [hosted_cache]\nlisten_http = \"127.0.0.1:8090\"\nreplay_max_size = \"{replay}\"\n"
+            ))
+        };
+        let p = plan(&with("64 MiB", "10 GiB"), &with("8 MiB", "1 GiB"));
+        assert_eq!(
+            p.apply,
+            vec![
+                Change::PublisherCacheSize(8 << 20),
+                Change::ReplayMaxSize(1 << 30)
+            ]
+        );
+        assert!(p.restart_needed.is_empty(), "{:?}", p.restart_needed);
     }
 
     #[test]

@@ -238,7 +238,8 @@ pub struct ReplayStore {
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
-    max_size: u64,
+    /// The bound; [`ReplayStore::set_max_size`] changes it (reload).
+    max_size: std::sync::atomic::AtomicU64,
     state: Mutex<State>,
     counters: ReplayCounters,
     metrics: Option<Arc<crate::metrics::Metrics>>,
@@ -314,7 +315,7 @@ impl ReplayStore {
         let store = ReplayStore {
             inner: Arc::new(Inner {
                 dir,
-                max_size,
+                max_size: std::sync::atomic::AtomicU64::new(max_size),
                 state: Mutex::new(state),
                 counters: ReplayCounters::default(),
                 metrics,
@@ -324,6 +325,23 @@ impl ReplayStore {
         store.delete_files(&evicted);
         store.publish_size();
         Ok(store)
+    }
+
+    fn max_size(&self) -> u64 {
+        self.inner
+            .max_size
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Change the bound (configuration reload); a lower one evicts least
+    /// recently used records now.
+    pub fn set_max_size(&self, max_size: u64) {
+        self.inner
+            .max_size
+            .store(max_size, std::sync::atomic::Ordering::Relaxed);
+        let evicted = self.lock().evict(max_size);
+        self.delete_files(&evicted);
+        self.publish_size();
     }
 
     fn publish_size(&self) {
@@ -397,7 +415,7 @@ impl ReplayStore {
     ) -> Result<bool, ReplayIoError> {
         let record = encode_record(&raw);
         let size = record.len() as u64;
-        if size > self.inner.max_size {
+        if size > self.max_size() {
             return Ok(false); // cannot ever fit; keeping nothing is correct
         }
         let key = (id, index);
@@ -428,7 +446,7 @@ impl ReplayStore {
         let evicted = {
             let mut st = self.lock();
             st.insert(key, size);
-            st.evict(self.inner.max_size)
+            st.evict(self.max_size())
         };
         self.delete_files(&evicted);
         self.publish_size();
@@ -607,5 +625,21 @@ mod tests {
                 .load(std::sync::atomic::Ordering::Relaxed),
             1
         );
+    }
+
+    #[tokio::test]
+    async fn lowering_the_bound_at_run_time_evicts_now() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("replay");
+        let rec = (RECORD_OVERHEAD + 1024) as u64;
+        let store = ReplayStore::open(&dir, 10 * rec, None).await.unwrap();
+        for i in 0..4u8 {
+            store.put(id(i), 0, raw(i, 1024)).await.unwrap();
+        }
+        store.set_max_size(2 * rec);
+        assert_eq!(store.size(), 2 * rec);
+        assert!(!store.has(&id(0), 0) && !store.has(&id(1), 0));
+        assert!(store.has(&id(2), 0) && store.has(&id(3), 0));
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
     }
 }

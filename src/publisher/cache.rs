@@ -80,7 +80,8 @@ type Key = (String, CiVersion);
 /// Size-bounded LRU map of [`CiEntry`]s.
 #[derive(Debug)]
 pub struct CiCache {
-    limit: u64,
+    /// The bound in bytes; [`CiCache::set_limit`] changes it (reload).
+    limit: AtomicU64,
     inner: Mutex<Inner>,
     clock: AtomicU64,
 }
@@ -95,9 +96,31 @@ impl CiCache {
     /// An empty cache holding at most `limit` bytes.
     pub fn new(limit: u64) -> Self {
         CiCache {
-            limit,
+            limit: AtomicU64::new(limit),
             inner: Mutex::new(Inner::default()),
             clock: AtomicU64::new(1),
+        }
+    }
+
+    /// Change the bound (configuration reload); a lower one evicts least
+    /// recently used entries now.
+    pub fn set_limit(&self, limit: u64) {
+        self.limit.store(limit, Ordering::Relaxed);
+        Self::evict_to(&mut self.lock(), limit);
+    }
+
+    /// Evict least recently used entries until at most `room` bytes are used.
+    fn evict_to(inner: &mut Inner, room: u64) {
+        while inner.used > room {
+            let victim = inner
+                .map
+                .iter()
+                .min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed))
+                .map(|(k, _)| k.clone());
+            match victim.and_then(|k| inner.map.remove_entry(&k)) {
+                Some((k, e)) => inner.used -= e.cost(&k.0),
+                None => break,
+            }
         }
     }
 
@@ -120,24 +143,15 @@ impl CiCache {
     pub fn insert(&self, url: &str, version: CiVersion, entry: Arc<CiEntry>) {
         let cost = entry.cost(url);
         let key = (url.to_string(), version);
+        let limit = self.limit.load(Ordering::Relaxed);
         let mut inner = self.lock();
         if let Some(old) = inner.map.remove(&key) {
             inner.used -= old.cost(&key.0);
         }
-        if cost > self.limit {
+        if cost > limit {
             return;
         }
-        while inner.used + cost > self.limit {
-            let victim = inner
-                .map
-                .iter()
-                .min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed))
-                .map(|(k, _)| k.clone());
-            match victim.and_then(|k| inner.map.remove_entry(&k)) {
-                Some((k, e)) => inner.used -= e.cost(&k.0),
-                None => break,
-            }
-        }
+        Self::evict_to(&mut inner, limit - cost);
         entry.last_used.store(
             self.clock.fetch_add(1, Ordering::Relaxed),
             Ordering::Relaxed,
@@ -215,5 +229,19 @@ mod tests {
         let cache = CiCache::new(10);
         cache.insert("/a", CiVersion::V1, entry(100_000));
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn lowering_the_limit_evicts_now() {
+        let one = entry(100_000).cost("/a");
+        let cache = CiCache::new(one * 3);
+        for u in ["/a", "/b", "/c"] {
+            cache.insert(u, CiVersion::V1, entry(100_000));
+        }
+        assert!(cache.get("/a", CiVersion::V1).is_some()); // /b is now the oldest
+        cache.set_limit(one * 2);
+        assert_eq!(cache.len(), 2);
+        assert!(cache.get("/b", CiVersion::V1).is_none());
+        assert!(cache.used() <= one * 2);
     }
 }

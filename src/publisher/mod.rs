@@ -149,6 +149,11 @@ impl Publisher {
             .clone()
     }
 
+    /// Change the content-information cache bound (configuration reload).
+    pub fn set_cache_size(&self, bytes: u64) {
+        self.cache.set_limit(bytes);
+    }
+
     /// Send later requests to `upstream` (configuration reload). Cached
     /// content information is keyed by full URL, so the old origin's
     /// entries are never served for the new one.
