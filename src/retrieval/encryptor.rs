@@ -18,13 +18,14 @@
 
 use std::ops::Range;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::proto::pccrc::SegmentSecret;
 use crate::proto::pccrr::{
-    cipher_len, encrypt_blocks, BlockCryptoError, CryptoAlgoId, EncryptJob, IV_LEN,
+    cipher_len, encrypt_blocks, BlockCryptoError, CryptoAlgoId, EncryptJob, ENCRYPT_LANES, IV_LEN,
 };
 
 /// Requests waiting for the encryption thread; a full queue makes the
@@ -33,9 +34,13 @@ pub const QUEUE_DEPTH: usize = 64;
 /// Most requests encrypted in one batch (several groups of
 /// [`ENCRYPT_LANES`]); bounds the latency one batch adds.
 pub const MAX_BATCH: usize = 32;
-
-#[cfg(doc)]
-use crate::proto::pccrr::ENCRYPT_LANES;
+/// When fewer than [`ENCRYPT_LANES`] requests are queued, wait this long
+/// once for more before encrypting. Requests of a bulk transfer arrive one
+/// by one as earlier answers complete, so without the wait the thread mostly
+/// found a single request and ran the serial chain (~3x the CPU per block).
+/// The client keeps many requests in flight, which hides the delay; a lone
+/// request pays it once, next to a network round trip.
+pub const BATCH_WAIT: Duration = Duration::from_micros(50);
 
 /// One block to encrypt into the block field of its encoded MSG_BLK.
 struct Job {
@@ -138,11 +143,10 @@ fn spawn_worker() -> Option<mpsc::Sender<Job>> {
 fn run(mut rx: mpsc::Receiver<Job>) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
+        take_queued(&mut rx, &mut batch);
+        if batch.len() < ENCRYPT_LANES {
+            std::thread::sleep(BATCH_WAIT);
+            take_queued(&mut rx, &mut batch);
         }
         // Jobs under the same cipher and key share lanes.
         while let Some((algo, kp)) = batch.first().map(|j| (j.algo, j.kp)) {
@@ -151,6 +155,16 @@ fn run(mut rx: mpsc::Receiver<Job>) {
                 .partition(|j| j.algo == algo && j.kp == kp);
             batch = rest;
             encrypt_group(algo, &kp, group);
+        }
+    }
+}
+
+/// Move queued jobs into `batch`, up to [`MAX_BATCH`].
+fn take_queued(rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
         }
     }
 }
@@ -228,7 +242,14 @@ mod tests {
                 let clen = cipher_len(algo, len).unwrap();
                 let message = vec![0xAB; 5 + clen + 3];
                 let got = enc
-                    .encrypt(algo, key, iv, Bytes::from(plain.clone()), message, 5..5 + clen)
+                    .encrypt(
+                        algo,
+                        key,
+                        iv,
+                        Bytes::from(plain.clone()),
+                        message,
+                        5..5 + clen,
+                    )
                     .await
                     .unwrap();
                 let want = encrypt_block(algo, &key, iv, &plain).unwrap();
@@ -257,7 +278,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, EncryptError::Crypto(BlockCryptoError::BadLength { .. })),
+            matches!(
+                err,
+                EncryptError::Crypto(BlockCryptoError::BadLength { .. })
+            ),
             "{err}"
         );
         let err = enc
@@ -272,7 +296,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, EncryptError::Crypto(BlockCryptoError::BadLength { .. })),
+            matches!(
+                err,
+                EncryptError::Crypto(BlockCryptoError::BadLength { .. })
+            ),
             "{err}"
         );
     }

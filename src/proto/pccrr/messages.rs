@@ -644,10 +644,11 @@ fn write_blk(w: &mut Writer, m: &Blk<'_>, block: BlockField<'_>) -> Range<usize>
             w.u32_be(n as u32).zeros(n).pad_to(4);
         }
     }
-    let end = start + match block {
-        BlockField::Bytes(b) => b.len(),
-        BlockField::Space(n) => n,
-    };
+    let end = start
+        + match block {
+            BlockField::Bytes(b) => b.len(),
+            BlockField::Space(n) => n,
+        };
     write_sized(w, m.vrf, false);
     write_sized(w, m.iv, true);
     start..end
