@@ -2,7 +2,9 @@
 //! `cargo bench --bench pccrr --profile dev` (an upper bound).
 //!
 //! Reports medians for one 64 KiB block: MSG_BLK encode and decode, AES-128-CBC
-//! encrypt and decrypt + SHA-256 verify, and a full GETBLKS round trip over loopback
+//! encrypt (one block alone, and per block of a batch of 8 with the chains
+//! interleaved, as the server's encryption thread runs them) and decrypt +
+//! SHA-256 verify, and a full GETBLKS round trip over loopback
 //! (real hyper `PeerClient` ↔ `RetrievalServer` over `MemorySource`), plus the
 //! resulting single-connection block throughput. No criterion: a plain loop.
 
@@ -13,7 +15,10 @@ use std::time::{Duration, Instant};
 use branchcache::metrics::Metrics;
 use branchcache::net::serve;
 use branchcache::proto::pccrc::{HashAlgo, SegmentId, SegmentSecret};
-use branchcache::proto::pccrr::{decrypt_and_verify, encrypt_block, Blk, CryptoAlgoId, Response};
+use branchcache::proto::pccrr::{
+    cipher_len, decrypt_and_verify, encrypt_block, encrypt_blocks, Blk, CryptoAlgoId, EncryptJob,
+    Response, ENCRYPT_LANES,
+};
 use branchcache::retrieval::{
     BlockRequest, ClientConfig, MemorySource, PeerClient, RetrievalServer, ServerConfig,
 };
@@ -84,6 +89,27 @@ fn main() {
         median(|| {
             black_box(encrypt_block(CryptoAlgoId::AES_128, &kp, iv, &plain).unwrap());
         }),
+        BLOCK,
+    );
+    let plains: Vec<Vec<u8>> = (0..ENCRYPT_LANES)
+        .map(|k| plain.iter().map(|b| b ^ k as u8).collect())
+        .collect();
+    let mut outs: Vec<Vec<u8>> = plains
+        .iter()
+        .map(|p| vec![0; cipher_len(CryptoAlgoId::AES_128, p.len()).unwrap()])
+        .collect();
+    let batch = median(|| {
+        let mut jobs: Vec<EncryptJob<'_>> = plains
+            .iter()
+            .zip(outs.iter_mut())
+            .map(|(p, out)| EncryptJob { iv, plain: p, out })
+            .collect();
+        encrypt_blocks(CryptoAlgoId::AES_128, &kp, &mut jobs).unwrap();
+        black_box(&jobs);
+    });
+    report(
+        "AES-128-CBC encrypt, per block of 8 batched",
+        batch / ENCRYPT_LANES as u32,
         BLOCK,
     );
     report(

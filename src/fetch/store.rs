@@ -3,6 +3,9 @@
 //! Metadata is recorded lazily, on the first verified block of a segment.
 //! Store failures (disk full, IO errors, metadata the store refuses) are the
 //! store's to count and log; the planner serves the verified block anyway.
+//! The planner hands over only blocks it (or a `yields_verified` source)
+//! has hashed against the plan, so they go in with
+//! [`Store::put_verified_block`]: no second hash pass.
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -56,6 +59,10 @@ impl BlockStore for Store {
         let store = self.clone();
         let id = seg.id;
         let meta = self.meta_arc(&id).is_none().then(|| seg.meta());
+        let checked_hash = usize::try_from(index)
+            .ok()
+            .and_then(|i| seg.block_hashes.get(i))
+            .copied();
         Box::pin(async move {
             if let Some(meta) = meta {
                 if let Err(e) = store.put_meta(id, meta).await {
@@ -63,7 +70,11 @@ impl BlockStore for Store {
                     return;
                 }
             }
-            if let Err(e) = store.put_block(&id, index, data).await {
+            let put = match checked_hash {
+                Some(h) => store.put_verified_block(&id, index, data, &h).await,
+                None => store.put_block(&id, index, data).await,
+            };
+            if let Err(e) = put {
                 tracing::debug!(segment = %id, block = index, error = %e, "store write failed");
             }
         })

@@ -260,6 +260,12 @@ impl Writer {
         self.bytes(&v.to_be_bytes())
     }
 
+    /// `n` zero bytes (room for a field the caller fills in place later).
+    pub fn zeros(&mut self, n: usize) -> &mut Self {
+        self.buf.resize(self.buf.len() + n, 0);
+        self
+    }
+
     /// Zero bytes up to the next multiple of `align` (relative to the start).
     pub fn pad_to(&mut self, align: usize) -> &mut Self {
         let pad = (align - self.buf.len() % align) % align;

@@ -5,10 +5,12 @@
 //! Both are thin drivers around [`crate::proto::pccrr`]: decode → store call
 //! → encode on the server, encode → POST → decode → decrypt + verify on the
 //! client. The random IV per block is drawn here, never in the core.
+//! The server encrypts on its own thread, in batches (`encryptor`).
 //! [`PeerSource`] plugs peers (or a hosted cache) into the fetch planner.
 
 pub mod book;
 pub mod client;
+mod encryptor;
 pub mod server;
 pub mod source;
 mod store_source;

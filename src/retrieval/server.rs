@@ -5,7 +5,8 @@
 //! an upload timeout), peek the header (unsupported major → NEGO_RESP),
 //! decode, ask the source, encode. GETBLKS answers one block encrypted with
 //! Kp under a fresh random IV, or an empty MSG_BLK when the block is not
-//! held. A client over its concurrency limit gets empty answers, not an
+//! held. The block is encrypted straight into the encoded MSG_BLK, on the
+//! [`Encryptor`]'s thread, batched with other requests' blocks. A client over its concurrency limit gets empty answers, not an
 //! HTTP error (MS-PCCRR §3.2.5.1). Garbage gets `400`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -19,13 +20,14 @@ use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt, Limited};
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::encryptor::Encryptor;
 use crate::metrics::Metrics;
 use crate::net::{full, Body};
 use crate::proto::codec::DecodeError;
 use crate::proto::pccrc::{SegmentId, SegmentSecret};
 use crate::proto::pccrr::{
-    encrypt_block, Blk, BlkList, BlockRange, CryptoAlgoId, MessageHeader, MsgType, NegoResp,
-    ProtVer, Request as PccrrRequest, Response as PccrrResponse, SegList, IV_LEN, MAX_RANGES,
+    cipher_len, Blk, BlkList, BlockRange, CryptoAlgoId, MessageHeader, MsgType, NegoResp, ProtVer,
+    Request as PccrrRequest, Response as PccrrResponse, SegList, IV_LEN, MAX_RANGES,
     MAX_REQUEST_LEN, RETRIEVAL_PATH,
 };
 
@@ -120,6 +122,7 @@ pub struct RetrievalServer {
     config: ServerConfig,
     metrics: Arc<Metrics>,
     active: DashMap<IpAddr, usize>,
+    encryptor: Encryptor,
 }
 
 impl std::fmt::Debug for RetrievalServer {
@@ -172,6 +175,7 @@ impl RetrievalServer {
             config,
             metrics,
             active: DashMap::new(),
+            encryptor: Encryptor::new(),
         })
     }
 
@@ -300,17 +304,17 @@ impl RetrievalServer {
             PccrrRequest::GetBlks(m) => {
                 // first_block is Some: decode guarantees at least one range.
                 let index = m.first_block().unwrap_or(0);
-                let block = if refuse {
+                let served = if refuse {
                     None
                 } else {
-                    self.encrypted_block(&m.segment_id, index, m.crypto_algo)
+                    self.encrypted_blk(&m.segment_id, index, m.crypto_algo)
                         .await
                 };
-                let replayed = match (&block, refuse) {
+                let replayed = match (&served, refuse) {
                     (None, false) => self.source.replay_block(&m.segment_id, index).await,
                     _ => None,
                 };
-                match (block, replayed) {
+                match (served, replayed) {
                     (None, Some(raw)) => {
                         let next = self
                             .source
@@ -331,23 +335,10 @@ impl RetrievalServer {
                             .inc_by(raw.block.len() as u64);
                         (resp.encode(), "replayed")
                     }
-                    (Some((algo, cipher, iv, plain_len)), _) => {
-                        let next = self
-                            .source
-                            .next_present_block(&m.segment_id, index)
-                            .unwrap_or(0);
-                        let resp = PccrrResponse::Blk(Blk {
-                            crypto_algo: algo,
-                            segment_id: m.segment_id,
-                            block_index: index,
-                            next_block_index: next,
-                            block: &cipher,
-                            vrf: &[],
-                            iv: if algo == CryptoAlgoId::NONE { &[] } else { &iv },
-                        });
+                    (Some((message, plain_len)), _) => {
                         self.metrics.retrieval_blocks_served.inc();
                         self.metrics.retrieval_bytes_served.inc_by(plain_len as u64);
-                        (resp.encode(), "ok")
+                        (message, "ok")
                     }
                     (None, None) => (
                         PccrrResponse::Blk(Blk::not_available(m.segment_id, index)).encode(),
@@ -402,13 +393,14 @@ impl RetrievalServer {
         (held, next)
     }
 
-    /// Look up, encrypt and return `(algo, bytes, iv, plaintext length)`.
-    async fn encrypted_block(
+    /// Look up and encrypt block `index`: the encoded MSG_BLK and the
+    /// plaintext length, or `None` when the block is not served.
+    async fn encrypted_blk(
         &self,
         id: &SegmentId,
         index: u32,
         requested: CryptoAlgoId,
-    ) -> Option<(CryptoAlgoId, Vec<u8>, [u8; IV_LEN], usize)> {
+    ) -> Option<(Vec<u8>, usize)> {
         let kp = self.source.segment_secret(id)?;
         let plain = self.source.verified_block(id, index).await?;
         let algo = if requested == CryptoAlgoId::NONE && self.config.allow_plaintext {
@@ -423,8 +415,35 @@ impl RetrievalServer {
                 return None;
             }
         }
-        match encrypt_block(algo, &kp, iv, &plain) {
-            Ok(cipher) => Some((algo, cipher, iv, plain.len())),
+        let len = match cipher_len(algo, plain.len()) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(segment = %id, error = %e, "cannot encrypt block");
+                return None;
+            }
+        };
+        let next = self.source.next_present_block(id, index).unwrap_or(0);
+        let (mut message, at) = Blk {
+            crypto_algo: algo,
+            segment_id: *id,
+            block_index: index,
+            next_block_index: next,
+            block: &[],
+            vrf: &[],
+            iv: if algo == CryptoAlgoId::NONE { &[] } else { &iv },
+        }
+        .encode_with_block_space(len);
+        let plain_len = plain.len();
+        if algo == CryptoAlgoId::NONE {
+            message.get_mut(at)?.copy_from_slice(&plain);
+            return Some((message, plain_len));
+        }
+        match self
+            .encryptor
+            .encrypt(algo, kp, iv, plain, message, at)
+            .await
+        {
+            Ok(message) => Some((message, plain_len)),
             Err(e) => {
                 tracing::warn!(segment = %id, error = %e, "cannot encrypt block");
                 None

@@ -43,7 +43,7 @@ pub use index::FORMAT_VERSION;
 pub use meta::SegmentMeta;
 
 use crate::metrics::StoreMetrics;
-use crate::proto::pccrc::SegmentId;
+use crate::proto::pccrc::{Digest, SegmentId};
 
 /// Depth of the writer queue: bounds memory held by pending block writes
 /// (at most this many blocks of ≤ 128 KiB each).
@@ -631,31 +631,8 @@ impl Store {
         index: u32,
         data: Bytes,
     ) -> Result<(), StoreError> {
+        let (meta, present, expected) = self.block_slot(id, index, &data)?;
         let id = *id;
-        let (meta, present) = {
-            let st = lock(&self.shared.state);
-            let e = st.segs.get(&id).ok_or(StoreError::UnknownSegment { id })?;
-            let present = e.crcs.get(index as usize).is_some_and(|c| c.is_some());
-            (e.meta.clone(), present)
-        };
-        let expected_len = meta.block_len(index).ok_or(StoreError::BlockOutOfRange {
-            id,
-            index,
-            count: meta.block_count(),
-        })?;
-        if data.len() != expected_len as usize {
-            return Err(StoreError::BadLength {
-                id,
-                index,
-                expected: expected_len,
-                got: data.len(),
-            });
-        }
-        let expected = meta.block_hash(index).ok_or(StoreError::BlockOutOfRange {
-            id,
-            index,
-            count: meta.block_count(),
-        })?;
         let checked = data.clone();
         let crc = tokio::task::spawn_blocking(move || {
             (meta.algo.hash(&checked) == expected).then(|| crc32c::crc32c(&checked))
@@ -675,6 +652,77 @@ impl Store {
             reply,
         })
         .await
+    }
+
+    /// Store block `index`, whose bytes the caller has just hashed and found
+    /// equal to `checked_hash`, without hashing them again (a peer or origin
+    /// block the fetch planner verified: a second SHA-256 pass cost as much
+    /// CPU as the AES decryption and the HTTP exchange together).
+    ///
+    /// The store still refuses the block unless `checked_hash` is the hash
+    /// its own metadata lists for that block (`Err(HashMismatch)`, nothing
+    /// stored), and unless the length is right; it computes the CRC32C that
+    /// every later read is checked against. Use [`put_block`](Self::put_block)
+    /// for bytes nobody has verified.
+    pub async fn put_verified_block(
+        &self,
+        id: &SegmentId,
+        index: u32,
+        data: Bytes,
+        checked_hash: &Digest,
+    ) -> Result<(), StoreError> {
+        let (_, present, expected) = self.block_slot(id, index, &data)?;
+        let id = *id;
+        if expected != *checked_hash {
+            return Err(StoreError::HashMismatch { id, index });
+        }
+        if present {
+            return Ok(());
+        }
+        // ~3 µs for 64 KiB with SSE4.2: cheaper than a hop to the blocking pool.
+        let crc = crc32c::crc32c(&data);
+        self.request(|reply| Cmd::PutBlock {
+            id,
+            index,
+            data,
+            crc,
+            reply,
+        })
+        .await
+    }
+
+    /// For a put of `data` as block `index` of `id`: the segment's metadata,
+    /// whether the block is already present, and the block's hash; or why
+    /// the block cannot be stored (unknown segment, index or length wrong).
+    fn block_slot(
+        &self,
+        id: &SegmentId,
+        index: u32,
+        data: &[u8],
+    ) -> Result<(Arc<SegmentMeta>, bool, Digest), StoreError> {
+        let id = *id;
+        let (meta, present) = {
+            let st = lock(&self.shared.state);
+            let e = st.segs.get(&id).ok_or(StoreError::UnknownSegment { id })?;
+            let present = e.crcs.get(index as usize).is_some_and(|c| c.is_some());
+            (e.meta.clone(), present)
+        };
+        let out_of_range = || StoreError::BlockOutOfRange {
+            id,
+            index,
+            count: meta.block_count(),
+        };
+        let expected_len = meta.block_len(index).ok_or_else(out_of_range)?;
+        if data.len() != expected_len as usize {
+            return Err(StoreError::BadLength {
+                id,
+                index,
+                expected: expected_len,
+                got: data.len(),
+            });
+        }
+        let expected = meta.block_hash(index).ok_or_else(out_of_range)?;
+        Ok((meta, present, expected))
     }
 
     /// Read block `index` of segment `id`. `Ok(None)` when absent, or when its

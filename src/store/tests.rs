@@ -72,6 +72,58 @@ async fn hash_mismatch_is_rejected_and_never_stored() {
 }
 
 #[tokio::test]
+async fn put_verified_block_stores_without_rehash_but_checks_the_claimed_hash() {
+    let store = Store::open_in_memory(1 << 30);
+    let data = pattern(5, 150_000);
+    let (id, meta) = v1_segment(&data);
+    let other = v1_segment(&pattern(6, 150_000)).1;
+    store.put_meta(id, meta.clone()).await.unwrap();
+    let hash0 = meta.block_hash(0).unwrap();
+    // A hash that is not this block's (another segment's, or another
+    // block's) is refused and nothing is stored.
+    for wrong in [other.block_hash(0).unwrap(), meta.block_hash(2).unwrap()] {
+        let err = store
+            .put_verified_block(&id, 0, block(&data, &meta, 0), &wrong)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::HashMismatch { index: 0, .. }),
+            "{err}"
+        );
+    }
+    assert!(!store.has_block(&id, 0));
+    let err = store
+        .put_verified_block(&id, 0, Bytes::from_static(b"short"), &hash0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "bad_length");
+    let err = store
+        .put_verified_block(&id, 9, block(&data, &meta, 0), &hash0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "block_out_of_range");
+    // The right claim: stored, and read back through the CRC check.
+    store
+        .put_verified_block(&id, 0, block(&data, &meta, 0), &hash0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_block(&id, 0).await.unwrap(),
+        Some(block(&data, &meta, 0))
+    );
+    // v2: the one block's hash is the segment's HoD.
+    let data2 = pattern(7, 100_000);
+    let (id2, meta2) = v2_segment(&data2);
+    store.put_meta(id2, meta2.clone()).await.unwrap();
+    store
+        .put_verified_block(&id2, 0, Bytes::from(data2.clone()), &meta2.hash_of_data)
+        .await
+        .unwrap();
+    assert_eq!(store.get_block(&id2, 0).await.unwrap().unwrap(), data2);
+    store.assert_consistent();
+}
+
+#[tokio::test]
 async fn rejects_wrong_length_unknown_segment_and_out_of_range_block() {
     let store = Store::open_in_memory(1 << 30);
     let data = pattern(4, 70_000);

@@ -3,9 +3,21 @@
 //! AES-CBC with PKCS#7 padding, keyed from the segment secret `Kp`. The IV is
 //! a parameter: the pure core takes no RNG, the caller draws a fresh random
 //! IV per block. Keys never reach a log or an error message.
+//!
+//! CBC encryption is one serial chain per block: each AES call waits for the
+//! previous one, so AES-NI runs at a fraction of its throughput (~1.6 GB/s
+//! per core against ~9 GB/s for CBC decryption, which is parallel).
+//! [`encrypt_blocks`] encrypts several blocks under one key with their chains
+//! side by side, [`ENCRYPT_LANES`] AES calls in flight at once, which is what
+//! a server answering many GETBLKS at a time can use.
 
+use aes::cipher::consts::U16;
+use aes::cipher::inout::InOut;
 use aes::cipher::{block_padding::NoPadding, block_padding::Pkcs7};
-use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use aes::cipher::{
+    Block, BlockBackend, BlockClosure, BlockDecryptMut, BlockEncrypt, BlockEncryptMut,
+    BlockSizeUser, KeyInit, KeyIvInit, ParBlocks,
+};
 
 use super::messages::{CryptoAlgoId, IV_LEN, MAX_BLOCK_LEN};
 use crate::proto::pccrc::{Digest, HashAlgo, SegmentSecret};
@@ -134,6 +146,185 @@ pub fn encrypt_block(
             .map_err(|_| bad_key())?
             .encrypt_padded_vec_mut::<Pkcs7>(plain),
     })
+}
+
+/// Blocks [`encrypt_blocks`] chains side by side: AES-NI backends encrypt 8
+/// independent AES blocks per call.
+pub const ENCRYPT_LANES: usize = 8;
+
+/// One block for [`encrypt_blocks`].
+#[derive(Debug)]
+pub struct EncryptJob<'a> {
+    /// The block's fresh random IV (unused for plaintext).
+    pub iv: [u8; IV_LEN],
+    /// The plaintext block.
+    pub plain: &'a [u8],
+    /// Receives the MSG_BLK payload: exactly
+    /// [`cipher_len`]`(algo, plain.len())` bytes.
+    pub out: &'a mut [u8],
+}
+
+/// Length of the MSG_BLK payload of a `plain_len`-byte block: PKCS#7 adds
+/// 1 to 16 bytes (a 65 536-byte block becomes 65 552); plaintext adds none.
+pub fn cipher_len(algo: CryptoAlgoId, plain_len: usize) -> Result<usize, BlockCryptoError> {
+    match algo.key_len() {
+        None => Err(BlockCryptoError::UnsupportedAlgo(algo)),
+        Some(0) => Ok(plain_len),
+        Some(_) => Ok((plain_len / AES_BLOCK + 1) * AES_BLOCK),
+    }
+}
+
+/// Encrypt every job's block as [`encrypt_block`] would (same key, each
+/// under its own IV; byte-for-byte the same output), writing into the jobs'
+/// `out` buffers. Up to [`ENCRYPT_LANES`] CBC chains run interleaved, so a
+/// batch costs far less CPU per block than one block at a time. Fails
+/// without writing anything when an `out` has the wrong length.
+pub fn encrypt_blocks(
+    algo: CryptoAlgoId,
+    kp: &SegmentSecret,
+    jobs: &mut [EncryptJob<'_>],
+) -> Result<(), BlockCryptoError> {
+    let key = key_for(algo, kp)?;
+    for job in jobs.iter() {
+        if job.out.len() != cipher_len(algo, job.plain.len())? {
+            return Err(BlockCryptoError::BadLength {
+                len: job.out.len(),
+                expected: job.plain.len(),
+            });
+        }
+    }
+    let Some(key) = key else {
+        for job in jobs.iter_mut() {
+            job.out.copy_from_slice(job.plain);
+        }
+        return Ok(());
+    };
+    let bad_key = || BlockCryptoError::KeyTooShort {
+        algo,
+        kp_len: kp.expose().len(),
+    };
+    match key.len() {
+        16 => encrypt_lanes(
+            &aes::Aes128::new_from_slice(key).map_err(|_| bad_key())?,
+            jobs,
+        ),
+        24 => encrypt_lanes(
+            &aes::Aes192::new_from_slice(key).map_err(|_| bad_key())?,
+            jobs,
+        ),
+        _ => encrypt_lanes(
+            &aes::Aes256::new_from_slice(key).map_err(|_| bad_key())?,
+            jobs,
+        ),
+    }
+    Ok(())
+}
+
+fn encrypt_lanes<C: BlockEncrypt + BlockSizeUser<BlockSize = U16>>(
+    cipher: &C,
+    jobs: &mut [EncryptJob<'_>],
+) {
+    for lanes in jobs.chunks_mut(ENCRYPT_LANES) {
+        cipher.encrypt_with_backend(CbcLanes { jobs: lanes });
+    }
+}
+
+/// Up to [`ENCRYPT_LANES`] CBC encryptions run by one AES backend (the
+/// closure runs inside the backend's `target_feature` context, so the AES-NI
+/// calls inline).
+struct CbcLanes<'j, 'a> {
+    jobs: &'j mut [EncryptJob<'a>],
+}
+
+impl BlockSizeUser for CbcLanes<'_, '_> {
+    type BlockSize = U16;
+}
+
+impl BlockClosure for CbcLanes<'_, '_> {
+    // Inlined into the backend's `target_feature(enable = "aes")` wrapper so
+    // that the AES-NI block functions inline here instead of being a call
+    // per 16 bytes.
+    #[inline(always)]
+    fn call<B: BlockBackend<BlockSize = U16>>(self, backend: &mut B) {
+        let jobs = self.jobs;
+        // The previous ciphertext block of each chain (the IV at first).
+        let mut chain = [[0u8; AES_BLOCK]; ENCRYPT_LANES];
+        let mut lens = [0usize; ENCRYPT_LANES];
+        for ((c, l), job) in chain.iter_mut().zip(lens.iter_mut()).zip(jobs.iter()) {
+            *c = job.iv;
+            *l = job.out.len();
+        }
+        let lanes = jobs.len().min(ENCRYPT_LANES);
+        let end = lens.iter().copied().max().unwrap_or(0);
+        let mut par = ParBlocks::<B>::default();
+        let mut pos = 0;
+        while pos < end {
+            let active = lens.iter().take(lanes).filter(|&&l| l > pos).count();
+            if active >= 2 && par.len() >= lanes {
+                for (k, job) in jobs.iter().enumerate().take(lanes) {
+                    if let (Some(p), Some(c)) = (par.get_mut(k), chain.get(k)) {
+                        *p = Block::<B>::from(xor(c, &padded_block(job.plain, pos)));
+                    }
+                }
+                backend.proc_par_blocks(InOut::from(&mut par));
+                for (k, job) in jobs.iter_mut().enumerate().take(lanes) {
+                    if lens.get(k).is_some_and(|&l| l > pos) {
+                        if let (Some(p), Some(c)) = (par.get(k), chain.get_mut(k)) {
+                            c.copy_from_slice(p);
+                            put_block(job.out, pos, c);
+                        }
+                    }
+                }
+            } else {
+                for (k, job) in jobs.iter_mut().enumerate().take(lanes) {
+                    if !lens.get(k).is_some_and(|&l| l > pos) {
+                        continue;
+                    }
+                    if let Some(c) = chain.get_mut(k) {
+                        let mut b = Block::<B>::from(xor(c, &padded_block(job.plain, pos)));
+                        backend.proc_block(InOut::from(&mut b));
+                        c.copy_from_slice(&b);
+                        put_block(job.out, pos, c);
+                    }
+                }
+            }
+            pos += AES_BLOCK;
+        }
+    }
+}
+
+/// The AES block of `plain` at `pos`, PKCS#7-padded when it is the last
+/// (partial or empty) one. Zeros past the padded end (never written out).
+#[inline(always)]
+fn padded_block(plain: &[u8], pos: usize) -> [u8; AES_BLOCK] {
+    if let Some(b) = plain.get(pos..pos.saturating_add(AES_BLOCK)) {
+        let mut out = [0u8; AES_BLOCK];
+        out.copy_from_slice(b);
+        return out;
+    }
+    match plain.get(pos..) {
+        Some(rest) => {
+            // rest.len() < 16, so the pad byte is 1..=16.
+            let mut out = [(AES_BLOCK - rest.len()) as u8; AES_BLOCK];
+            if let Some(head) = out.get_mut(..rest.len()) {
+                head.copy_from_slice(rest);
+            }
+            out
+        }
+        None => [0u8; AES_BLOCK],
+    }
+}
+
+#[inline(always)]
+fn xor(a: &[u8; AES_BLOCK], b: &[u8; AES_BLOCK]) -> [u8; AES_BLOCK] {
+    (u128::from_ne_bytes(*a) ^ u128::from_ne_bytes(*b)).to_ne_bytes()
+}
+
+#[inline(always)]
+fn put_block(out: &mut [u8], pos: usize, block: &[u8; AES_BLOCK]) {
+    if let Some(dst) = out.get_mut(pos..pos.saturating_add(AES_BLOCK)) {
+        dst.copy_from_slice(block);
+    }
 }
 
 /// AES-CBC decrypt without unpadding, keyed by `key` (16/24/32 bytes).
@@ -293,6 +484,77 @@ mod tests {
                 assert_eq!(reading, KeyReading::Truncated);
             }
         }
+    }
+
+    #[test]
+    fn batched_encryption_equals_one_block_at_a_time() {
+        // Mixed lengths (full, short, empty, padded-to-a-whole-extra-block)
+        // and more jobs than lanes, for every cipher.
+        let lens = [
+            65_536usize,
+            65_536,
+            100,
+            0,
+            16,
+            65_536,
+            17,
+            4096,
+            65_536,
+            31,
+            65_535,
+        ];
+        for algo in [
+            CryptoAlgoId::NONE,
+            CryptoAlgoId::AES_128,
+            CryptoAlgoId::AES_192,
+            CryptoAlgoId::AES_256,
+        ] {
+            for n in [1, 2, 3, ENCRYPT_LANES, lens.len()] {
+                let plains: Vec<Vec<u8>> = lens[..n]
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &len)| (0..len).map(|i| (i * 31 + k * 7) as u8).collect())
+                    .collect();
+                let ivs: Vec<[u8; 16]> = (0..n).map(|k| [k as u8 + 1; 16]).collect();
+                let mut outs: Vec<Vec<u8>> = plains
+                    .iter()
+                    .map(|p| vec![0xEE; cipher_len(algo, p.len()).unwrap()])
+                    .collect();
+                let mut jobs: Vec<EncryptJob<'_>> = plains
+                    .iter()
+                    .zip(&ivs)
+                    .zip(outs.iter_mut())
+                    .map(|((p, iv), out)| EncryptJob {
+                        iv: *iv,
+                        plain: p,
+                        out,
+                    })
+                    .collect();
+                encrypt_blocks(algo, &kp(), &mut jobs).unwrap();
+                for ((p, iv), out) in plains.iter().zip(&ivs).zip(&outs) {
+                    let want = encrypt_block(algo, &kp(), *iv, p).unwrap();
+                    assert_eq!(out, &want, "{algo} n={n} len={}", p.len());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn batched_encryption_rejects_wrong_output_lengths() {
+        let plain = [1u8; 32];
+        let mut short = [0u8; 32];
+        let mut jobs = [EncryptJob {
+            iv: IV,
+            plain: &plain,
+            out: &mut short,
+        }];
+        assert!(matches!(
+            encrypt_blocks(CryptoAlgoId::AES_128, &kp(), &mut jobs),
+            Err(BlockCryptoError::BadLength { len: 32, .. })
+        ));
+        assert_eq!(cipher_len(CryptoAlgoId::AES_128, 65_536), Ok(65_552));
+        assert_eq!(cipher_len(CryptoAlgoId::NONE, 7), Ok(7));
+        assert!(cipher_len(CryptoAlgoId(9), 7).is_err());
     }
 
     #[test]

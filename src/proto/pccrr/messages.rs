@@ -13,6 +13,7 @@
 //! input instead of copying them.
 
 use std::fmt;
+use std::ops::Range;
 
 use crate::proto::codec::{DecodeError, Reader, Writer};
 use crate::proto::pccrc::SegmentId;
@@ -425,6 +426,21 @@ pub struct Blk<'a> {
 }
 
 impl<'a> Blk<'a> {
+    /// The message [`Response::encode`] makes of this MSG_BLK, except that
+    /// the block field is `block_len` zero bytes (`self.block` is ignored),
+    /// and the byte range of that field in the message: a sender encrypts
+    /// straight into it instead of encrypting into a buffer and copying
+    /// that into the message. Does not validate `block_len`.
+    pub fn encode_with_block_space(&self, block_len: usize) -> (Vec<u8>, Range<usize>) {
+        let mut w = Writer::with_capacity(4 + 96 + self.segment_id.as_bytes().len() + block_len);
+        w.u32_be(0);
+        let at = write_blk(&mut w, self, BlockField::Space(block_len));
+        let msg_len = (w.len() - 4) as u32;
+        w.patch_u32_be(0, msg_len);
+        w.patch_u32_be(12, msg_len);
+        (w.finish(), at)
+    }
+
     /// An empty MSG_BLK meaning "I do not have this block" (also the answer
     /// of an overloaded server).
     pub fn not_available(segment_id: SegmentId, block_index: u32) -> Self {
@@ -604,6 +620,38 @@ fn read_sized<'a>(
         r.align_to(4, "ZeroPad")?;
     }
     Ok(out)
+}
+
+/// What goes into MSG_BLK's block field.
+enum BlockField<'a> {
+    /// These bytes.
+    Bytes(&'a [u8]),
+    /// This many zero bytes, to be overwritten in place.
+    Space(usize),
+}
+
+/// MSG_BLK after the transport header; returns the block field's range.
+fn write_blk(w: &mut Writer, m: &Blk<'_>, block: BlockField<'_>) -> Range<usize> {
+    begin(w, MsgType::BLK, m.crypto_algo);
+    write_segment_id(w, &m.segment_id);
+    w.u32_be(m.block_index).u32_be(m.next_block_index);
+    // The transport header is 4 bytes, so alignment relative to
+    // the writer start equals alignment relative to the message.
+    let start = w.len() + 4;
+    match block {
+        BlockField::Bytes(b) => write_sized(w, b, false),
+        BlockField::Space(n) => {
+            w.u32_be(n as u32).zeros(n).pad_to(4);
+        }
+    }
+    let end = start
+        + match block {
+            BlockField::Bytes(b) => b.len(),
+            BlockField::Space(n) => n,
+        };
+    write_sized(w, m.vrf, false);
+    write_sized(w, m.iv, true);
+    start..end
 }
 
 fn write_sized(w: &mut Writer, bytes: &[u8], last: bool) {
@@ -890,14 +938,7 @@ impl<'a> Response<'a> {
                 w.u32_be(m.next_block_index);
             }
             Response::Blk(m) => {
-                begin(&mut w, MsgType::BLK, m.crypto_algo);
-                write_segment_id(&mut w, &m.segment_id);
-                w.u32_be(m.block_index).u32_be(m.next_block_index);
-                // The transport header is 4 bytes, so alignment relative to
-                // the writer start equals alignment relative to the message.
-                write_sized(&mut w, m.block, false);
-                write_sized(&mut w, m.vrf, false);
-                write_sized(&mut w, m.iv, true);
+                write_blk(&mut w, m, BlockField::Bytes(m.block));
             }
             Response::SegList(m) => {
                 begin(&mut w, MsgType::SEGLIST, m.crypto_algo);
@@ -919,6 +960,29 @@ mod tests {
 
     fn sid(fill: u8, len: usize) -> SegmentId {
         SegmentId::from_slice(&vec![fill; len]).unwrap()
+    }
+
+    #[test]
+    fn blk_with_block_space_filled_in_place_equals_encode() {
+        for len in [0usize, 1, 3, 4, 15, 16, 17, 65_552] {
+            let block: Vec<u8> = (0..len).map(|i| (i * 7 + 1) as u8).collect();
+            for iv in [&[][..], &[9u8; 16][..]] {
+                let m = Blk {
+                    crypto_algo: CryptoAlgoId::AES_128,
+                    segment_id: sid(0x33, 32),
+                    block_index: 5,
+                    next_block_index: 6,
+                    block: &block,
+                    vrf: &[],
+                    iv,
+                };
+                let want = Response::Blk(m.clone()).encode();
+                let (mut got, at) = m.encode_with_block_space(len);
+                assert_eq!(at.len(), len);
+                got[at].copy_from_slice(&block);
+                assert_eq!(got, want, "block of {len} bytes");
+            }
+        }
     }
 
     #[test]

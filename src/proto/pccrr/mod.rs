@@ -8,7 +8,10 @@
 pub mod crypto;
 pub mod messages;
 
-pub use crypto::{decrypt_and_verify, decrypt_block, encrypt_block, BlockCryptoError, KeyReading};
+pub use crypto::{
+    cipher_len, decrypt_and_verify, decrypt_block, encrypt_block, encrypt_blocks, BlockCryptoError,
+    EncryptJob, KeyReading, ENCRYPT_LANES,
+};
 pub use messages::{
     age_units, negotiate, Blk, BlkList, BlockRange, CryptoAlgoId, ExtensibleBlob, GetBlkList,
     GetBlks, GetSegList, MessageHeader, MsgType, NegoReq, NegoResp, ProtVer, Request, Response,
