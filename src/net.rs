@@ -28,18 +28,74 @@ pub fn full(data: impl Into<Bytes>) -> Body {
 /// How long in-flight connections get to finish after shutdown is requested.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Bounds every listener puts on its clients (request bodies are bounded
+/// by each handler: the PCCRR and PCHC handlers read at most their message
+/// limits, the proxy and publisher stream bodies through).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time a client gets to send a request's complete header block (also
+    /// closes idle keep-alive connections): no slow-loris.
+    pub header_read_timeout: Duration,
+    /// Largest HTTP/1 read buffer, which bounds the request line and headers.
+    pub max_header_bytes: usize,
+    /// Open connections at once; further clients wait in the kernel's
+    /// accept queue until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+            max_connections: 16_384,
+        }
+    }
+}
+
 /// Accept connections on `listener` and answer each request with `handler`
 /// until `shutdown` is cancelled; then stop accepting and give open
 /// connections [`DRAIN_TIMEOUT`] to finish. Returns when drained.
+/// Clients are held to the default [`Limits`].
 pub async fn serve<H, F>(listener: TcpListener, handler: H, shutdown: CancellationToken)
 where
     H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    serve_with(listener, handler, Limits::default(), shutdown).await
+}
+
+/// [`serve`] with explicit [`Limits`].
+pub async fn serve_with<H, F>(
+    listener: TcpListener,
+    handler: H,
+    limits: Limits,
+    shutdown: CancellationToken,
+) where
+    H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
     let handler = Arc::new(handler);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break, // never closed
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -66,6 +122,7 @@ where
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with error");
             }
+            drop(permit);
         });
     }
     drop(listener);
@@ -93,4 +150,99 @@ pub fn pem_certificates(
         return Err("no CERTIFICATE block in the file".into());
     }
     Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn start(limits: Limits) -> (std::net::SocketAddr, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve_with(
+            listener,
+            |_req, _peer| async { Response::new(full("ok")) },
+            limits,
+            stop.clone(),
+        ));
+        (addr, stop)
+    }
+
+    /// Read until the peer closes (or 10 s pass: a hang fails the test).
+    async fn read_to_close(s: &mut tokio::net::TcpStream) -> String {
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        assert!(read.is_ok(), "connection not closed by the server");
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_client_trickling_headers_is_cut_off() {
+        let (addr, stop) = start(Limits {
+            header_read_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        })
+        .await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        // Never finishes the header block: the server closes (a 408 or nothing).
+        let got = read_to_close(&mut s).await;
+        assert!(!got.contains("200 OK"), "{got}");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn oversized_headers_are_refused() {
+        let (addr, stop) = start(Limits::default()).await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let big = "a".repeat(200 * 1024);
+        // The server may close before all of it is written.
+        let _ = s
+            .write_all(format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes())
+            .await;
+        let got = read_to_close(&mut s).await;
+        assert!(!got.contains("200 OK"), "{got}");
+        assert!(got.is_empty() || got.starts_with("HTTP/1.1 431"), "{got}");
+        // A normal request on a new connection still works.
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_to_close(&mut s).await.starts_with("HTTP/1.1 200"));
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+        let (addr, stop) = start(Limits {
+            max_connections: 1,
+            ..Limits::default()
+        })
+        .await;
+        let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        first
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let n = first.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        // The first connection stays open (keep-alive): the second client
+        // is accepted by the kernel but not served.
+        let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        second
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let waited =
+            tokio::time::timeout(Duration::from_millis(300), second.read_to_end(&mut out)).await;
+        assert!(waited.is_err(), "served beyond the cap: {out:?}");
+        drop(first);
+        let got = read_to_close(&mut second).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        stop.cancel();
+    }
 }
