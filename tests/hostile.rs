@@ -1290,3 +1290,127 @@ async fn no_request_or_package_reaches_outside_the_store_directory() {
         answers.len()
     );
 }
+
+// ------------------------------------------------------------ a discovered liar
+
+/// A peer found by MS-PCCRD (real discovery drivers over UDP on loopback)
+/// that answers with blocks that do not decrypt to the right bytes: the
+/// `PeerSource` behind the discovery locator yields nothing from it,
+/// penalises it once (counted, and shown in the peer book), and a second
+/// fetch during the back-off period never contacts it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discovered_peer_serving_wrong_blocks_is_penalised_and_skipped() {
+    use branchcache::discovery::{Discovery, DiscoveryConfig, DiscoveryLocator, LocatorOptions};
+    use branchcache::fetch::{BlockSource, SourceKind};
+    use branchcache::metrics::Metrics;
+    use branchcache::proto::pccrd::engine::{EngineConfig, LocalSegment, LocalSegments};
+    use branchcache::proto::pccrd::Uuid;
+    use branchcache::retrieval::{ClientConfig, PeerClient, PeerSource};
+    use futures_util::StreamExt;
+
+    let liar = HostilePeer::start(Hostile::Plausible, None).await;
+    let data = content(MIB, 77);
+    let plan = Arc::new(first_segment(&data));
+    let blocks = plan.block_count();
+
+    // Driver 0 (the liar's host) holds the segment and advertises the
+    // liar's PCCRR address; driver 1 is ours.
+    let token = CancellationToken::new();
+    let config = |i: u8, xaddr: SocketAddr| DiscoveryConfig {
+        bind: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+        targets: Vec::new(),
+        interfaces_v4: Vec::new(),
+        interfaces_v6: Vec::new(),
+        engine: EngineConfig {
+            endpoint: Uuid::new_v4([i; 16]),
+            instance_id: u64::from(i),
+            xaddrs: vec![xaddr],
+            initial_wait: Duration::from_millis(600),
+            retransmit_interval: Duration::from_millis(200),
+            ..EngineConfig::default()
+        },
+    };
+    let ours: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let drivers: Vec<_> = [(0u8, liar.addr), (1u8, ours)]
+        .into_iter()
+        .map(|(i, x)| {
+            Discovery::start(
+                config(i, x),
+                LocalSegments::new(),
+                Arc::new(Metrics::new()),
+                token.clone(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let udp: Vec<SocketAddr> = drivers.iter().map(|d| d.local_addrs()[0]).collect();
+    drivers[0].handle().set_targets(vec![udp[1]]).await.unwrap();
+    drivers[1].handle().set_targets(vec![udp[0]]).await.unwrap();
+    let id = plan.id;
+    drivers[0]
+        .handle()
+        .update_lookup(move |s| {
+            s.insert(
+                id,
+                LocalSegment {
+                    block_count: blocks,
+                    complete: true,
+                    age: None,
+                },
+            )
+        })
+        .await
+        .unwrap();
+
+    let locator = DiscoveryLocator::new(
+        drivers[1].handle(),
+        vec![ours],
+        LocatorOptions {
+            settle: Duration::from_secs(30),
+            ..LocatorOptions::default()
+        },
+    );
+    let source = PeerSource::new(
+        SourceKind::Peer,
+        Arc::new(locator),
+        PeerClient::new(ClientConfig::default(), Some(metrics.clone())),
+    )
+    .with_metrics(metrics.clone());
+
+    let got: Vec<_> = source.fetch(plan.clone(), 0..blocks).collect().await;
+    assert!(got.is_empty(), "a lying peer yielded {} items", got.len());
+    let (conns, reqs) = liar.seen();
+    assert!(reqs >= 1, "the discovered liar was never asked");
+    assert!(source.is_penalised(&liar.addr));
+    let text = metrics.render();
+    assert_eq!(
+        metric_with(
+            &text,
+            "branchcache_retrieval_peer_penalties_total",
+            &["source=\"peer\""]
+        ),
+        1,
+        "{text}"
+    );
+    let book = metrics.peers.snapshot();
+    let entry = book
+        .iter()
+        .find(|p| p.address == liar.addr.to_string())
+        .expect("the liar is in the peer book");
+    assert!(!entry.configured && entry.penalised && entry.reachable == Some(false));
+
+    // Back-off: the same segment again, the liar is still found by
+    // discovery but not contacted.
+    let got: Vec<_> = source.fetch(plan, 0..blocks).collect().await;
+    assert!(got.is_empty());
+    assert_eq!(
+        liar.seen(),
+        (conns, reqs),
+        "the penalised peer was contacted again"
+    );
+    token.cancel();
+    for d in drivers {
+        d.join().await;
+    }
+}
