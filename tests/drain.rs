@@ -51,15 +51,6 @@ fn slow_origin(data: Vec<u8>) -> (SocketAddr, tokio::runtime::Runtime) {
     (addr, rt)
 }
 
-fn term(d: &Daemon) {
-    let pid = d.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-}
-
 #[test]
 fn sigterm_lets_a_running_download_finish_and_closes_the_listener() {
     let data = content(3 * 1024 * 1024, 9); // ~48 chunks ≈ 2 s
@@ -89,7 +80,7 @@ fn sigterm_lets_a_running_download_finish_and_closes_the_listener() {
     // Wait until the body is flowing, then ask the daemon to stop.
     let mut got = vec![0u8; 128 * 1024];
     s.read_exact(&mut got).unwrap();
-    term(&d);
+    d.signal("-TERM");
 
     // New clients are turned away while the running download goes on.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -7,7 +7,6 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::{content, free_port, http_get, Daemon, Origin};
@@ -43,15 +42,6 @@ fn config(
         proxy = p.proxy,
         peer = p.peer,
     )
-}
-
-fn hup(d: &Daemon) {
-    let pid = d.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
 }
 
 fn status(admin: SocketAddr) -> serde_json::Value {
@@ -121,7 +111,7 @@ fn sighup_applies_what_can_change_and_keeps_the_rest() {
         config(dir.path(), &p, b.addr, "32 MiB", "debug", &fixed, p.peer),
     )
     .unwrap();
-    hup(&d);
+    d.signal("-HUP");
     wait_until("the reload", || {
         metric(p.admin, "branchcache_config_reloads_total{result=\"ok\"}") == 1
     });
@@ -144,7 +134,7 @@ fn sighup_applies_what_can_change_and_keeps_the_rest() {
 
     // A broken file: rejected, counted, the daemon keeps running as it was.
     std::fs::write(&cfg, "[store\nthis is not toml").unwrap();
-    hup(&d);
+    d.signal("-HUP");
     wait_until("the rejected reload", || {
         metric(
             p.admin,
@@ -160,7 +150,7 @@ fn sighup_applies_what_can_change_and_keeps_the_rest() {
         &format!("listen = \"127.0.0.1:{}\"", free_port()),
     );
     std::fs::write(&cfg, moved).unwrap();
-    hup(&d);
+    d.signal("-HUP");
     wait_until("the restart-needed reload", || {
         metric(
             p.admin,
@@ -171,12 +161,7 @@ fn sighup_applies_what_can_change_and_keeps_the_rest() {
 
     // SIGTERM: clean exit; then read what it logged.
     let mut d = d;
-    let pid = d.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    d.signal("-TERM");
     let code = d.child.wait().unwrap();
     assert!(code.success(), "{code}");
     let log = std::fs::read_to_string(cfg.with_extension("log")).unwrap();

@@ -16,6 +16,21 @@ fn block(data: &[u8], meta: &SegmentMeta, index: u32) -> Bytes {
     Bytes::copy_from_slice(&data[start..start + len])
 }
 
+/// `n` one-block segments of 1000 bytes (contents seeded from `seed`), and
+/// the bytes each one accounts for in the store.
+fn one_block_segments(seed: u8, n: u8) -> (Vec<(SegmentId, SegmentMeta, Vec<u8>)>, u64) {
+    let seg_len = 1000usize;
+    let segs: Vec<_> = (0..n)
+        .map(|i| {
+            let d = pattern(seed + i, seg_len);
+            let (id, m) = v1_segment(&d);
+            (id, m, d)
+        })
+        .collect();
+    let one = record_bytes(&segs[0].1) + seg_len as u64;
+    (segs, one)
+}
+
 #[tokio::test]
 async fn put_then_get_returns_the_block() {
     let store = Store::open_in_memory(1 << 30);
@@ -221,15 +236,7 @@ async fn corrupt_data_is_detected_on_read_evicted_and_counted() {
 #[tokio::test]
 async fn eviction_removes_least_recently_used_segments_first_and_respects_the_bound() {
     // Room for two small segments, not three.
-    let seg_len = 1000usize;
-    let segs: Vec<_> = (0..3u8)
-        .map(|i| {
-            let d = pattern(10 + i, seg_len);
-            let (id, m) = v1_segment(&d);
-            (id, m, d)
-        })
-        .collect();
-    let one = record_bytes(&segs[0].1) + seg_len as u64;
+    let (segs, one) = one_block_segments(10, 3);
     let store = Store::open_in_memory(2 * one + one / 2);
     for (id, m, d) in &segs[..2] {
         store.put_meta(*id, m.clone()).await.unwrap();
@@ -260,15 +267,7 @@ async fn eviction_removes_least_recently_used_segments_first_and_respects_the_bo
 
 #[tokio::test]
 async fn lowering_the_bound_at_run_time_evicts_the_least_recently_used() {
-    let seg_len = 1000usize;
-    let segs: Vec<_> = (0..3u8)
-        .map(|i| {
-            let d = pattern(40 + i, seg_len);
-            let (id, m) = v1_segment(&d);
-            (id, m, d)
-        })
-        .collect();
-    let one = record_bytes(&segs[0].1) + seg_len as u64;
+    let (segs, one) = one_block_segments(40, 3);
     let store = Store::open_in_memory(1 << 30);
     for (id, m, d) in &segs {
         store.put_meta(*id, m.clone()).await.unwrap();

@@ -32,6 +32,16 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
+    /// Send the daemon a signal (`"-TERM"`, `"-HUP"` …) with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
     /// Start `branchcache run --config cfg` and wait until `/readyz` says
     /// ready. Its log (stderr) goes to `cfg` with the extension `log`.
     pub fn start(cfg: &Path, admin: SocketAddr) -> Daemon {
@@ -303,12 +313,7 @@ impl Branch {
 
     /// SIGTERM the daemon and wait for a clean exit.
     pub fn stop(&mut self) {
-        let pid = self.daemon.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
+        self.daemon.signal("-TERM");
         let status = self.daemon.child.wait().unwrap();
         assert!(status.success(), "daemon exit status {status}");
     }
