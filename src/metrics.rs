@@ -118,6 +118,11 @@ pub struct Metrics {
     pub proxy_in_flight: Gauge,
     /// `branchcache_proxy_request_duration_seconds`: time from request to end of body.
     pub proxy_request_duration: Histogram,
+    /// `branchcache_proxy_freshness_total{result}`: content-information freshness
+    /// decisions (fresh, revalidated, changed, stored, uncacheable).
+    pub proxy_freshness: Family<Label, Counter>,
+    /// `branchcache_proxy_freshness_entries`: URLs whose content information is remembered.
+    pub proxy_freshness_entries: Gauge,
     /// Bounded per-minute history and recent requests for `/status` (not exported).
     pub activity: crate::activity::Activity,
 }
@@ -318,6 +323,18 @@ impl Metrics {
             "Time from proxy request to the end of its response body",
             proxy_request_duration.clone(),
         );
+        let proxy_freshness = Family::<Label, Counter>::default();
+        registry.register(
+            "proxy_freshness",
+            "Content-information freshness decisions (fresh = served with no origin contact, revalidated = 304, changed = revalidation got a new object, stored, uncacheable)",
+            proxy_freshness.clone(),
+        );
+        let proxy_freshness_entries = Gauge::default();
+        registry.register(
+            "proxy_freshness_entries",
+            "URLs whose content information the proxy remembers for freshness",
+            proxy_freshness_entries.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             build_info,
@@ -349,6 +366,8 @@ impl Metrics {
             proxy_origin_errors,
             proxy_in_flight,
             proxy_request_duration,
+            proxy_freshness,
+            proxy_freshness_entries,
             activity: crate::activity::Activity::new(),
         }
     }

@@ -66,6 +66,9 @@ enum Outcome {
     Ci {
         entry: Arc<CiEntry>,
         from_cache: bool,
+        /// The origin answer's freshness headers (see [`FRESHNESS_HEADERS`]),
+        /// from the 200 or the 304 that confirmed the entry.
+        freshness: HeaderMap,
     },
     /// The origin's answer does not qualify; the response goes to the first
     /// waiter that can use it as is.
@@ -190,11 +193,15 @@ impl Publisher {
         let flight = self.join_flight(key, url.clone(), &parts.headers);
         let outcome = flight.await;
         match &*outcome {
-            Outcome::Ci { entry, from_cache } => {
+            Outcome::Ci {
+                entry,
+                from_cache,
+                freshness,
+            } => {
                 if *from_cache {
                     self.metrics.publisher_ci_cache_hits.inc();
                 }
-                match self.peerdist_response(entry, encoding, range) {
+                match self.peerdist_response(entry, freshness, encoding, range) {
                     Ok(Some(resp)) => resp,
                     // Unsatisfiable range: the origin produces the proper 416.
                     Ok(None) => self.pass_through(parts, body, url).await,
@@ -266,6 +273,7 @@ impl Publisher {
                 return Outcome::Ci {
                     entry,
                     from_cache: true,
+                    freshness: freshness_headers(resp.headers()),
                 };
             }
         }
@@ -329,6 +337,7 @@ impl Publisher {
             response: Mutex::new(Some(resp)),
         };
         let h = resp.headers();
+        let freshness = freshness_headers(h);
         if h.get(header::CONTENT_ENCODING)
             .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
         {
@@ -413,6 +422,7 @@ impl Publisher {
         Ok(Outcome::Ci {
             entry,
             from_cache: false,
+            freshness,
         })
     }
 
@@ -420,6 +430,7 @@ impl Publisher {
     fn peerdist_response(
         &self,
         entry: &CiEntry,
+        freshness: &HeaderMap,
         encoding: EncodingVersion,
         range: Option<ByteRange>,
     ) -> Result<Option<Response<Body>>, PublisherError> {
@@ -450,6 +461,9 @@ impl Publisher {
             if let Some(v) = value {
                 b = b.header(name, v);
             }
+        }
+        for (name, value) in freshness {
+            b = b.header(name, value);
         }
         self.metrics.publisher_ci_served.inc();
         Ok(Some(b.body(full(ci)).expect("headers are valid")))
@@ -483,6 +497,27 @@ impl Publisher {
     pub fn cached_entries(&self) -> usize {
         self.cache.len()
     }
+}
+
+/// Origin response headers that tell caches how long the answer stays fresh
+/// (RFC 9111): relayed on the peerdist answer so a branch proxy applies the
+/// origin's policy to the content information, as it would to the body.
+const FRESHNESS_HEADERS: [header::HeaderName; 4] = [
+    header::CACHE_CONTROL,
+    header::EXPIRES,
+    header::DATE,
+    header::AGE,
+];
+
+/// The [`FRESHNESS_HEADERS`] of an origin answer.
+fn freshness_headers(origin: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in FRESHNESS_HEADERS {
+        for v in origin.get_all(&name) {
+            out.append(name.clone(), v.clone());
+        }
+    }
+    out
 }
 
 /// Headers for the CI fetch: the client's end-to-end headers minus PeerDist,
