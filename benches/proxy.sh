@@ -7,13 +7,19 @@
 #   BIN=/path/to/branchcache benches/proxy.sh   # use that binary, do not build
 #
 # Contenders, all on 127.0.0.1:
+#   origin:      nginx, one worker, sendfile, etags, and the SAME freshness
+#                policy for both contenders: `Cache-Control: max-age=$MAX_AGE`
+#                on every answer (default 3600 s, longer than the run).
 #   branchcache: origin nginx → branchcache [publisher] → branchcache [proxy]
-#                (store in the temp dir); a warm request is a store hit (the
-#                proxy still fetches the content information, which the
-#                publisher revalidates against the origin with a 304).
+#                (store in the temp dir). The publisher relays the origin's
+#                Cache-Control on its peerdist answer; the proxy keeps the
+#                content information while fresh (RFC 9111), so a warm request
+#                is a store hit with no upstream traffic.
 #   nginx:       origin nginx → second nginx with proxy_cache (cache on disk in
-#                the temp dir, worker_processes auto, sendfile); a warm request
-#                is a cache HIT with no upstream traffic.
+#                the temp dir, worker_processes auto, sendfile), honouring the
+#                origin's Cache-Control (no proxy_cache_valid override, so no
+#                more generous policy than the proxy's); a warm request is a
+#                cache HIT with no upstream traffic.
 # Measures:
 #   1. warm hit of one SIZE_MIB object: curl -o /dev/null, best of 3 each;
 #      ratio = nginx time / proxy time (target >= 1.0x);
@@ -34,6 +40,7 @@ SMALL_COUNT=${SMALL_COUNT:-200}
 WRK_DURATION=${WRK_DURATION:-15s}
 WRK_CONNS=${WRK_CONNS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
+MAX_AGE=${MAX_AGE:-3600}
 BIN=${BIN:-target/release/branchcache}
 
 need=()
@@ -99,7 +106,10 @@ http {
   keepalive_requests 1000000;
 $(temp_paths "$WORK/origin")
   default_type application/octet-stream;
-  server { listen 127.0.0.1:$ORIGIN_PORT; root $WORK/www; etag on; }
+  server {
+    listen 127.0.0.1:$ORIGIN_PORT; root $WORK/www; etag on;
+    add_header Cache-Control "max-age=$MAX_AGE" always;
+  }
 }
 CONF
 
@@ -127,7 +137,6 @@ $(temp_paths "$WORK/ngxcache")
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_cache bench;
-      proxy_cache_valid 200 1d;
       proxy_cache_lock on;
       add_header X-Cache-Status \$upstream_cache_status always;
     }
@@ -189,6 +198,7 @@ metric() { # $1 = exact metric line prefix (name{labels}); prints its value or 0
 STORE_BYTES='branchcache_proxy_served_bytes_total{source="store"}'
 ORIGIN_BYTES='branchcache_proxy_served_bytes_total{source="origin"}'
 HITS='branchcache_proxy_requests_total{outcome="hit"}'
+FRESH='branchcache_proxy_freshness_total{result="fresh"}'
 
 PROXY_URL="http://127.0.0.1:$PROXY_PORT"
 NGX_URL="http://127.0.0.1:$NGX_PORT"
@@ -231,10 +241,10 @@ request = function()
 end
 LUA
 echo "wrk: ${WRK_CONNS} connections, ${WRK_DURATION}, proxy then nginx…" >&2
-hits0=$(metric "$HITS")
+hits0=$(metric "$HITS"); fresh0=$(metric "$FRESH")
 wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" -s "$WORK/paths.lua" \
   "$PROXY_URL/" > "$WORK/wrk-proxy.txt" 2>&1 || true
-hits1=$(metric "$HITS")
+hits1=$(metric "$HITS"); fresh1=$(metric "$FRESH")
 wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" -s "$WORK/paths.lua" \
   "$NGX_URL/" > "$WORK/wrk-nginx.txt" 2>&1 || true
 
@@ -262,10 +272,10 @@ cat "$WORK"/par*.txt > "$WORK/par-all.txt"
 
 python3 - "$SIZE_MIB" "$PAR" "$WORK" "$hwm" "$hwm_reset" "$t0" "$t1" \
   "$store0" "$store1" "$origin0" "$origin1" "$hits0" "$hits1" "$WRK_CONNS" "$WRK_DURATION" "$SMALL_COUNT" \
-  "${ptimes[*]}" "${ntimes[*]}" <<'PY'
+  "${ptimes[*]}" "${ntimes[*]}" "$fresh0" "$fresh1" "$MAX_AGE" <<'PY'
 import re, sys
 (size_mib, par, work, hwm, hwm_reset, t0, t1, store0, store1, origin0, origin1,
- hits0, hits1, conns, dur, small_count, ptimes, ntimes) = sys.argv[1:19]
+ hits0, hits1, conns, dur, small_count, ptimes, ntimes, fresh0, fresh1, max_age) = sys.argv[1:22]
 size_mib, par = int(size_mib), int(par)
 size = size_mib * 1024 * 1024
 pt = min(float(x) for x in ptimes.split())
@@ -295,8 +305,10 @@ r2 = prps / nrps if nrps else 0.0
 print(f"16 KiB objects, wrk -c{conns} -d{dur}: proxy {prps:.0f} req/s, nginx proxy_cache {nrps:.0f} req/s, "
       f"ratio {r2:.2f}x (target >= 1.0x) {ok(r2 >= 1.0 and perr == 0)}")
 hits = float(hits1) - float(hits0)
-print(f"  (publisher min_size = \"4 KiB\" so 16 KiB objects get content information and the proxy "
-      f"serves them from its store: {hits:.0f} store hits counted by the proxy during the run, "
+fresh = float(fresh1) - float(fresh0)
+print(f"  (origin Cache-Control: max-age={max_age} for both; publisher min_size = \"4 KiB\" so 16 KiB "
+      f"objects get content information and the proxy serves them from its store: {hits:.0f} store "
+      f"hits, {fresh:.0f} of them fresh (no upstream request), counted by the proxy during the run, "
       f"{preq} requests completed by wrk; "
       f"{small_count} objects, all warmed first; errors proxy {perr}, nginx {nerr})")
 if perr or nerr:
