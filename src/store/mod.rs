@@ -57,6 +57,12 @@ const IO_LOG_INTERVAL: Duration = Duration::from_secs(60);
 const INDEX_CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// Most threads fsyncing data files of one batch in parallel.
 const SYNC_THREADS: usize = 16;
+/// Read buffers kept for reuse by [`Store::get_blocks`]: enough for every
+/// stream's read-ahead under heavy concurrency; more are allocated (and
+/// freed) on demand.
+const READ_POOL_BUFFERS: usize = 64;
+/// Capacity of a pooled read buffer; larger reads get their own allocation.
+pub(crate) const READ_POOL_BUFFER_BYTES: usize = 256 * 1024;
 /// Wait between attempts to re-open the index after an IO error (re-open runs redb's repair).
 const INDEX_REOPEN_BACKOFF: Duration = Duration::from_secs(5);
 /// Name of the index file inside the store directory.
@@ -743,6 +749,95 @@ impl Store {
         }
     }
 
+    /// Read up to `max` consecutive present blocks of `id` from `first` with
+    /// one positioned read, each checked against its ingest CRC32C. Returns
+    /// the verified prefix (empty when `first` is absent); a block failing its
+    /// check ends the prefix and is evicted as in [`get_block`](Self::get_block).
+    /// The blocks share one recycled buffer (see [`ReadPool`]).
+    pub async fn get_blocks(
+        &self,
+        id: &SegmentId,
+        first: u32,
+        max: u32,
+    ) -> Result<Vec<Bytes>, StoreError> {
+        let id = *id;
+        let loc = {
+            let mut st = lock(&self.shared.state);
+            let loc = st.segs.get(&id).and_then(|e| {
+                let mut blocks: Vec<(u32, u32)> = Vec::new();
+                let offset = e.meta.block_offset(first);
+                let mut next = offset;
+                for i in first..first.saturating_add(max) {
+                    let Some(Some(crc)) = e.crcs.get(i as usize).copied() else {
+                        break;
+                    };
+                    let Some(len) = e.meta.block_len(i) else {
+                        break;
+                    };
+                    if e.meta.block_offset(i) != next {
+                        break;
+                    }
+                    next += u64::from(len);
+                    blocks.push((crc, len));
+                }
+                (!blocks.is_empty()).then(|| (data_file_name(&id), offset, blocks, e.generation))
+            });
+            if loc.is_some() {
+                st.touch(&id);
+            }
+            loc
+        };
+        let Some((file, offset, blocks, generation)) = loc else {
+            self.shared.metrics.misses.inc();
+            return Ok(Vec::new());
+        };
+        if blocks.len() == 1 {
+            return Ok(self.get_block(&id, first).await?.into_iter().collect());
+        }
+        let total: usize = blocks.iter().map(|&(_, len)| len as usize).sum();
+        let backend = self.shared.backend.clone();
+        let read_file = file.clone();
+        let checks = blocks.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            let mut buf = ReadPool::take(total);
+            backend.read_at(&read_file, offset, &mut buf)?;
+            let mut at = 0usize;
+            let good = checks
+                .iter()
+                .take_while(|&&(crc, len)| {
+                    let ok = buf
+                        .get(at..at + len as usize)
+                        .is_some_and(|b| crc32c::crc32c(b) == crc);
+                    at += len as usize;
+                    ok
+                })
+                .count();
+            Ok::<_, io::Error>((buf, good))
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?;
+        match res {
+            Ok((buf, good)) => {
+                let data = Bytes::from_owner(buf);
+                let mut out = Vec::with_capacity(good);
+                let mut at = 0usize;
+                for &(_, len) in blocks.iter().take(good) {
+                    out.push(data.slice(at..at + len as usize));
+                    at += len as usize;
+                }
+                self.shared.metrics.hits.inc_by(good as u64);
+                if good < blocks.len() {
+                    let bad = first + good as u32;
+                    self.evict_bad_block(id, bad, generation, "checksum mismatch on read");
+                }
+                Ok(out)
+            }
+            // A short or missing file, or an IO error: let the one-block read
+            // sort out which block is at fault (it evicts and counts).
+            Err(_) => Ok(self.get_block(&id, first).await?.into_iter().collect()),
+        }
+    }
+
     /// Unpublish a block that failed a check, count it, and delete its index record.
     fn evict_bad_block(&self, id: SegmentId, index: u32, generation: u64, why: &'static str) {
         self.shared.metrics.misses.inc();
@@ -990,6 +1085,71 @@ fn data_backend(dir: &Path) -> Result<Arc<dyn Backend>, StoreError> {
     let data: PathBuf = dir.join(DATA_DIR);
     let backend = FsBackend::new(&data).map_err(|e| io_err("create", &data, e))?;
     Ok(Arc::new(backend))
+}
+
+/// A small pool of read buffers for [`Store::get_blocks`]. A run of blocks
+/// is read into one buffer, handed out as `Bytes` slices (hyper writes them
+/// to sockets without copying), and returned here when the last slice is
+/// dropped. Recycling keeps the warm hit path from churning large
+/// allocations through glibc's per-thread arenas (the blocking-pool threads
+/// each get one), which let the RSS of 64 concurrent downloads creep up.
+struct ReadPool;
+
+static READ_POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+impl ReadPool {
+    /// A zero-filled buffer of `len` bytes (pooled when it fits).
+    fn take(len: usize) -> PooledBuf {
+        let mut v = if len <= READ_POOL_BUFFER_BYTES {
+            READ_POOL
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(READ_POOL_BUFFER_BYTES))
+        } else {
+            Vec::with_capacity(len)
+        };
+        // Every byte is overwritten by the read; only grow with zeros.
+        if v.len() < len {
+            v.resize(len, 0);
+        } else {
+            v.truncate(len);
+        }
+        PooledBuf(v)
+    }
+}
+
+/// A read buffer that goes back to the [`ReadPool`] when dropped.
+struct PooledBuf(Vec<u8>);
+
+impl std::ops::Deref for PooledBuf {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for PooledBuf {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+impl AsRef<[u8]> for PooledBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for PooledBuf {
+    fn drop(&mut self) {
+        if self.0.capacity() == READ_POOL_BUFFER_BYTES {
+            let mut pool = READ_POOL.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < READ_POOL_BUFFERS {
+                pool.push(std::mem::take(&mut self.0));
+            }
+        }
+    }
 }
 
 /// The single writer: owns the index database.

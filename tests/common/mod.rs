@@ -102,6 +102,8 @@ pub struct OriginState {
     pub honour_conditionals: std::sync::atomic::AtomicBool,
     /// `304` answers sent.
     pub not_modified: AtomicU64,
+    /// Delay before answering a range request, in milliseconds (0: none).
+    pub range_delay_ms: AtomicU64,
 }
 
 pub struct Origin {
@@ -251,6 +253,10 @@ pub async fn origin_handle(st: Arc<OriginState>, req: Request<Incoming>) -> Resp
     if let Some(range) = h.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         st.range_requests.fetch_add(1, Ordering::SeqCst);
         *st.last_range_headers.lock().unwrap() = Some(h.clone());
+        let delay = st.range_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         let hold = st.hold_ranges_until.load(Ordering::SeqCst);
         while hold > 0 && st.ci_requests.load(Ordering::SeqCst) < hold {
             let notified = st.ci_arrived.notified();
