@@ -253,7 +253,7 @@ hwm_reset=no
 if echo 5 > "/proc/$PROXY_PID/clear_refs" 2>/dev/null; then hwm_reset=yes; fi
 rss_log="$WORK/rss.txt"; : > "$rss_log"
 ( while kill -0 "$PROXY_PID" 2>/dev/null; do
-    awk '/VmRSS/{print $2}' "/proc/$PROXY_PID/status" >> "$rss_log" 2>/dev/null || true
+    awk '/VmRSS/{r=$2} /RssAnon/{a=$2} END{print r, a}' "/proc/$PROXY_PID/status" >> "$rss_log" 2>/dev/null || true
     sleep 0.5
   done ) &
 sampler=$!
@@ -316,12 +316,15 @@ if perr or nerr:
 
 lines = open(f"{work}/par-all.txt").read().split("\n")
 good = sum(1 for l in lines if l.strip() == f"200 {size}")
-rss = [int(x) for x in open(f"{work}/rss.txt").read().split()] or [0]
+samples = [l.split() for l in open(f"{work}/rss.txt").read().splitlines() if l.strip()]
+rss = [int(x[0]) for x in samples] or [0]
+anon = [int(x[1]) for x in samples if len(x) > 1] or [0]
 hwm_mib = int(hwm) / 1024
 elapsed = float(t1) - float(t0)
 note = "VmHWM reset just before" if hwm_reset == "yes" else "VmHWM could not be reset: lifetime peak"
 print(f"proxy peak RSS during {par} concurrent warm {label} downloads: {hwm_mib:.0f} MiB "
       f"(target <= 128 MiB) {ok(hwm_mib <= 128 and good == par)}")
-print(f"  ({note}; max sampled VmRSS {max(rss) / 1024:.0f} MiB; {good}/{par} complete; "
+print(f"  ({note}; max sampled VmRSS {max(rss) / 1024:.0f} MiB, of it heap/anonymous (RssAnon) "
+      f"{max(anon) / 1024:.0f} MiB; {good}/{par} complete; "
       f"{par * size / elapsed / 1e6:.0f} MB/s aggregate over {elapsed:.1f} s)")
 PY

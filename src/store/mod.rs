@@ -14,7 +14,9 @@
 //! ## Concurrency
 //! Readers consult an in-memory map (presence + CRC per block, LRU order)
 //! under a short mutex and read block bytes with positioned reads on the
-//! blocking pool. All mutations go through one writer thread that batches
+//! blocking pool — runs of blocks with one read into a recycled buffer
+//! ([`Store::get_blocks`]); a small block the page cache holds is read inline
+//! (`preadv2(RWF_NOWAIT)`), which cannot wait on the disk. All mutations go through one writer thread that batches
 //! requests: write data → fsync data files → one index commit → publish in
 //! memory → reply. The index therefore never names unsynced data, and a
 //! block is visible to readers only once it is durable.
@@ -57,6 +59,11 @@ const IO_LOG_INTERVAL: Duration = Duration::from_secs(60);
 const INDEX_CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// Most threads fsyncing data files of one batch in parallel.
 const SYNC_THREADS: usize = 16;
+/// Largest block read inline on the async worker when the page cache holds
+/// it (`Backend::read_at_cached`): small hits skip the blocking-pool hand-off
+/// (two thread wake-ups per request, the main cost of a 16 KiB hit); larger
+/// reads stay on the blocking pool, where they overlap with sending.
+const INLINE_READ_MAX: usize = 64 * 1024;
 /// Read buffers kept for reuse by [`Store::get_blocks`]: enough for every
 /// stream's read-ahead under heavy concurrency; more are allocated (and
 /// freed) on demand.
@@ -709,15 +716,29 @@ impl Store {
             return Ok(None);
         };
         let backend = self.shared.backend.clone();
-        let read_file = file.clone();
-        let res = tokio::task::spawn_blocking(move || {
+        let mut inline = None;
+        if len as usize <= INLINE_READ_MAX {
             let mut buf = vec![0u8; len as usize];
-            backend
-                .read_at(&read_file, offset, &mut buf)
-                .map(|()| (crc32c::crc32c(&buf) == crc, buf))
-        })
-        .await
-        .map_err(|_| StoreError::Closed)?;
+            match backend.read_at_cached(&file, offset, &mut buf) {
+                Ok(true) => inline = Some(Ok((crc32c::crc32c(&buf) == crc, buf))),
+                Ok(false) => {}
+                Err(e) => inline = Some(Err(e)),
+            }
+        }
+        let res = match inline {
+            Some(res) => res,
+            None => {
+                let read_file = file.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; len as usize];
+                    backend
+                        .read_at(&read_file, offset, &mut buf)
+                        .map(|()| (crc32c::crc32c(&buf) == crc, buf))
+                })
+                .await
+                .map_err(|_| StoreError::Closed)?
+            }
+        };
         match res {
             Ok((true, buf)) => {
                 self.shared.metrics.hits.inc();
