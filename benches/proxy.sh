@@ -214,13 +214,28 @@ got=$(curl -sf "$NGX_URL/obj.bin" | sha256sum | cut -c1-64)
 status=$(curl -s -o /dev/null -D - "$NGX_URL/obj.bin" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache-status"{print $2}')
 [ "$status" = "HIT" ] || { echo "nginx proxy_cache did not hit (X-Cache-Status '$status')" >&2; exit 1; }
 
+cpu_ticks() { # $@ = pids; prints summed utime + stime in clock ticks
+  local t=0 p
+  for p in "$@"; do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+NGX_WORKERS=$(pgrep -P "$(cat "$WORK/ngxcache/nginx.pid")" | tr '\n' ' ')
 echo "timing warm hits (best of 3 each)…" >&2
 store0=$(metric "$STORE_BYTES"); origin0=$(metric "$ORIGIN_BYTES")
-ptimes=(); ntimes=()
+ptimes=(); ntimes=(); pcpu=0; ncpu=0
 for _ in 1 2 3; do
+  c0=$(cpu_ticks "$PROXY_PID")
   ptimes+=("$(curl -sf -o /dev/null -w '%{time_total}' "$PROXY_URL/obj.bin")")
+  c1=$(cpu_ticks "$PROXY_PID"); pcpu=$((pcpu + c1 - c0))
+  # shellcheck disable=SC2086
+  c0=$(cpu_ticks $NGX_WORKERS)
   ntimes+=("$(curl -sf -o /dev/null -w '%{time_total}' "$NGX_URL/obj.bin")")
+  # shellcheck disable=SC2086
+  c1=$(cpu_ticks $NGX_WORKERS); ncpu=$((ncpu + c1 - c0))
 done
+CLK_TCK=$(getconf CLK_TCK)
 store1=$(metric "$STORE_BYTES"); origin1=$(metric "$ORIGIN_BYTES")
 
 echo "warming ${SMALL_COUNT} small objects through both…" >&2
@@ -272,10 +287,11 @@ cat "$WORK"/par*.txt > "$WORK/par-all.txt"
 
 python3 - "$SIZE_MIB" "$PAR" "$WORK" "$hwm" "$hwm_reset" "$t0" "$t1" \
   "$store0" "$store1" "$origin0" "$origin1" "$hits0" "$hits1" "$WRK_CONNS" "$WRK_DURATION" "$SMALL_COUNT" \
-  "${ptimes[*]}" "${ntimes[*]}" "$fresh0" "$fresh1" "$MAX_AGE" <<'PY'
+  "${ptimes[*]}" "${ntimes[*]}" "$fresh0" "$fresh1" "$MAX_AGE" "$pcpu" "$ncpu" "$CLK_TCK" <<'PY'
 import re, sys
 (size_mib, par, work, hwm, hwm_reset, t0, t1, store0, store1, origin0, origin1,
- hits0, hits1, conns, dur, small_count, ptimes, ntimes, fresh0, fresh1, max_age) = sys.argv[1:22]
+ hits0, hits1, conns, dur, small_count, ptimes, ntimes, fresh0, fresh1, max_age,
+ pcpu, ncpu, clk_tck) = sys.argv[1:25]
 size_mib, par = int(size_mib), int(par)
 size = size_mib * 1024 * 1024
 pt = min(float(x) for x in ptimes.split())
@@ -285,6 +301,10 @@ label = "1 GiB" if size_mib == 1024 else f"{size_mib} MiB"
 r1 = nt / pt
 print(f"warm {label} hit: proxy {pt:.2f} s, nginx proxy_cache {nt:.2f} s, ratio {r1:.2f}x "
       f"(target >= 1.0x) {ok(r1 >= 1.0)}")
+pcpu_s, ncpu_s = int(pcpu) / int(clk_tck), int(ncpu) / int(clk_tck)
+print(f"  (CPU user+sys over the 3 timed downloads: proxy process {pcpu_s:.2f} s, nginx proxy_cache "
+      f"workers {ncpu_s:.2f} s; per GiB: proxy {pcpu_s / 3 / (size / 2**30):.2f} s, nginx "
+      f"{ncpu_s / 3 / (size / 2**30):.2f} s; less noisy than wall time on a shared machine)")
 served_store = float(store1) - float(store0)
 served_origin = float(origin1) - float(origin0)
 print(f"  (3 timed proxy downloads: {served_store / 2**20:.0f} MiB from the store, "
