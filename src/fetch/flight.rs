@@ -720,7 +720,7 @@ impl StreamState {
         let Some(seg) = self.segments.get(i).cloned() else {
             return;
         };
-        if seg.block_range(k).is_none_or(|r| r.start >= self.end) || self.held(i).is_some() {
+        if !seg.block_range(k).is_some_and(|r| r.start < self.end) || self.held(i).is_some() {
             return;
         }
         let store = &self.planner.inner.store;
