@@ -240,6 +240,13 @@ async fn client_no_cache_revalidates_and_client_conditionals_get_304_from_the_en
     assert_eq!(status, StatusCode::OK);
     assert!(body == data);
     assert_eq!(requests(&origin), before);
+    // Revalidated, 304 and full answers all came from the store.
+    let m = proxy.metrics();
+    assert_eq!(
+        metric(&m, "branchcache_proxy_requests_total{outcome=\"hit\"}"),
+        3,
+        "{m}"
+    );
 }
 
 #[tokio::test]

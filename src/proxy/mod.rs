@@ -386,10 +386,11 @@ impl Proxy {
         entry: Arc<Entry>,
         client_range: Option<ByteRange>,
         now: SystemTime,
-        guard: Guard,
+        mut guard: Guard,
     ) -> Response<Body> {
         let age = entry.age(now).as_secs();
         if entry.not_modified_for(&parts.headers) {
+            guard.outcome = CacheOutcome::Hit;
             let mut headers = HeaderMap::new();
             for name in NOT_MODIFIED_HEADERS {
                 for v in entry.headers.get_all(&name) {

@@ -15,7 +15,9 @@
 //!    under the response's validator (strong `ETag`, else `Last-Modified` +
 //!    length), replacing any entry for an older validator.
 //! 3. Every waiter then answers with the CI (whole, or encoded for its single
-//!    `Range`), or — when the origin's answer does not qualify (small, not 200,
+//!    `Range`) — carrying the origin answer's `Cache-Control` / `Expires` /
+//!    `Date` / `Age` so a branch proxy applies the origin's freshness policy
+//!    to it — or — when the origin's answer does not qualify (small, not 200,
 //!    no validator and large, already encoded) — with the origin's answer: the
 //!    leader's response is handed to one waiter, the others re-request.
 //!
