@@ -3,7 +3,7 @@
 # large object, small-object requests/s, and the proxy's peak RSS under 64
 # concurrent large downloads, all in one run, printed as ratios.
 #
-#   benches/proxy.sh                # SIZE_MIB=1024 PAR=64 SMALL_COUNT=200 WRK_DURATION=15s
+#   benches/proxy.sh                # SIZE_MIB=1024 PAR=64 SMALL_COUNT=200 WRK_DURATION=15s MAX_AGE=3600
 #   BIN=/path/to/branchcache benches/proxy.sh   # use that binary, do not build
 #
 # Contenders, all on 127.0.0.1:
