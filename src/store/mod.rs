@@ -784,7 +784,8 @@ impl Store {
     /// one positioned read, each checked against its ingest CRC32C. Returns
     /// the verified prefix (empty when `first` is absent); a block failing its
     /// check ends the prefix and is evicted as in [`get_block`](Self::get_block).
-    /// The blocks share one recycled buffer (see [`ReadPool`]).
+    /// The blocks are slices of one buffer from a small recycled pool, which
+    /// gets it back when the last slice is dropped.
     pub async fn get_blocks(
         &self,
         id: &SegmentId,
