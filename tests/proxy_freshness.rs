@@ -336,3 +336,63 @@ async fn publisher_relays_the_origins_cache_control_so_fresh_hits_skip_the_wan()
     );
     publisher.shutdown().await;
 }
+
+#[tokio::test]
+async fn stale_entry_through_a_publisher_revalidates_with_the_origins_304() {
+    let origin = Origin::start().await;
+    origin
+        .state
+        .honour_conditionals
+        .store(true, Ordering::SeqCst);
+    let data = content(MIB + 3, 49);
+    origin.put(
+        "/stale.bin",
+        Object {
+            data: data.clone(),
+            ci: None,
+        },
+    );
+    cache_control(&origin, "/stale.bin", "max-age=0");
+    let pub_dir = tempfile::tempdir().unwrap();
+    let pub_toml = format!(
+        "[store]\npath = {:?}\n[admin]\nlisten = \"127.0.0.1:0\"\n[publisher]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\nsecret_file = {:?}\n",
+        pub_dir.path().join("store"),
+        origin.addr,
+        pub_dir.path().join("secret")
+    );
+    let publisher = App::start(Config::from_toml(&pub_toml, "publisher").unwrap())
+        .await
+        .unwrap();
+    let pub_addr = publisher.publisher_addr.unwrap();
+    let proxy = Proxy::start(&format!("upstream = \"http://{pub_addr}\"")).await;
+
+    let (_, _, first) = fetch(proxy.addr(), "/stale.bin").await;
+    assert!(first == data);
+    wait_stored(&proxy, data.len()).await;
+    let body_before = origin.body_bytes();
+    // The publisher leaves the conditional to the origin, whose 304 comes back.
+    let (status, _, second) = fetch(proxy.addr(), "/stale.bin").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(second == data);
+    assert_eq!(origin.state.not_modified.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        origin.body_bytes(),
+        body_before,
+        "revalidation moved the body"
+    );
+    let m = proxy.metrics();
+    assert_eq!(
+        metric(
+            &m,
+            "branchcache_proxy_freshness_total{result=\"revalidated\"}"
+        ),
+        1,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "branchcache_proxy_requests_total{outcome=\"hit\"}"),
+        1,
+        "{m}"
+    );
+    publisher.shutdown().await;
+}
