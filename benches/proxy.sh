@@ -3,17 +3,23 @@
 # large object, small-object requests/s, and the proxy's peak RSS under 64
 # concurrent large downloads, all in one run, printed as ratios.
 #
-#   benches/proxy.sh                # SIZE_MIB=1024 PAR=64 SMALL_COUNT=200 WRK_DURATION=15s
+#   benches/proxy.sh                # SIZE_MIB=1024 PAR=64 SMALL_COUNT=200 WRK_DURATION=15s MAX_AGE=3600
 #   BIN=/path/to/branchcache benches/proxy.sh   # use that binary, do not build
 #
 # Contenders, all on 127.0.0.1:
+#   origin:      nginx, one worker, sendfile, etags, and the SAME freshness
+#                policy for both contenders: `Cache-Control: max-age=$MAX_AGE`
+#                on every answer (default 3600 s, longer than the run).
 #   branchcache: origin nginx → branchcache [publisher] → branchcache [proxy]
-#                (store in the temp dir); a warm request is a store hit (the
-#                proxy still fetches the content information, which the
-#                publisher revalidates against the origin with a 304).
+#                (store in the temp dir). The publisher relays the origin's
+#                Cache-Control on its peerdist answer; the proxy keeps the
+#                content information while fresh (RFC 9111), so a warm request
+#                is a store hit with no upstream traffic.
 #   nginx:       origin nginx → second nginx with proxy_cache (cache on disk in
-#                the temp dir, worker_processes auto, sendfile); a warm request
-#                is a cache HIT with no upstream traffic.
+#                the temp dir, worker_processes auto, sendfile), honouring the
+#                origin's Cache-Control (no proxy_cache_valid override, so no
+#                more generous policy than the proxy's); a warm request is a
+#                cache HIT with no upstream traffic.
 # Measures:
 #   1. warm hit of one SIZE_MIB object: curl -o /dev/null, best of 3 each;
 #      ratio = nginx time / proxy time (target >= 1.0x);
@@ -34,6 +40,7 @@ SMALL_COUNT=${SMALL_COUNT:-200}
 WRK_DURATION=${WRK_DURATION:-15s}
 WRK_CONNS=${WRK_CONNS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
+MAX_AGE=${MAX_AGE:-3600}
 BIN=${BIN:-target/release/branchcache}
 
 need=()
@@ -99,7 +106,10 @@ http {
   keepalive_requests 1000000;
 $(temp_paths "$WORK/origin")
   default_type application/octet-stream;
-  server { listen 127.0.0.1:$ORIGIN_PORT; root $WORK/www; etag on; }
+  server {
+    listen 127.0.0.1:$ORIGIN_PORT; root $WORK/www; etag on;
+    add_header Cache-Control "max-age=$MAX_AGE" always;
+  }
 }
 CONF
 
@@ -127,7 +137,6 @@ $(temp_paths "$WORK/ngxcache")
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_cache bench;
-      proxy_cache_valid 200 1d;
       proxy_cache_lock on;
       add_header X-Cache-Status \$upstream_cache_status always;
     }
@@ -189,6 +198,7 @@ metric() { # $1 = exact metric line prefix (name{labels}); prints its value or 0
 STORE_BYTES='branchcache_proxy_served_bytes_total{source="store"}'
 ORIGIN_BYTES='branchcache_proxy_served_bytes_total{source="origin"}'
 HITS='branchcache_proxy_requests_total{outcome="hit"}'
+FRESH='branchcache_proxy_freshness_total{result="fresh"}'
 
 PROXY_URL="http://127.0.0.1:$PROXY_PORT"
 NGX_URL="http://127.0.0.1:$NGX_PORT"
@@ -204,13 +214,28 @@ got=$(curl -sf "$NGX_URL/obj.bin" | sha256sum | cut -c1-64)
 status=$(curl -s -o /dev/null -D - "$NGX_URL/obj.bin" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache-status"{print $2}')
 [ "$status" = "HIT" ] || { echo "nginx proxy_cache did not hit (X-Cache-Status '$status')" >&2; exit 1; }
 
+cpu_ticks() { # $@ = pids; prints summed utime + stime in clock ticks
+  local t=0 p
+  for p in "$@"; do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+NGX_WORKERS=$(pgrep -P "$(cat "$WORK/ngxcache/nginx.pid")" | tr '\n' ' ')
 echo "timing warm hits (best of 3 each)…" >&2
 store0=$(metric "$STORE_BYTES"); origin0=$(metric "$ORIGIN_BYTES")
-ptimes=(); ntimes=()
+ptimes=(); ntimes=(); pcpu=0; ncpu=0
 for _ in 1 2 3; do
+  c0=$(cpu_ticks "$PROXY_PID")
   ptimes+=("$(curl -sf -o /dev/null -w '%{time_total}' "$PROXY_URL/obj.bin")")
+  c1=$(cpu_ticks "$PROXY_PID"); pcpu=$((pcpu + c1 - c0))
+  # shellcheck disable=SC2086
+  c0=$(cpu_ticks $NGX_WORKERS)
   ntimes+=("$(curl -sf -o /dev/null -w '%{time_total}' "$NGX_URL/obj.bin")")
+  # shellcheck disable=SC2086
+  c1=$(cpu_ticks $NGX_WORKERS); ncpu=$((ncpu + c1 - c0))
 done
+CLK_TCK=$(getconf CLK_TCK)
 store1=$(metric "$STORE_BYTES"); origin1=$(metric "$ORIGIN_BYTES")
 
 echo "warming ${SMALL_COUNT} small objects through both…" >&2
@@ -231,10 +256,10 @@ request = function()
 end
 LUA
 echo "wrk: ${WRK_CONNS} connections, ${WRK_DURATION}, proxy then nginx…" >&2
-hits0=$(metric "$HITS")
+hits0=$(metric "$HITS"); fresh0=$(metric "$FRESH")
 wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" -s "$WORK/paths.lua" \
   "$PROXY_URL/" > "$WORK/wrk-proxy.txt" 2>&1 || true
-hits1=$(metric "$HITS")
+hits1=$(metric "$HITS"); fresh1=$(metric "$FRESH")
 wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" -s "$WORK/paths.lua" \
   "$NGX_URL/" > "$WORK/wrk-nginx.txt" 2>&1 || true
 
@@ -243,7 +268,7 @@ hwm_reset=no
 if echo 5 > "/proc/$PROXY_PID/clear_refs" 2>/dev/null; then hwm_reset=yes; fi
 rss_log="$WORK/rss.txt"; : > "$rss_log"
 ( while kill -0 "$PROXY_PID" 2>/dev/null; do
-    awk '/VmRSS/{print $2}' "/proc/$PROXY_PID/status" >> "$rss_log" 2>/dev/null || true
+    awk '/VmRSS/{r=$2} /RssAnon/{a=$2} END{print r, a}' "/proc/$PROXY_PID/status" >> "$rss_log" 2>/dev/null || true
     sleep 0.5
   done ) &
 sampler=$!
@@ -262,10 +287,11 @@ cat "$WORK"/par*.txt > "$WORK/par-all.txt"
 
 python3 - "$SIZE_MIB" "$PAR" "$WORK" "$hwm" "$hwm_reset" "$t0" "$t1" \
   "$store0" "$store1" "$origin0" "$origin1" "$hits0" "$hits1" "$WRK_CONNS" "$WRK_DURATION" "$SMALL_COUNT" \
-  "${ptimes[*]}" "${ntimes[*]}" <<'PY'
+  "${ptimes[*]}" "${ntimes[*]}" "$fresh0" "$fresh1" "$MAX_AGE" "$pcpu" "$ncpu" "$CLK_TCK" <<'PY'
 import re, sys
 (size_mib, par, work, hwm, hwm_reset, t0, t1, store0, store1, origin0, origin1,
- hits0, hits1, conns, dur, small_count, ptimes, ntimes) = sys.argv[1:19]
+ hits0, hits1, conns, dur, small_count, ptimes, ntimes, fresh0, fresh1, max_age,
+ pcpu, ncpu, clk_tck) = sys.argv[1:25]
 size_mib, par = int(size_mib), int(par)
 size = size_mib * 1024 * 1024
 pt = min(float(x) for x in ptimes.split())
@@ -275,6 +301,10 @@ label = "1 GiB" if size_mib == 1024 else f"{size_mib} MiB"
 r1 = nt / pt
 print(f"warm {label} hit: proxy {pt:.2f} s, nginx proxy_cache {nt:.2f} s, ratio {r1:.2f}x "
       f"(target >= 1.0x) {ok(r1 >= 1.0)}")
+pcpu_s, ncpu_s = int(pcpu) / int(clk_tck), int(ncpu) / int(clk_tck)
+print(f"  (CPU user+sys over the 3 timed downloads: proxy process {pcpu_s:.2f} s, nginx proxy_cache "
+      f"workers {ncpu_s:.2f} s; per GiB: proxy {pcpu_s / 3 / (size / 2**30):.2f} s, nginx "
+      f"{ncpu_s / 3 / (size / 2**30):.2f} s; less noisy than wall time on a shared machine)")
 served_store = float(store1) - float(store0)
 served_origin = float(origin1) - float(origin0)
 print(f"  (3 timed proxy downloads: {served_store / 2**20:.0f} MiB from the store, "
@@ -295,8 +325,10 @@ r2 = prps / nrps if nrps else 0.0
 print(f"16 KiB objects, wrk -c{conns} -d{dur}: proxy {prps:.0f} req/s, nginx proxy_cache {nrps:.0f} req/s, "
       f"ratio {r2:.2f}x (target >= 1.0x) {ok(r2 >= 1.0 and perr == 0)}")
 hits = float(hits1) - float(hits0)
-print(f"  (publisher min_size = \"4 KiB\" so 16 KiB objects get content information and the proxy "
-      f"serves them from its store: {hits:.0f} store hits counted by the proxy during the run, "
+fresh = float(fresh1) - float(fresh0)
+print(f"  (origin Cache-Control: max-age={max_age} for both; publisher min_size = \"4 KiB\" so 16 KiB "
+      f"objects get content information and the proxy serves them from its store: {hits:.0f} store "
+      f"hits, {fresh:.0f} of them fresh (no upstream request), counted by the proxy during the run, "
       f"{preq} requests completed by wrk; "
       f"{small_count} objects, all warmed first; errors proxy {perr}, nginx {nerr})")
 if perr or nerr:
@@ -304,12 +336,15 @@ if perr or nerr:
 
 lines = open(f"{work}/par-all.txt").read().split("\n")
 good = sum(1 for l in lines if l.strip() == f"200 {size}")
-rss = [int(x) for x in open(f"{work}/rss.txt").read().split()] or [0]
+samples = [l.split() for l in open(f"{work}/rss.txt").read().splitlines() if l.strip()]
+rss = [int(x[0]) for x in samples] or [0]
+anon = [int(x[1]) for x in samples if len(x) > 1] or [0]
 hwm_mib = int(hwm) / 1024
 elapsed = float(t1) - float(t0)
 note = "VmHWM reset just before" if hwm_reset == "yes" else "VmHWM could not be reset: lifetime peak"
 print(f"proxy peak RSS during {par} concurrent warm {label} downloads: {hwm_mib:.0f} MiB "
       f"(target <= 128 MiB) {ok(hwm_mib <= 128 and good == par)}")
-print(f"  ({note}; max sampled VmRSS {max(rss) / 1024:.0f} MiB; {good}/{par} complete; "
+print(f"  ({note}; max sampled VmRSS {max(rss) / 1024:.0f} MiB, of it heap/anonymous (RssAnon) "
+      f"{max(anon) / 1024:.0f} MiB; {good}/{par} complete; "
       f"{par * size / elapsed / 1e6:.0f} MB/s aggregate over {elapsed:.1f} s)")
 PY

@@ -289,16 +289,35 @@ impl App {
                     });
                 }
             }
+            let fetches = planner.clone();
             let proxy = crate::proxy::Proxy::new(pc, planner, metrics.clone())?;
             proxy_handle = Some(proxy.clone());
-            tasks.spawn(crate::net::serve(
+            let drain = pc.shutdown_timeout;
+            let serve = crate::net::serve_draining(
                 listener,
                 move |req, peer| {
                     let proxy = proxy.clone();
                     async move { proxy.handle(req, peer).await }
                 },
                 shutdown.child_token(),
-            ));
+                drain,
+            );
+            // Shutdown: stop accepting, let in-flight requests finish, then
+            // let segment fetches still running (e.g. for a client that went
+            // away) land in the store, all within `shutdown_timeout`; the
+            // store is flushed and closed after every task ends (`wait`).
+            tasks.spawn(async move {
+                let left = serve.await;
+                if tokio::time::timeout(left, fetches.wait_idle())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        fetches = fetches.flights_in_progress(),
+                        "segment fetches still running after shutdown_timeout; abandoning them"
+                    );
+                }
+            });
             roles.push("proxy");
         }
 

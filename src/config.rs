@@ -128,6 +128,14 @@ pub struct FileProxy {
     /// Fixed MS-PCCRR peers (`"ip:port"`) asked for blocks before the origin
     /// (after the upstream hosted cache).
     pub peers: Option<Vec<String>>,
+    /// Serve content information from memory while fresh (RFC 9111).
+    pub freshness: Option<bool>,
+    /// Most URLs whose content information is remembered (LRU).
+    pub freshness_max_entries: Option<usize>,
+    /// Memory bound of the remembered content information, e.g. "32 MiB".
+    pub freshness_max_size: Option<String>,
+    /// Drain time for in-flight requests and fetches at shutdown, e.g. "30s".
+    pub shutdown_timeout: Option<String>,
 }
 
 /// `[hosted_cache]` as written: the MS-PCHC server plus MS-PCCRR on `listen_http`.
@@ -399,6 +407,15 @@ pub struct ProxyConfig {
     pub origin_parallelism: u32,
     /// Fixed MS-PCCRR peers asked before the origin.
     pub peers: Vec<SocketAddr>,
+    /// Serve content information from memory while fresh per RFC 9111
+    /// (`false`: every request asks the origin).
+    pub freshness: bool,
+    /// Most URLs whose content information is remembered (LRU).
+    pub freshness_max_entries: usize,
+    /// Memory bound of the remembered content information, in bytes.
+    pub freshness_max_size: u64,
+    /// How long shutdown waits for in-flight requests and fetches.
+    pub shutdown_timeout: Duration,
 }
 
 /// Default proxy listener.
@@ -411,6 +428,15 @@ pub const DEFAULT_PROXY_RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_MAX_CONTENT_INFO: u64 = 16 * 1024 * 1024;
 /// Default concurrent origin range requests: enough to fill a WAN pipe, few enough to be polite.
 pub const DEFAULT_ORIGIN_PARALLELISM: u32 = 8;
+/// Default URLs remembered with fresh content information: a branch's working
+/// set of objects, a few MiB of memory (the entry holds block hashes).
+pub const DEFAULT_FRESHNESS_MAX_ENTRIES: usize = 10_000;
+/// Default memory bound of remembered content information (~70 bytes per
+/// 64 KiB block in memory: 32 MiB describes about 30 TiB of objects).
+pub const DEFAULT_FRESHNESS_MAX_SIZE: u64 = 32 * 1024 * 1024;
+/// Default drain at shutdown: long enough for a LAN download to finish or a
+/// segment fetch to land, short enough for `systemctl stop` (90 s default kill).
+pub const DEFAULT_PROXY_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Validated `[store]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -844,8 +870,30 @@ fn proxy_config(
                 .map_err(|e| invalid("proxy.peers", format!("{a:?}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let shutdown_timeout = duration(
+        "proxy.shutdown_timeout",
+        p.shutdown_timeout,
+        DEFAULT_PROXY_SHUTDOWN_TIMEOUT,
+    )?;
+    let freshness_max_entries = p
+        .freshness_max_entries
+        .unwrap_or(DEFAULT_FRESHNESS_MAX_ENTRIES);
+    if freshness_max_entries == 0 {
+        return Err(invalid(
+            "proxy.freshness_max_entries",
+            "must be at least 1 (use freshness = false to switch the cache off)".to_string(),
+        ));
+    }
+    let freshness_max_size = match p.freshness_max_size {
+        Some(s) => parse_size(&s).map_err(|r| invalid("proxy.freshness_max_size", r))?,
+        None => DEFAULT_FRESHNESS_MAX_SIZE,
+    };
     Ok(ProxyConfig {
         peers,
+        freshness_max_size,
+        freshness: p.freshness.unwrap_or(true),
+        freshness_max_entries,
+        shutdown_timeout,
         listen,
         upstream,
         forward,

@@ -126,6 +126,11 @@ pub struct Metrics {
     /// `restart_needed`: applied but some changes wait for a restart,
     /// `error`: the new file was rejected and the old configuration kept).
     pub config_reloads: Family<Label, Counter>,
+    /// `branchcache_proxy_freshness_total{result}`: content-information freshness
+    /// decisions (fresh, revalidated, changed, stored, uncacheable).
+    pub proxy_freshness: Family<Label, Counter>,
+    /// `branchcache_proxy_freshness_entries`: URLs whose content information is remembered.
+    pub proxy_freshness_entries: Gauge,
     /// Bounded per-minute history and recent requests for `/status` (not exported).
     pub activity: crate::activity::Activity,
     /// Peers and hosted caches dealt with, for `/status` (not exported).
@@ -341,6 +346,18 @@ impl Metrics {
             "Time from proxy request to the end of its response body",
             proxy_request_duration.clone(),
         );
+        let proxy_freshness = Family::<Label, Counter>::default();
+        registry.register(
+            "proxy_freshness",
+            "Content-information freshness decisions (fresh = served with no origin contact, revalidated = 304, changed = revalidation got a new object, stored, uncacheable)",
+            proxy_freshness.clone(),
+        );
+        let proxy_freshness_entries = Gauge::default();
+        registry.register(
+            "proxy_freshness_entries",
+            "URLs whose content information the proxy remembers for freshness",
+            proxy_freshness_entries.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             build_info,
@@ -374,6 +391,8 @@ impl Metrics {
             proxy_in_flight,
             proxy_request_duration,
             config_reloads,
+            proxy_freshness,
+            proxy_freshness_entries,
             activity: crate::activity::Activity::new(),
             peers: crate::retrieval::PeerBook::new(),
         }

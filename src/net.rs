@@ -62,16 +62,35 @@ where
     H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    serve_with(listener, handler, Limits::default(), shutdown).await
+    serve_draining(listener, handler, shutdown, DRAIN_TIMEOUT).await;
 }
 
-/// [`serve`] with explicit [`Limits`].
+/// [`serve`] with its own drain time: after `shutdown` fires, open
+/// connections get up to `drain` to finish their in-flight requests (a
+/// response body being sent is completed; keep-alive ends). Returns the part
+/// of `drain` left unused, for follow-up work with the same deadline.
+pub async fn serve_draining<H, F>(
+    listener: TcpListener,
+    handler: H,
+    shutdown: CancellationToken,
+    drain: Duration,
+) -> Duration
+where
+    H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    serve_with(listener, handler, Limits::default(), shutdown, drain).await
+}
+
+/// [`serve_draining`] with explicit [`Limits`].
 pub async fn serve_with<H, F>(
     listener: TcpListener,
     handler: H,
     limits: Limits,
     shutdown: CancellationToken,
-) where
+    drain: Duration,
+) -> Duration
+where
     H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
@@ -126,12 +145,14 @@ pub async fn serve_with<H, F>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    let started = tokio::time::Instant::now();
+    if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("connections still open after drain timeout; closing them");
     }
+    drain.saturating_sub(started.elapsed())
 }
 
 /// Every certificate in a PEM file, for trust anchors (`extra_ca_file`,
@@ -166,6 +187,7 @@ mod tests {
             |_req, _peer| async { Response::new(full("ok")) },
             limits,
             stop.clone(),
+            DRAIN_TIMEOUT,
         ));
         (addr, stop)
     }

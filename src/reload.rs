@@ -3,7 +3,7 @@
 //!
 //! [`plan`] compares the running configuration with the re-read file.
 //! Changes it lists in [`ReloadPlan::apply`] are taken at once by
-//! [`App::reload`](crate::app::App::reload) (and the log level by `main`);
+//! [`Reloader::reload`](crate::app::Reloader::reload) (and the log level by `main`);
 //! every other change is named in [`ReloadPlan::restart_needed`] and left
 //! alone, so the daemon keeps running exactly what it runs now for those.
 //! A file that does not parse or validate changes nothing.

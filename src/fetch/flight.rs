@@ -39,6 +39,15 @@ const STORE_WRITES_IN_FLIGHT_PER_RUN: usize = 64;
 /// between the presence check and the read (eviction, corruption).
 const MAX_BLOCK_ATTEMPTS: u32 = 3;
 
+/// Bytes of stored blocks one stream reads at once, and keeps one such run
+/// in flight ahead of what it sends: the next run is read and CRC-checked on
+/// the blocking pool (the other core) while hyper writes the current one.
+/// 256 KiB (4 v1 blocks) amortises the read's thread hand-off and file open;
+/// per stream at most two runs are held (≤ 512 KiB), so 64 concurrent
+/// downloads stay far below the proxy's memory bound. Matches the store's
+/// pooled read buffer size.
+const READ_RUN_BYTES: u32 = 256 * 1024;
+
 /// Segments fetched ahead of the one being streamed, so segment boundaries
 /// do not stall a cold download.
 const READAHEAD_SEGMENTS: usize = 1;
@@ -216,6 +225,8 @@ struct Inner {
     origin_permits: Semaphore,
     metrics: Arc<Metrics>,
     observer: std::sync::OnceLock<Arc<dyn super::FetchObserver>>,
+    /// Woken when the last running flight ends ([`Planner::wait_idle`]).
+    idle: tokio::sync::Notify,
 }
 
 impl Planner {
@@ -235,6 +246,7 @@ impl Planner {
                 origin_permits: Semaphore::new(options.origin_parallelism.max(1)),
                 metrics,
                 observer: std::sync::OnceLock::new(),
+                idle: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -243,6 +255,21 @@ impl Planner {
     /// a second call is ignored and returns false).
     pub fn set_observer(&self, observer: Arc<dyn super::FetchObserver>) -> bool {
         self.inner.observer.set(observer).is_ok()
+    }
+
+    /// Wait until no segment fetch is running (shutdown: let fetches land in
+    /// the store before it closes). New flights may start meanwhile; this
+    /// returns at the first moment there are none.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.inner.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.flights_in_progress() == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Number of segment fetches currently running (for tests and `/status`).
@@ -273,6 +300,8 @@ impl Planner {
             seg_idx: 0,
             failed: false,
             held: Vec::new(),
+            ready: std::collections::VecDeque::new(),
+            reading: None,
         };
         stream::unfold(state, |mut st| async move {
             if st.failed || st.pos >= st.end {
@@ -319,6 +348,9 @@ impl Planner {
                 .unwrap_or_else(|e| e.into_inner());
             if flights.get(&seg.id).is_some_and(|x| Arc::ptr_eq(x, &f)) {
                 flights.remove(&seg.id);
+            }
+            if flights.is_empty() {
+                planner.inner.idle.notify_waiters();
             }
         });
         flight
@@ -516,6 +548,11 @@ struct StreamState {
     failed: bool,
     /// Flights for the current and read-ahead segments.
     held: Vec<(usize, Arc<Flight>)>,
+    /// Stored blocks already read and checked, in stream order:
+    /// (segment index, block index, bytes).
+    ready: std::collections::VecDeque<(usize, u32, Bytes)>,
+    /// The store read running ahead: its first (segment index, block index).
+    reading: Option<(usize, u32, tokio::task::JoinHandle<Vec<Bytes>>)>,
 }
 
 impl StreamState {
@@ -578,11 +615,9 @@ impl StreamState {
             let flight = match self.held(idx) {
                 Some(f) => f,
                 None => {
-                    if store.has(seg, j) {
-                        if let Some(data) = store.get(seg, j).await {
-                            if Some(data.len()) == expected {
-                                return Ok((data, SourceKind::Store));
-                            }
+                    if let Some(data) = self.store_block(idx, seg, j).await {
+                        if Some(data.len()) == expected {
+                            return Ok((data, SourceKind::Store));
                         }
                     }
                     let f = self.planner.flight(seg, &self.origin);
@@ -610,6 +645,90 @@ impl StreamState {
             segment: seg.id.to_hex(),
             block: j,
         })
+    }
+
+    /// Block `j` of segment `idx` from the store: from the blocks read
+    /// ahead, the read in flight, or a new run read; then start the next
+    /// run. `None` when the store does not have it.
+    async fn store_block(&mut self, idx: usize, seg: &Arc<SegmentPlan>, j: u32) -> Option<Bytes> {
+        while let Some(&(i, k, _)) = self.ready.front() {
+            if (i, k) == (idx, j) {
+                let data = self.ready.pop_front().map(|(_, _, d)| d);
+                self.read_ahead(idx, j);
+                return data;
+            }
+            if (i, k) < (idx, j) {
+                self.ready.pop_front();
+            } else {
+                self.ready.clear();
+            }
+        }
+        let pending = match self.reading.take() {
+            Some((i, k, handle)) if (i, k) == (idx, j) => Some(handle),
+            // Read for a position the stream no longer wants: let it finish
+            // on its own (a blocking read cannot be interrupted).
+            Some(_) | None => None,
+        };
+        let store = &self.planner.inner.store;
+        let blocks = match pending {
+            Some(handle) => handle.await.unwrap_or_default(),
+            None => {
+                if !store.has(seg, j) {
+                    return None;
+                }
+                store.get_run(seg, j, self.run_len(seg, j)).await
+            }
+        };
+        let mut blocks = blocks.into_iter();
+        let first = blocks.next();
+        for (n, data) in blocks.enumerate() {
+            self.ready.push_back((idx, j + 1 + n as u32, data));
+        }
+        if first.is_some() {
+            self.read_ahead(idx, j);
+        }
+        first
+    }
+
+    /// Blocks of `seg` from `j` one store read covers: [`READ_RUN_BYTES`]
+    /// worth, within the segment and the stream's range.
+    fn run_len(&self, seg: &SegmentPlan, j: u32) -> u32 {
+        let per_run = (READ_RUN_BYTES / seg.block_size.max(1)).max(1);
+        let mut n = 0;
+        while n < per_run && seg.block_range(j + n).is_some_and(|r| r.start < self.end) {
+            n += 1;
+        }
+        n.max(1)
+    }
+
+    /// Start reading the run after the last block held (or after block `j`
+    /// of segment `idx`), unless a read is already running, it would cross
+    /// into a segment being fetched, or the store lacks its first block.
+    fn read_ahead(&mut self, idx: usize, j: u32) {
+        if self.reading.is_some() {
+            return;
+        }
+        let (i, k) = self.ready.back().map_or((idx, j), |&(i, k, _)| (i, k));
+        let Some(seg) = self.segments.get(i) else {
+            return;
+        };
+        let (i, k) = if k + 1 < seg.block_count() {
+            (i, k + 1)
+        } else {
+            (i + 1, 0)
+        };
+        let Some(seg) = self.segments.get(i).cloned() else {
+            return;
+        };
+        if !seg.block_range(k).is_some_and(|r| r.start < self.end) || self.held(i).is_some() {
+            return;
+        }
+        let store = &self.planner.inner.store;
+        if !store.has(&seg, k) {
+            return;
+        }
+        let read = store.get_run(&seg, k, self.run_len(&seg, k));
+        self.reading = Some((i, k, tokio::spawn(read)));
     }
 
     fn readahead(&mut self) {

@@ -274,6 +274,20 @@ pub trait BlockStore: Send + Sync + std::fmt::Debug {
         index: u32,
     ) -> futures_util::future::BoxFuture<'static, Option<Bytes>>;
 
+    /// Up to `max` consecutive blocks from `first`, each re-checked: the
+    /// present prefix (empty when `first` is absent). Stores that can read a
+    /// run at once override this; the default reads `first` alone.
+    fn get_run(
+        &self,
+        seg: &SegmentPlan,
+        first: u32,
+        max: u32,
+    ) -> futures_util::future::BoxFuture<'static, Vec<Bytes>> {
+        let _ = max;
+        let one = self.get(seg, first);
+        Box::pin(async move { one.await.into_iter().collect() })
+    }
+
     /// Fast presence check (may be stale; [`get`](Self::get) is authoritative).
     fn has(&self, seg: &SegmentPlan, index: u32) -> bool;
 

@@ -51,6 +51,20 @@ impl BlockStore for Store {
         })
     }
 
+    fn get_run(&self, seg: &SegmentPlan, first: u32, max: u32) -> BoxFuture<'static, Vec<Bytes>> {
+        let store = self.clone();
+        let id = seg.id;
+        Box::pin(async move {
+            match store.get_blocks(&id, first, max).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::debug!(segment = %id, block = first, error = %e, "store read failed");
+                    Vec::new()
+                }
+            }
+        })
+    }
+
     fn has(&self, seg: &SegmentPlan, index: u32) -> bool {
         self.has_block(&seg.id, index)
     }

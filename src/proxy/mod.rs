@@ -5,8 +5,11 @@
 //! 2. Requests the proxy must not transform (not GET, `Cache-Control:
 //!    no-transform`, a client speaking PeerDist itself, multi-range or
 //!    `If-Range`, upgrades) pass through unchanged.
-//! 3. Otherwise the request goes to the origin with `Accept-Encoding:
-//!    peerdist` and the PeerDist headers. An identity answer streams through;
+//! 3. Otherwise, unless [`freshness`] has a fresh entry for the URL (then no
+//!    origin contact at all), the request goes to the origin with
+//!    `Accept-Encoding: peerdist, <the client's codings>` and the PeerDist
+//!    headers — conditional on the entry's validators when a stale one is
+//!    remembered (`304` → the entry is reused). An identity answer streams through;
 //!    a content-information answer is parsed and the body is rebuilt by the
 //!    [`fetch::Planner`](crate::fetch::Planner) from the store, other sources
 //!    and origin `Range` GETs — every block verified — and streamed with the
@@ -19,17 +22,18 @@
 //! Errors map to statuses in one place, [`error`].
 
 pub mod error;
+pub mod freshness;
 pub mod headers;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt};
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -38,12 +42,15 @@ use hyper::body::Incoming;
 
 use crate::config::ProxyConfig;
 use crate::fetch::origin::{empty_body, ClientError, OriginClient, UpstreamBody};
-use crate::fetch::{plan_object, BodyChunk, FetchError, OriginRanges, Planner, SourceKind};
+use crate::fetch::{
+    plan_object, BodyChunk, FetchError, OriginRanges, Planner, SegmentPlan, SourceKind,
+};
 use crate::metrics::Metrics;
 use crate::net::{full, Body};
 use crate::proto::pccrc::ContentInfo;
 
 pub use error::{Blame, ProxyError};
+use freshness::{Entry, FreshnessCache};
 use headers::{
     add_via, lists_token, peerdist_content_length, strip_hop_by_hop, ByteRange,
     PEERDIST_ACCEPT_ENCODING, PEERDIST_EX, PEERDIST_VERSION,
@@ -129,6 +136,8 @@ struct Inner {
     client: OriginClient,
     planner: Planner,
     metrics: Arc<Metrics>,
+    /// Remembered content information (`None` when `freshness = false`).
+    fresh: Option<FreshnessCache>,
 }
 
 impl Proxy {
@@ -151,6 +160,9 @@ impl Proxy {
                 client,
                 planner,
                 metrics,
+                fresh: config.freshness.then(|| {
+                    FreshnessCache::new(config.freshness_max_entries, config.freshness_max_size)
+                }),
             }),
         })
     }
@@ -256,13 +268,11 @@ impl Proxy {
             .await
     }
 
-    /// Ask the origin for content information; serve from segments if it comes.
-    async fn peerdist_get(&self, parts: Parts, mut guard: Guard) -> Response<Body> {
-        let client_range = parts
-            .headers
-            .get(header::RANGE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(ByteRange::parse);
+    /// The request that asks the origin for content information: the
+    /// client's end-to-end headers, no `Range` (the proxy trims itself),
+    /// `peerdist` first in `Accept-Encoding`, and — when revalidating a
+    /// remembered entry — its validators instead of the client's conditionals.
+    fn ci_request(&self, parts: &Parts, revalidate: Option<&Entry>) -> Request<UpstreamBody> {
         let mut req = Request::new(empty_body());
         *req.method_mut() = Method::GET;
         *req.uri_mut() = parts.uri.clone();
@@ -272,19 +282,81 @@ impl Proxy {
         // the proxy trims to the client's range itself (IIS's answer to a
         // peerdist Range request is undocumented).
         h.remove(header::RANGE);
-        h.insert(
-            header::ACCEPT_ENCODING,
-            HeaderValue::from_static(PEERDIST_ACCEPT_ENCODING),
-        );
+        let accept = ci_accept_encoding(h);
+        h.insert(header::ACCEPT_ENCODING, accept);
         h.insert("x-p2p-peerdist", HeaderValue::from_static(PEERDIST_VERSION));
         h.insert("x-p2p-peerdistex", HeaderValue::from_static(PEERDIST_EX));
-        let resp = match self.inner.client.send(req).await {
+        if let Some(entry) = revalidate {
+            for name in CLIENT_CONDITIONALS {
+                h.remove(name);
+            }
+            for (name, value) in entry.conditional_headers() {
+                h.insert(name, value);
+            }
+        }
+        req
+    }
+
+    /// Ask the origin for content information (unless a fresh one is
+    /// remembered); serve from segments if it comes.
+    async fn peerdist_get(&self, parts: Parts, mut guard: Guard) -> Response<Body> {
+        let client_range = parts
+            .headers
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(ByteRange::parse);
+        let key = parts.uri.to_string();
+        let fresh = self.inner.fresh.as_ref();
+        let remembered = fresh.and_then(|c| c.get(&key));
+        if let Some(entry) = &remembered {
+            let now = SystemTime::now();
+            if entry.is_fresh(&parts.headers, now) {
+                self.freshness("fresh");
+                return self
+                    .serve_entry(parts, entry.clone(), client_range, now, guard)
+                    .await;
+            }
+        }
+        let request_time = SystemTime::now();
+        let req = self.ci_request(&parts, remembered.as_deref());
+        let mut resp = match self.inner.client.send(req).await {
             Ok(r) => r,
             Err(e) => return guard.fail(ProxyError::Origin(e)),
         };
-        let is_peerdist = resp.status() == StatusCode::OK
-            && lists_token(resp.headers(), &header::CONTENT_ENCODING, "peerdist");
-        if !is_peerdist {
+        let response_time = SystemTime::now();
+        if let (Some(entry), Some(cache)) = (&remembered, fresh) {
+            if resp.status() == StatusCode::NOT_MODIFIED {
+                self.freshness("revalidated");
+                let entry = Arc::new(entry.freshened(resp.headers(), request_time, response_time));
+                match freshness::storable(&parts.headers, &entry.headers) {
+                    Ok(()) => cache.insert(&key, entry.clone()),
+                    Err(_) => cache.remove(&key),
+                }
+                self.update_entries();
+                return self
+                    .serve_entry(parts, entry, client_range, response_time, guard)
+                    .await;
+            }
+            // A different object, or an error: the entry is no longer usable.
+            cache.remove(&key);
+            self.update_entries();
+            if resp.status() == StatusCode::OK {
+                self.freshness("changed");
+                if !is_peerdist(&resp) {
+                    // A conditional request is answered in identity by a
+                    // publisher (it leaves conditionals to the origin): ask
+                    // again without conditionals to get the new content
+                    // information.
+                    drop(resp);
+                    let req = self.ci_request(&parts, None);
+                    resp = match self.inner.client.send(req).await {
+                        Ok(r) => r,
+                        Err(e) => return guard.fail(ProxyError::Origin(e)),
+                    };
+                }
+            }
+        }
+        if !is_peerdist(&resp) {
             if client_range.is_some() && resp.status() == StatusCode::OK {
                 // A full identity body for a range request: ask again with the range.
                 drop(resp);
@@ -296,7 +368,70 @@ impl Proxy {
             guard.outcome = CacheOutcome::Bypass(BypassReason::Identity);
             return self.respond_pass(resp, guard);
         }
-        self.serve_planned(parts, resp, client_range, guard).await
+        self.serve_planned(
+            parts,
+            resp,
+            client_range,
+            (request_time, response_time),
+            guard,
+        )
+        .await
+    }
+
+    fn freshness(&self, result: &'static str) {
+        self.inner
+            .metrics
+            .proxy_freshness
+            .get_or_create(&[("result", result)])
+            .inc();
+    }
+
+    fn update_entries(&self) {
+        if let Some(c) = &self.inner.fresh {
+            self.inner
+                .metrics
+                .proxy_freshness_entries
+                .set(i64::try_from(c.len()).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Answer from a remembered entry: `304` to a client conditional it
+    /// satisfies, else the body rebuilt from its segments, with `Age`.
+    async fn serve_entry(
+        &self,
+        parts: Parts,
+        entry: Arc<Entry>,
+        client_range: Option<ByteRange>,
+        now: SystemTime,
+        mut guard: Guard,
+    ) -> Response<Body> {
+        let age = entry.age(now).as_secs();
+        if entry.not_modified_for(&parts.headers) {
+            guard.outcome = CacheOutcome::Hit;
+            let mut headers = HeaderMap::new();
+            for name in NOT_MODIFIED_HEADERS {
+                for v in entry.headers.get_all(&name) {
+                    headers.append(name.clone(), v.clone());
+                }
+            }
+            headers.insert(header::AGE, HeaderValue::from(age));
+            add_via(&mut headers);
+            let mut resp = Response::new(full(Bytes::new()));
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            *resp.headers_mut() = headers;
+            return resp;
+        }
+        let mut headers = entry.headers.clone();
+        headers.insert(header::AGE, HeaderValue::from(age));
+        self.serve_segments(
+            parts,
+            entry.segments.clone(),
+            entry.total,
+            headers,
+            client_range,
+            guard,
+        )
+        .await
     }
 
     async fn serve_planned(
@@ -304,7 +439,8 @@ impl Proxy {
         parts: Parts,
         resp: Response<Incoming>,
         client_range: Option<ByteRange>,
-        mut guard: Guard,
+        (request_time, response_time): (SystemTime, SystemTime),
+        guard: Guard,
     ) -> Response<Body> {
         let metrics = &self.inner.metrics;
         let (rparts, rbody) = resp.into_parts();
@@ -342,6 +478,47 @@ impl Proxy {
             tracing::warn!(uri = %parts.uri, range = ?ci.range(), total, "content information does not describe the whole object; plain GET");
             return self.fallback(parts, guard).await;
         }
+        let segments = plan_object(&ci);
+        let mut headers = rparts.headers;
+        strip_hop_by_hop(&mut headers);
+        if let Some(cache) = &self.inner.fresh {
+            let key = parts.uri.to_string();
+            match freshness::storable(&parts.headers, &headers) {
+                Ok(()) => {
+                    let entry = Entry::new(
+                        segments.clone(),
+                        total,
+                        headers.clone(),
+                        request_time,
+                        response_time,
+                    );
+                    cache.insert(&key, Arc::new(entry));
+                    self.freshness("stored");
+                }
+                Err(why) => {
+                    tracing::debug!(uri = %parts.uri, reason = ?why, "content information not remembered");
+                    cache.remove(&key);
+                    self.freshness("uncacheable");
+                }
+            }
+            self.update_entries();
+        }
+        self.serve_segments(parts, segments, total, headers, client_range, guard)
+            .await
+    }
+
+    /// Serve `client_range` (or all) of the object described by `segments`
+    /// with the peerdist answer's `headers` turned into identity ones.
+    async fn serve_segments(
+        &self,
+        parts: Parts,
+        segments: Arc<[Arc<SegmentPlan>]>,
+        total: u64,
+        mut headers: HeaderMap,
+        client_range: Option<ByteRange>,
+        mut guard: Guard,
+    ) -> Response<Body> {
+        let metrics = &self.inner.metrics;
         let (status, range) = match client_range {
             None => (StatusCode::OK, 0..total),
             Some(r) => match r.resolve(total) {
@@ -349,12 +526,10 @@ impl Proxy {
                 None => return guard.fail(ProxyError::RangeNotSatisfiable { len: total }),
             },
         };
-        let segments = plan_object(&ci);
-        let validator = rparts
-            .headers
+        let validator = headers
             .get(header::ETAG)
             .filter(|v| !v.as_bytes().starts_with(b"W/"))
-            .or_else(|| rparts.headers.get(header::LAST_MODIFIED))
+            .or_else(|| headers.get(header::LAST_MODIFIED))
             .cloned();
         let origin = OriginRanges::new(
             self.inner.client.clone(),
@@ -384,8 +559,6 @@ impl Proxy {
                 }
             }
         };
-        let mut headers = rparts.headers;
-        strip_hop_by_hop(&mut headers);
         for name in [
             header::CONTENT_ENCODING,
             header::CONTENT_LENGTH,
@@ -461,6 +634,52 @@ impl Proxy {
         });
         Response::new(full(Bytes::new()))
     }
+}
+
+/// Client conditionals replaced by the entry's validators when revalidating.
+const CLIENT_CONDITIONALS: [HeaderName; 4] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+];
+
+/// Headers a `304` answered from a remembered entry carries (RFC 9110 §15.4.5).
+const NOT_MODIFIED_HEADERS: [HeaderName; 7] = [
+    header::CACHE_CONTROL,
+    header::CONTENT_LOCATION,
+    header::DATE,
+    header::ETAG,
+    header::EXPIRES,
+    header::VARY,
+    header::LAST_MODIFIED,
+];
+
+/// Whether an origin answer carries content information.
+fn is_peerdist<B>(resp: &Response<B>) -> bool {
+    resp.status() == StatusCode::OK
+        && lists_token(resp.headers(), &header::CONTENT_ENCODING, "peerdist")
+}
+
+/// `Accept-Encoding` toward the origin: `peerdist` first, then the client's
+/// own codings, so an origin without PeerDist can still compress for the
+/// client (the answer then streams through unchanged).
+fn ci_accept_encoding(client: &HeaderMap) -> HeaderValue {
+    let theirs: Vec<&str> = client
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    if theirs.is_empty() {
+        return HeaderValue::from_static(PEERDIST_ACCEPT_ENCODING);
+    }
+    HeaderValue::from_str(&format!(
+        "{PEERDIST_ACCEPT_ENCODING}, {}",
+        theirs.join(", ")
+    ))
+    .unwrap_or(HeaderValue::from_static(PEERDIST_ACCEPT_ENCODING))
 }
 
 /// Why a request must pass through untouched, if it must.

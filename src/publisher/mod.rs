@@ -15,7 +15,9 @@
 //!    under the response's validator (strong `ETag`, else `Last-Modified` +
 //!    length), replacing any entry for an older validator.
 //! 3. Every waiter then answers with the CI (whole, or encoded for its single
-//!    `Range`), or — when the origin's answer does not qualify (small, not 200,
+//!    `Range`) — carrying the origin answer's `Cache-Control` / `Expires` /
+//!    `Date` / `Age` so a branch proxy applies the origin's freshness policy
+//!    to it — or — when the origin's answer does not qualify (small, not 200,
 //!    no validator and large, already encoded) — with the origin's answer: the
 //!    leader's response is handed to one waiter, the others re-request.
 //!
@@ -66,6 +68,9 @@ enum Outcome {
     Ci {
         entry: Arc<CiEntry>,
         from_cache: bool,
+        /// The origin answer's freshness headers (see [`FRESHNESS_HEADERS`]),
+        /// from the 200 or the 304 that confirmed the entry.
+        freshness: HeaderMap,
     },
     /// The origin's answer does not qualify; the response goes to the first
     /// waiter that can use it as is.
@@ -214,11 +219,15 @@ impl Publisher {
         let flight = self.join_flight(key, url.clone(), &parts.headers);
         let outcome = flight.await;
         match &*outcome {
-            Outcome::Ci { entry, from_cache } => {
+            Outcome::Ci {
+                entry,
+                from_cache,
+                freshness,
+            } => {
                 if *from_cache {
                     self.metrics.publisher_ci_cache_hits.inc();
                 }
-                match self.peerdist_response(entry, encoding, range) {
+                match self.peerdist_response(entry, freshness, encoding, range) {
                     Ok(Some(resp)) => resp,
                     // Unsatisfiable range: the origin produces the proper 416.
                     Ok(None) => self.pass_through(parts, body, url).await,
@@ -290,6 +299,7 @@ impl Publisher {
                 return Outcome::Ci {
                     entry,
                     from_cache: true,
+                    freshness: freshness_headers(resp.headers()),
                 };
             }
         }
@@ -353,6 +363,7 @@ impl Publisher {
             response: Mutex::new(Some(resp)),
         };
         let h = resp.headers();
+        let freshness = freshness_headers(h);
         if h.get(header::CONTENT_ENCODING)
             .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
         {
@@ -437,6 +448,7 @@ impl Publisher {
         Ok(Outcome::Ci {
             entry,
             from_cache: false,
+            freshness,
         })
     }
 
@@ -444,6 +456,7 @@ impl Publisher {
     fn peerdist_response(
         &self,
         entry: &CiEntry,
+        freshness: &HeaderMap,
         encoding: EncodingVersion,
         range: Option<ByteRange>,
     ) -> Result<Option<Response<Body>>, PublisherError> {
@@ -474,6 +487,9 @@ impl Publisher {
             if let Some(v) = value {
                 b = b.header(name, v);
             }
+        }
+        for (name, value) in freshness {
+            b = b.header(name, value);
         }
         self.metrics.publisher_ci_served.inc();
         Ok(Some(b.body(full(ci)).expect("headers are valid")))
@@ -507,6 +523,27 @@ impl Publisher {
     pub fn cached_entries(&self) -> usize {
         self.cache.len()
     }
+}
+
+/// Origin response headers that tell caches how long the answer stays fresh
+/// (RFC 9111): relayed on the peerdist answer so a branch proxy applies the
+/// origin's policy to the content information, as it would to the body.
+const FRESHNESS_HEADERS: [header::HeaderName; 4] = [
+    header::CACHE_CONTROL,
+    header::EXPIRES,
+    header::DATE,
+    header::AGE,
+];
+
+/// The [`FRESHNESS_HEADERS`] of an origin answer.
+fn freshness_headers(origin: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in FRESHNESS_HEADERS {
+        for v in origin.get_all(&name) {
+            out.append(name.clone(), v.clone());
+        }
+    }
+    out
 }
 
 /// Headers for the CI fetch: the client's end-to-end headers minus PeerDist,

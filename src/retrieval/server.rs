@@ -6,8 +6,9 @@
 //! decode, ask the source, encode. GETBLKS answers one block encrypted with
 //! Kp under a fresh random IV, or an empty MSG_BLK when the block is not
 //! held. The block is encrypted straight into the encoded MSG_BLK, on the
-//! [`Encryptor`]'s thread, batched with other requests' blocks. A client over its concurrency limit gets empty answers, not an
-//! HTTP error (MS-PCCRR §3.2.5.1). Garbage gets `400`.
+//! encryptor thread (`retrieval/encryptor.rs`), batched with other
+//! requests' blocks. A client over its concurrency limit gets empty
+//! answers, not an HTTP error (MS-PCCRR §3.2.5.1). Garbage gets `400`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};

@@ -37,6 +37,15 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Fill `buf` from `offset` in `name`; a short file is `UnexpectedEof`,
     /// a missing one `NotFound`.
     fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Fill `buf` from `offset` in `name` only if that needs no disk IO (the
+    /// bytes are in the page cache), so it may run on an async worker:
+    /// `Ok(true)` when filled, `Ok(false)` when it would have to wait or the
+    /// backend cannot tell (then the caller uses [`read_at`](Self::read_at)
+    /// on the blocking pool). Default: `Ok(false)`.
+    fn read_at_cached(&self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<bool> {
+        let _ = (name, offset, buf);
+        Ok(false)
+    }
     /// Delete `name`; deleting a missing file succeeds.
     fn remove(&self, name: &str) -> io::Result<()>;
     /// Every file name currently stored.
@@ -107,6 +116,34 @@ impl Backend for FsBackend {
 
     fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         File::open(self.path(name))?.read_exact_at(buf, offset)
+    }
+
+    /// `preadv2(RWF_NOWAIT)`: the kernel answers `EAGAIN` instead of
+    /// waiting for the disk. Kernels or filesystems without it say
+    /// `EOPNOTSUPP` / `ENOSYS`: then `Ok(false)` too.
+    fn read_at_cached(&self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<bool> {
+        use rustix::io::{preadv2, Errno, ReadWriteFlags};
+        let file = File::open(self.path(name))?;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let Some(rest) = buf.get_mut(done..) else {
+                break;
+            };
+            let mut iov = [io::IoSliceMut::new(rest)];
+            match preadv2(
+                &file,
+                &mut iov,
+                offset + done as u64,
+                ReadWriteFlags::NOWAIT,
+            ) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => done += n,
+                Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::NOSYS) => return Ok(false),
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(true)
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
@@ -338,6 +375,31 @@ mod tests {
         assert_eq!(dir_mode & 0o777, DIR_MODE);
         b.remove("x").unwrap();
         roundtrip(&b);
+    }
+
+    #[test]
+    fn fs_backend_reads_cached_bytes_inline_or_declines() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = FsBackend::new(tmp.path()).unwrap();
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        b.write_at("s", 0, &data).unwrap();
+        b.sync("s").unwrap();
+        // Just written, so in the page cache: filled inline on kernels with
+        // RWF_NOWAIT for buffered reads; `false` (use read_at) elsewhere.
+        let mut buf = vec![0u8; 65_536];
+        if b.read_at_cached("s", 1000, &mut buf).unwrap() {
+            assert_eq!(buf, data[1000..1000 + 65_536]);
+        }
+        let mut past = vec![0u8; 10];
+        match b.read_at_cached("s", 69_995, &mut past) {
+            Ok(filled) => assert!(!filled, "a read past the end cannot be filled"),
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof),
+        }
+        assert_eq!(
+            b.read_at_cached("missing", 0, &mut buf).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        assert!(!MemBackend::new().read_at_cached("s", 0, &mut buf).unwrap());
     }
 
     #[test]

@@ -234,6 +234,42 @@ async fn corrupt_data_is_detected_on_read_evicted_and_counted() {
 }
 
 #[tokio::test]
+async fn get_blocks_reads_a_run_stops_at_gaps_and_corruption() {
+    let mem = Arc::new(MemBackend::new());
+    let store = Store::open_with_backend(mem.clone(), 1 << 30)
+        .await
+        .unwrap();
+    let data = pattern(9, 6 * 65_536 + 1000);
+    let (id, meta) = v1_segment(&data);
+    store.put_meta(id, meta.clone()).await.unwrap();
+    // Blocks 0..4 and 5..7 present; 4 missing.
+    for i in (0..4).chain(5..7) {
+        store
+            .put_block(&id, i, block(&data, &meta, i))
+            .await
+            .unwrap();
+    }
+    let run = store.get_blocks(&id, 1, 8).await.unwrap();
+    assert_eq!(run.len(), 3, "the run ends before the missing block");
+    for (n, b) in run.iter().enumerate() {
+        assert_eq!(*b, block(&data, &meta, 1 + n as u32));
+    }
+    // The short last block, and the bound on the run length.
+    let tail = store.get_blocks(&id, 5, 8).await.unwrap();
+    assert_eq!(tail.len(), 2);
+    assert_eq!(tail[1], block(&data, &meta, 6));
+    assert_eq!(store.get_blocks(&id, 0, 2).await.unwrap().len(), 2);
+    assert!(store.get_blocks(&id, 4, 8).await.unwrap().is_empty());
+    // A corrupt block ends the run and is evicted and counted.
+    assert!(mem.corrupt(&data_file_name(&id), 2 * 65_536 + 5, b"XX"));
+    let run = store.get_blocks(&id, 0, 4).await.unwrap();
+    assert_eq!(run.len(), 2);
+    assert!(!store.has_block(&id, 2));
+    assert!(store.has_block(&id, 3));
+    assert_eq!(store.stats().verify_failures, 1);
+}
+
+#[tokio::test]
 async fn eviction_removes_least_recently_used_segments_first_and_respects_the_bound() {
     // Room for two small segments, not three.
     let (segs, one) = one_block_segments(10, 3);

@@ -90,6 +90,20 @@ pub struct OriginState {
     pub ci_arrived: Notify,
     /// Last request headers seen for a range request.
     pub last_range_headers: Mutex<Option<http::HeaderMap>>,
+    /// Every request answered (any method, any status).
+    pub requests: AtomicU64,
+    /// Headers of the last request of any kind.
+    pub last_headers: Mutex<Option<http::HeaderMap>>,
+    /// Extra response headers per path (e.g. `Cache-Control`), on every answer.
+    pub extra_headers: Mutex<HashMap<String, Vec<(String, String)>>>,
+    /// `ETag` per path (default `"v1"`).
+    pub etags: Mutex<HashMap<String, String>>,
+    /// Answer `If-None-Match` with the current `ETag` by `304` (off by default).
+    pub honour_conditionals: std::sync::atomic::AtomicBool,
+    /// `304` answers sent.
+    pub not_modified: AtomicU64,
+    /// Delay before answering a range request, in milliseconds (0: none).
+    pub range_delay_ms: AtomicU64,
 }
 
 pub struct Origin {
@@ -186,15 +200,41 @@ pub async fn origin_handle(st: Arc<OriginState>, req: Request<Incoming>) -> Resp
             .unwrap();
     };
     let h = req.headers();
+    st.requests.fetch_add(1, Ordering::SeqCst);
+    *st.last_headers.lock().unwrap() = Some(h.clone());
+    let etag = st
+        .etags
+        .lock()
+        .unwrap()
+        .get(&path)
+        .cloned()
+        .unwrap_or_else(|| "\"v1\"".to_string());
+    let mut base = Response::builder()
+        .header(header::ETAG, etag.as_str())
+        .header(header::CONTENT_TYPE, "application/x-test")
+        .header(header::ACCEPT_RANGES, "bytes");
+    for (k, v) in st
+        .extra_headers
+        .lock()
+        .unwrap()
+        .get(&path)
+        .cloned()
+        .unwrap_or_default()
+    {
+        base = base.header(k, v);
+    }
+    if st.honour_conditionals.load(Ordering::SeqCst)
+        && h.get(header::IF_NONE_MATCH)
+            .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        st.not_modified.fetch_add(1, Ordering::SeqCst);
+        return base.status(304).body(Full::new(Bytes::new())).unwrap();
+    }
     let wants_peerdist = h
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("peerdist"))
         && h.contains_key("x-p2p-peerdist");
-    let base = Response::builder()
-        .header(header::ETAG, "\"v1\"")
-        .header(header::CONTENT_TYPE, "application/x-test")
-        .header(header::ACCEPT_RANGES, "bytes");
     if wants_peerdist && !h.contains_key(header::RANGE) {
         if let Some(ci) = obj.ci {
             st.ci_requests.fetch_add(1, Ordering::SeqCst);
@@ -213,6 +253,10 @@ pub async fn origin_handle(st: Arc<OriginState>, req: Request<Incoming>) -> Resp
     if let Some(range) = h.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         st.range_requests.fetch_add(1, Ordering::SeqCst);
         *st.last_range_headers.lock().unwrap() = Some(h.clone());
+        let delay = st.range_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         let hold = st.hold_ranges_until.load(Ordering::SeqCst);
         while hold > 0 && st.ci_requests.load(Ordering::SeqCst) < hold {
             let notified = st.ci_arrived.notified();
