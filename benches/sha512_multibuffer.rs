@@ -1,6 +1,8 @@
 //! What multi-buffer SHA-512 would buy v2 hashing: `cargo bench --bench sha512_multibuffer`.
 //!
-//! **Prototype, not used by the daemon.** v2 spends ~90 % of its CPU in SHA-512 of
+//! **The prototype** of `crates/sha512-multibuffer`, which v2 hashing now uses
+//! (`sha512_many`, any message lengths); kept to compare the lane code with
+//! `ring` and `sha2` in isolation. v2 spent ~90 % of its CPU in SHA-512 of
 //! ~64 KiB segments, and one SHA-512 stream is bound by its serial rounds: the best
 //! single-stream code (`ring`, OpenSSL) runs at ~0.8 GB/s per core on the dev box.
 //! v2 segments are independent, so 4 (AVX2) or 8 (AVX-512) segments can run their
@@ -8,9 +10,10 @@
 //! 64 KiB messages that way with the plain FIPS 180-4 round function written in
 //! `core::arch` intrinsics, checks every digest against `sha2`, and prints MB/s per
 //! CPU-second next to `ring` and `sha2` (best of a few passes, like
-//! `benches/chunker.rs`). Using it for real needs `unsafe` (raw-pointer loads and
-//! the call into `#[target_feature]` code), which the library forbids: it would have
-//! to live in a separate, small crate. `docs/PERFORMANCE.md` has the numbers.
+//! `benches/chunker.rs`), and the crate's `sha512_many` on the same messages. It
+//! needs `unsafe` (raw-pointer loads and the call into `#[target_feature]` code),
+//! which the library forbids, hence the separate crate. `docs/PERFORMANCE.md` has
+//! the numbers.
 //!
 //! The AVX-512 intrinsics need Rust ≥ 1.89 (this bench only).
 
@@ -374,5 +377,9 @@ fn main() {
             });
         }
     }
+    let backend = sha512_multibuffer::Backend::detect();
+    best(&format!("sha512_many ({backend:?})"), &data, |d| {
+        black_box(sha512_multibuffer::sha512_many(&msgs(d)));
+    });
     println!("(messages of {MSG} bytes; multi-buffer digests checked against sha2)");
 }

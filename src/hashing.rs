@@ -21,6 +21,7 @@
 //!
 //! [`proto::pccrc::build`]: crate::proto::pccrc::build
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::num::NonZeroUsize;
@@ -32,8 +33,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use bytes::Bytes;
 
 use crate::proto::pccrc::{
-    check_algo, server_secret, v1_segment_from_blocks, BuildError, Chunker, ContentHashes, Digest,
-    HashAlgo, SegmentHasher, SegmentHashes, ServerSecret, Version, BLOCK_SIZE, V1_SEGMENT_SIZE,
+    check_algo, hash_v2_segments, server_secret, v1_segment_from_blocks, BuildError, Chunker,
+    ContentHashes, Digest, HashAlgo, SegmentHasher, SegmentHashes, ServerSecret, Version,
+    BLOCK_SIZE, V1_SEGMENT_SIZE,
 };
 
 /// Bytes read per `read` call in [`hash_reader`]: large enough to amortise the
@@ -87,17 +89,42 @@ enum Done {
 
 impl Job {
     fn run(self, version: Version, algo: HashAlgo, ks: &ServerSecret) -> Done {
-        let hashers = self.segments.into_iter().map(|seg| {
-            let mut h = SegmentHasher::new(version, algo, seg.offset);
-            for p in &seg.pieces {
-                h.update(p);
-            }
-            h
-        });
         match version {
-            Version::V1 => Done::Blocks(hashers.flat_map(|h| h.into_block_hashes()).collect()),
-            Version::V2 => Done::Segments(hashers.map(|h| h.finish(ks)).collect()),
+            Version::V1 => Done::Blocks(
+                self.segments
+                    .into_iter()
+                    .flat_map(|seg| {
+                        let mut h = SegmentHasher::new(version, algo, seg.offset);
+                        for p in &seg.pieces {
+                            h.update(p);
+                        }
+                        h.into_block_hashes()
+                    })
+                    .collect(),
+            ),
+            Version::V2 => self.run_v2(algo, ks),
         }
+    }
+
+    /// v2: all segments of the job at once ([`hash_v2_segments`] runs several
+    /// in SIMD lanes). A segment split over read pieces (a few percent of them)
+    /// is copied into one buffer first.
+    fn run_v2(self, algo: HashAlgo, ks: &ServerSecret) -> Done {
+        let joined: Vec<Cow<'_, [u8]>> = self
+            .segments
+            .iter()
+            .map(|seg| match seg.pieces.as_slice() {
+                [one] => Cow::Borrowed(&one[..]),
+                many => Cow::Owned(many.concat()),
+            })
+            .collect();
+        let segs: Vec<(u64, &[u8])> = self
+            .segments
+            .iter()
+            .zip(&joined)
+            .map(|(seg, data)| (seg.offset, &data[..]))
+            .collect();
+        Done::Segments(hash_v2_segments(algo, ks, &segs))
     }
 }
 

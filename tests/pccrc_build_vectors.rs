@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use branchcache::proto::pccrc::{
-    hash_content, hash_segment, server_secret, ContentHashes, HashAlgo, Version,
+    hash_content, hash_segment, hash_v2_segments, server_secret, ContentHashes, HashAlgo, Version,
 };
 use serde_json::Value;
 
@@ -63,12 +63,16 @@ fn builder_output_matches_the_golden_vectors() {
             "2" => {
                 let mut offset = 0u64;
                 let mut segments = Vec::new();
+                let mut batch = Vec::new();
                 for b in m["v2_boundaries"].as_array().unwrap() {
                     let size = b.as_u64().unwrap();
                     let bytes = &data[offset as usize..(offset + size) as usize];
                     segments.push(hash_segment(Version::V2, algo, &ks, offset, bytes));
+                    batch.push((offset, bytes));
                     offset += size;
                 }
+                // The batched path (SIMD lanes where the CPU has them) agrees.
+                assert_eq!(hash_v2_segments(algo, &ks, &batch), segments, "{name}");
                 ContentHashes {
                     version: Version::V2,
                     algo,
