@@ -68,6 +68,11 @@ fn main() {
             black_box(HashAlgo::Sha256.hash(block));
         }
     });
+    best("sha256 (ring crate)", &data, |d| {
+        for block in d.chunks(65_536) {
+            black_box(ring::digest::digest(&ring::digest::SHA256, block));
+        }
+    });
     best("sha512 (HashAlgo)", &data, |d| {
         for block in d.chunks(65_536) {
             black_box(HashAlgo::Sha512.hash(block));
