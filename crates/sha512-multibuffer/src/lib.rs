@@ -19,8 +19,8 @@
 //! build script leaves it out on older compilers.
 //!
 //! [`sha256_many`] does the same for SHA-256 (8 AVX2 or 16 AVX-512 lanes of
-//! 32-bit words), for PeerDist v1; by default it takes only the AVX-512 path,
-//! since `sha2`'s single-stream SHA-NI code beats 8 AVX2 lanes.
+//! 32-bit words), for PeerDist v1; it takes the AVX2 path only on CPUs
+//! without SHA-NI ([`sha256_backend`]).
 //!
 //! This crate holds all of `branchcache`'s `unsafe` code (the main crate
 //! forbids it): the calls into `#[target_feature]` functions, made only after
