@@ -15,6 +15,9 @@
 //! which the library forbids, hence the separate crate. `docs/PERFORMANCE.md` has
 //! the numbers.
 //!
+//! It also prints v1's primitive, SHA-256 of the same 64 KiB messages: `sha2`'s single
+//! stream (SHA-NI) against the crate's `sha256_many_with` for each available backend.
+//!
 //! The AVX-512 intrinsics need Rust ≥ 1.89 (this bench only).
 
 use std::hint::black_box;
