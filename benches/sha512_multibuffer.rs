@@ -15,6 +15,9 @@
 //! which the library forbids, hence the separate crate. `docs/PERFORMANCE.md` has
 //! the numbers.
 //!
+//! It also prints v1's primitive, SHA-256 of the same 64 KiB messages: `sha2`'s single
+//! stream (SHA-NI) against the crate's `sha256_many_with` for each available backend.
+//!
 //! The AVX-512 intrinsics need Rust ≥ 1.89 (this bench only).
 
 use std::hint::black_box;
@@ -381,5 +384,28 @@ fn main() {
     best(&format!("sha512_many ({backend:?})"), &data, |d| {
         black_box(sha512_multibuffer::sha512_many(&msgs(d)));
     });
+    // v1: SHA-256 of 64 KiB blocks, single stream (SHA-NI) against the lanes.
+    use sha2::Digest as _;
+    best("sha256 sha2, 1 stream", &data, |d| {
+        for m in d.chunks(MSG) {
+            black_box(sha2::Sha256::digest(m));
+        }
+    });
+    for backend in sha512_multibuffer::Backend::ALL {
+        let Some(got) = sha512_multibuffer::sha256_many_with(backend, &msgs(&data[..16 * MSG]))
+        else {
+            continue;
+        };
+        for (g, m) in got.iter().zip(data.chunks(MSG)) {
+            assert_eq!(
+                g[..],
+                sha2::Sha256::digest(m)[..],
+                "sha256_many differs from sha2"
+            );
+        }
+        best(&format!("sha256_many_with({backend:?})"), &data, |d| {
+            black_box(sha512_multibuffer::sha256_many_with(backend, &msgs(d)));
+        });
+    }
     println!("(messages of {MSG} bytes; multi-buffer digests checked against sha2)");
 }

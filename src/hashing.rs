@@ -33,8 +33,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use bytes::Bytes;
 
 use crate::proto::pccrc::{
-    check_algo, hash_v2_segments, server_secret, v1_segment_from_blocks, BuildError, Chunker,
-    ContentHashes, Digest, HashAlgo, SegmentHasher, SegmentHashes, ServerSecret, Version,
+    check_algo, hash_v1_blocks, hash_v2_segments, server_secret, v1_segment_from_blocks,
+    BuildError, Chunker, ContentHashes, Digest, HashAlgo, SegmentHashes, ServerSecret, Version,
     BLOCK_SIZE, V1_SEGMENT_SIZE,
 };
 
@@ -90,34 +90,40 @@ enum Done {
 impl Job {
     fn run(self, version: Version, algo: HashAlgo, ks: &ServerSecret) -> Done {
         match version {
-            Version::V1 => Done::Blocks(
-                self.segments
-                    .into_iter()
-                    .flat_map(|seg| {
-                        let mut h = SegmentHasher::new(version, algo, seg.offset);
-                        for p in &seg.pieces {
-                            h.update(p);
-                        }
-                        h.into_block_hashes()
-                    })
-                    .collect(),
-            ),
+            Version::V1 => self.run_v1(algo),
             Version::V2 => self.run_v2(algo, ks),
         }
+    }
+
+    /// v1: all blocks of the job's runs at once ([`hash_v1_blocks`] runs
+    /// several in SIMD lanes). A run split over read pieces is copied into one
+    /// buffer first.
+    fn run_v1(self, algo: HashAlgo) -> Done {
+        let joined = self.joined();
+        let blocks: Vec<&[u8]> = joined
+            .iter()
+            .flat_map(|run| run.chunks(BLOCK_SIZE as usize))
+            .collect();
+        Done::Blocks(hash_v1_blocks(algo, &blocks))
+    }
+
+    /// Each segment's (v2) or run's (v1) bytes as one slice, borrowed when it
+    /// arrived in one read piece.
+    fn joined(&self) -> Vec<Cow<'_, [u8]>> {
+        self.segments
+            .iter()
+            .map(|seg| match seg.pieces.as_slice() {
+                [one] => Cow::Borrowed(&one[..]),
+                many => Cow::Owned(many.concat()),
+            })
+            .collect()
     }
 
     /// v2: all segments of the job at once ([`hash_v2_segments`] runs several
     /// in SIMD lanes). A segment split over read pieces (a few percent of them)
     /// is copied into one buffer first.
     fn run_v2(self, algo: HashAlgo, ks: &ServerSecret) -> Done {
-        let joined: Vec<Cow<'_, [u8]>> = self
-            .segments
-            .iter()
-            .map(|seg| match seg.pieces.as_slice() {
-                [one] => Cow::Borrowed(&one[..]),
-                many => Cow::Owned(many.concat()),
-            })
-            .collect();
+        let joined = self.joined();
         let segs: Vec<(u64, &[u8])> = self
             .segments
             .iter()

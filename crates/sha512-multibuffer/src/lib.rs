@@ -18,6 +18,10 @@
 //! The AVX-512 path needs Rust ≥ 1.89 (where its intrinsics are stable); the
 //! build script leaves it out on older compilers.
 //!
+//! [`sha256_many`] does the same for SHA-256 (8 AVX2 or 16 AVX-512 lanes of
+//! 32-bit words), for PeerDist v1; it takes the AVX2 path only on CPUs
+//! without SHA-NI ([`sha256_backend`]).
+//!
 //! This crate holds all of `branchcache`'s `unsafe` code (the main crate
 //! forbids it): the calls into `#[target_feature]` functions, made only after
 //! the feature was detected, and unaligned vector loads from slices whose
@@ -27,6 +31,9 @@
 #![warn(missing_docs)]
 
 use sha2::digest::generic_array::GenericArray;
+
+mod sha256;
+pub use sha256::{sha256_backend, sha256_many, sha256_many_with, Digest256};
 
 /// FIPS 180-4 SHA-512 round constants.
 #[rustfmt::skip]

@@ -9,8 +9,8 @@ pub mod parse;
 
 pub use build::v1_segment_from_blocks;
 pub use build::{
-    check_algo, hash_content, hash_segment, hash_v2_segments, BuildError, ContentHashes,
-    SegmentHasher, SegmentHashes, StreamBuilder,
+    check_algo, hash_content, hash_segment, hash_v1_blocks, hash_v2_segments, BuildError,
+    ContentHashes, SegmentHasher, SegmentHashes, StreamBuilder,
 };
 pub use chunker::Chunker;
 pub use crypto::{
