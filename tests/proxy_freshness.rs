@@ -293,6 +293,22 @@ async fn accept_encoding_sends_peerdist_first_then_the_clients_codings() {
     assert_eq!(seen[header::ACCEPT_ENCODING], "peerdist");
 }
 
+/// A publisher daemon (in process) in front of `origin`; keep the directory
+/// alive as long as the daemon.
+async fn publisher_for(origin: &Origin) -> (App, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[store]\npath = {:?}\n[admin]\nlisten = \"127.0.0.1:0\"\n[publisher]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\nsecret_file = {:?}\n",
+        dir.path().join("store"),
+        origin.addr,
+        dir.path().join("secret")
+    );
+    let app = App::start(Config::from_toml(&toml, "publisher").unwrap())
+        .await
+        .unwrap();
+    (app, dir)
+}
+
 #[tokio::test]
 async fn publisher_relays_the_origins_cache_control_so_fresh_hits_skip_the_wan() {
     let origin = Origin::start().await;
@@ -305,16 +321,7 @@ async fn publisher_relays_the_origins_cache_control_so_fresh_hits_skip_the_wan()
         },
     );
     cache_control(&origin, "/pub.bin", "max-age=600");
-    let pub_dir = tempfile::tempdir().unwrap();
-    let pub_toml = format!(
-        "[store]\npath = {:?}\n[admin]\nlisten = \"127.0.0.1:0\"\n[publisher]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\nsecret_file = {:?}\n",
-        pub_dir.path().join("store"),
-        origin.addr,
-        pub_dir.path().join("secret")
-    );
-    let publisher = App::start(Config::from_toml(&pub_toml, "publisher").unwrap())
-        .await
-        .unwrap();
+    let (publisher, _pub_dir) = publisher_for(&origin).await;
     let pub_addr = publisher.publisher_addr.unwrap();
     let proxy = Proxy::start(&format!("upstream = \"http://{pub_addr}\"")).await;
 
@@ -353,16 +360,7 @@ async fn stale_entry_through_a_publisher_revalidates_with_the_origins_304() {
         },
     );
     cache_control(&origin, "/stale.bin", "max-age=0");
-    let pub_dir = tempfile::tempdir().unwrap();
-    let pub_toml = format!(
-        "[store]\npath = {:?}\n[admin]\nlisten = \"127.0.0.1:0\"\n[publisher]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\nsecret_file = {:?}\n",
-        pub_dir.path().join("store"),
-        origin.addr,
-        pub_dir.path().join("secret")
-    );
-    let publisher = App::start(Config::from_toml(&pub_toml, "publisher").unwrap())
-        .await
-        .unwrap();
+    let (publisher, _pub_dir) = publisher_for(&origin).await;
     let pub_addr = publisher.publisher_addr.unwrap();
     let proxy = Proxy::start(&format!("upstream = \"http://{pub_addr}\"")).await;
 
