@@ -134,47 +134,82 @@ pub fn sha512_many(msgs: &[&[u8]]) -> Vec<Digest> {
 pub fn sha512_many_with(backend: Backend, msgs: &[&[u8]]) -> Option<Vec<Digest>> {
     match backend {
         Backend::Scalar => Some(scalar_many(msgs)),
-        Backend::Avx2 => grouped(msgs, x4::compress),
-        Backend::Avx512 => grouped(msgs, x8::compress),
+        Backend::Avx2 => grouped::<Sha512, 4>(msgs, x4::compress),
+        Backend::Avx512 => grouped::<Sha512, 8>(msgs, x8::compress),
     }
 }
 
-/// Runs the whole blocks of `L` equally long slices into `L` SHA-512 states;
+/// Runs the whole blocks of `L` equally long slices into `L` states of `H`;
 /// `false` (nothing done) if its instruction set is missing.
-type CompressLanes<const L: usize> = fn(&mut [[u64; 8]; L], [&[u8]; L]) -> bool;
+type CompressLanes<H, const L: usize> = fn(&mut [<H as Sha2Fn>::State; L], [&[u8]; L]) -> bool;
+
+/// One SHA-2 function as the lane scheduler ([`grouped`]) sees it.
+trait Sha2Fn {
+    /// The chaining state (8 words).
+    type State: Copy;
+    /// The digest.
+    type Out: Copy;
+    /// Bytes per block.
+    const BLOCK: usize;
+    /// The initial state.
+    const IV: Self::State;
+    /// A placeholder digest (overwritten for every message).
+    const ZERO: Self::Out;
+    /// A vector step pays off from this many busy lanes on.
+    const MIN_BUSY_LANES: usize;
+    /// Finish `msg` from `state`, which has absorbed `msg[..done]` (`done` a
+    /// multiple of [`Self::BLOCK`]): the remaining whole blocks, then the padding.
+    fn finish(state: Self::State, msg: &[u8], done: usize) -> Self::Out;
+}
+
+/// SHA-512 for [`grouped`].
+struct Sha512;
+
+impl Sha2Fn for Sha512 {
+    type State = [u64; 8];
+    type Out = Digest;
+    const BLOCK: usize = BLOCK;
+    const IV: [u64; 8] = IV;
+    const ZERO: Digest = [0; 64];
+    // 8 AVX-512 lanes cost about as much as 2 scalar streams, 4 AVX2 lanes
+    // about as much as 2.2.
+    const MIN_BUSY_LANES: usize = 3;
+    fn finish(state: [u64; 8], msg: &[u8], done: usize) -> Digest {
+        finish(state, msg, done)
+    }
+}
 
 fn scalar_many(msgs: &[&[u8]]) -> Vec<Digest> {
     msgs.iter().map(|m| finish(IV, m, 0)).collect()
 }
 
-/// A vector step pays off from this many busy lanes on (8 AVX-512 lanes cost
-/// about as much as 2 scalar streams, 4 AVX2 lanes about as much as 2.2).
-const MIN_BUSY_LANES: usize = 3;
-
 /// Hash `msgs` in groups of `L` lanes with `compress`; `None` if its
-/// instruction set is missing.
+/// instruction set is missing. Shared by SHA-512 and SHA-256.
 ///
 /// Messages are sorted by length and taken `L` at a time. A group runs in
 /// steps: each step takes every lane still busy up to the whole blocks of its
 /// shortest message, which then leaves the group; the lanes of messages that
 /// left (and unused lanes) re-read the longest message and their results are
-/// dropped. Once fewer than [`MIN_BUSY_LANES`] remain, the rest is scalar.
-fn grouped<const L: usize>(msgs: &[&[u8]], compress: CompressLanes<L>) -> Option<Vec<Digest>> {
+/// dropped. Once fewer than `H::MIN_BUSY_LANES` remain, the rest is scalar.
+fn grouped<H: Sha2Fn, const L: usize>(
+    msgs: &[&[u8]],
+    compress: CompressLanes<H, L>,
+) -> Option<Vec<H::Out>> {
     let mut order: Vec<usize> = (0..msgs.len()).collect();
     order.sort_by_key(|&i| msgs[i].len());
-    let mut out = vec![[0u8; 64]; msgs.len()];
+    let mut out = vec![H::ZERO; msgs.len()];
     for group in order.chunks(L) {
         let Some(&longest) = group.last() else {
             continue;
         };
-        let mut states = [IV; L];
+        let mut states = [H::IV; L];
         // Bytes every busy lane has absorbed (a multiple of the block size).
         let mut done = 0;
         for (k, &i) in group.iter().enumerate() {
             // Sorted: lanes k.. are busy and each of their messages (and the
             // longest) holds at least `end` bytes.
-            let end = msgs[i].len() / BLOCK * BLOCK;
-            if end > done && group.len() - k >= MIN_BUSY_LANES {
+            let end = msgs[i].len() / H::BLOCK * H::BLOCK;
+            if end > done && group.len() - k >= H::MIN_BUSY_LANES {
                 let lanes: [&[u8]; L] = std::array::from_fn(|l| {
                     let m = if l >= k { group.get(l).copied() } else { None };
                     &msgs[m.unwrap_or(longest)][done..end]
@@ -186,7 +221,7 @@ fn grouped<const L: usize>(msgs: &[&[u8]], compress: CompressLanes<L>) -> Option
                 states[k..].copy_from_slice(&next[k..]);
                 done = end;
             }
-            out[i] = finish(states[k], msgs[i], done);
+            out[i] = H::finish(states[k], msgs[i], done);
         }
     }
     Some(out)
@@ -227,18 +262,19 @@ fn finish(mut state: [u64; 8], msg: &[u8], done: usize) -> Digest {
     out
 }
 
-/// The lane slices' common length in whole blocks, if they all have the same
-/// length and it is a multiple of the block size.
+/// The lane slices' common length in whole blocks of `block` bytes, if they
+/// all have the same length and it is a multiple of `block`.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn equal_blocks(lanes: &[&[u8]]) -> Option<usize> {
+fn equal_blocks(lanes: &[&[u8]], block: usize) -> Option<usize> {
     let len = lanes.first()?.len();
-    (len % BLOCK == 0 && lanes.iter().all(|l| l.len() == len)).then_some(len / BLOCK)
+    (len % block == 0 && lanes.iter().all(|l| l.len() == len)).then_some(len / block)
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x4 {
     //! 4 messages in the 64-bit lanes of AVX2 registers.
-    use super::{equal_blocks, BLOCK, K};
+    use super::{BLOCK, K};
+    use crate::equal_blocks;
     use std::arch::x86_64::*;
 
     macro_rules! rotr {
@@ -260,7 +296,7 @@ mod x4 {
     /// # Panics
     /// If the slices differ in length or are not whole blocks (a bug in the caller).
     pub(super) fn compress(states: &mut [[u64; 8]; 4], lanes: [&[u8]; 4]) -> bool {
-        let nblocks = equal_blocks(&lanes).expect("4 lanes of equal whole blocks");
+        let nblocks = equal_blocks(&lanes, BLOCK).expect("4 lanes of equal whole blocks");
         if !available() {
             return false;
         }
@@ -372,7 +408,8 @@ mod x4 {
 #[clippy::msrv = "1.89"] // only built by Rust >= 1.89 (build.rs)
 mod x8 {
     //! 8 messages in the 64-bit lanes of AVX-512 registers.
-    use super::{equal_blocks, BLOCK, K};
+    use super::{BLOCK, K};
+    use crate::equal_blocks;
     use std::arch::x86_64::*;
 
     pub(super) fn available() -> bool {
@@ -385,7 +422,7 @@ mod x8 {
     /// # Panics
     /// If the slices differ in length or are not whole blocks (a bug in the caller).
     pub(super) fn compress(states: &mut [[u64; 8]; 8], lanes: [&[u8]; 8]) -> bool {
-        let nblocks = equal_blocks(&lanes).expect("8 lanes of equal whole blocks");
+        let nblocks = equal_blocks(&lanes, BLOCK).expect("8 lanes of equal whole blocks");
         if !available() {
             return false;
         }

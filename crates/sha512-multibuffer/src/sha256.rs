@@ -37,9 +37,21 @@ const BLOCK: usize = 64;
 /// A SHA-256 digest.
 pub type Digest256 = [u8; 32];
 
-/// Runs the whole blocks of `L` equally long slices into `L` SHA-256 states;
-/// `false` (nothing done) if its instruction set is missing.
-type CompressLanes<const L: usize> = fn(&mut [[u32; 8]; L], [&[u8]; L]) -> bool;
+/// SHA-256 for the crate's lane scheduler (`grouped`).
+pub(crate) struct Sha256;
+
+impl crate::Sha2Fn for Sha256 {
+    type State = [u32; 8];
+    type Out = Digest256;
+    const BLOCK: usize = BLOCK;
+    const IV: [u32; 8] = IV;
+    const ZERO: Digest256 = [0; 32];
+    // A guess by analogy with SHA-512; below it the scalar SHA-NI path is as fast.
+    const MIN_BUSY_LANES: usize = 4;
+    fn finish(state: [u32; 8], msg: &[u8], done: usize) -> Digest256 {
+        finish(state, msg, done)
+    }
+}
 
 /// The backend [`sha256_many`] uses on this CPU: [`Backend::Avx512`] where
 /// available; otherwise [`Backend::Avx2`] only if the CPU lacks the SHA
@@ -84,8 +96,8 @@ pub fn sha256_many(msgs: &[&[u8]]) -> Vec<Digest256> {
 pub fn sha256_many_with(backend: Backend, msgs: &[&[u8]]) -> Option<Vec<Digest256>> {
     match backend {
         Backend::Scalar => Some(scalar_many(msgs)),
-        Backend::Avx2 => grouped(msgs, x8::compress),
-        Backend::Avx512 => grouped(msgs, x16::compress),
+        Backend::Avx2 => crate::grouped::<Sha256, 8>(msgs, x8::compress),
+        Backend::Avx512 => crate::grouped::<Sha256, 16>(msgs, x16::compress),
     }
 }
 
@@ -95,47 +107,6 @@ fn scalar_many(msgs: &[&[u8]]) -> Vec<Digest256> {
     msgs.iter()
         .map(|m| sha2::Sha256::digest(m).into())
         .collect()
-}
-
-/// A vector step pays off from this many busy lanes on (a guess by analogy
-/// with SHA-512; below it the scalar SHA-NI path is as fast).
-const MIN_BUSY_LANES: usize = 4;
-
-/// Hash `msgs` in groups of `L` lanes with `compress`; `None` if its
-/// instruction set is missing. The same grouping as the crate's SHA-512
-/// `grouped`: sorted by length, steps up to each shortest message's whole
-/// blocks, idle lanes re-read the longest message, scalar below
-/// [`MIN_BUSY_LANES`].
-fn grouped<const L: usize>(msgs: &[&[u8]], compress: CompressLanes<L>) -> Option<Vec<Digest256>> {
-    let mut order: Vec<usize> = (0..msgs.len()).collect();
-    order.sort_by_key(|&i| msgs[i].len());
-    let mut out = vec![[0u8; 32]; msgs.len()];
-    for group in order.chunks(L) {
-        let Some(&longest) = group.last() else {
-            continue;
-        };
-        let mut states = [IV; L];
-        let mut done = 0;
-        for (k, &i) in group.iter().enumerate() {
-            // Sorted: lanes k.. are busy and each of their messages (and the
-            // longest) holds at least `end` bytes.
-            let end = msgs[i].len() / BLOCK * BLOCK;
-            if end > done && group.len() - k >= MIN_BUSY_LANES {
-                let lanes: [&[u8]; L] = std::array::from_fn(|l| {
-                    let m = if l >= k { group.get(l).copied() } else { None };
-                    &msgs[m.unwrap_or(longest)][done..end]
-                });
-                let mut next = states;
-                if !compress(&mut next, lanes) {
-                    return None;
-                }
-                states[k..].copy_from_slice(&next[k..]);
-                done = end;
-            }
-            out[i] = finish(states[k], msgs[i], done);
-        }
-    }
-    Some(out)
 }
 
 /// Finish SHA-256 of `msg` from `state`, which has absorbed `msg[..done]`
@@ -173,18 +144,11 @@ fn finish(mut state: [u32; 8], msg: &[u8], done: usize) -> Digest256 {
     out
 }
 
-/// The lane slices' common length in whole blocks, if they all have the same
-/// length and it is a multiple of the block size.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn equal_blocks(lanes: &[&[u8]]) -> Option<usize> {
-    let len = lanes.first()?.len();
-    (len % BLOCK == 0 && lanes.iter().all(|l| l.len() == len)).then_some(len / BLOCK)
-}
-
 #[cfg(target_arch = "x86_64")]
 mod x8 {
     //! 8 messages in the 32-bit lanes of AVX2 registers.
-    use super::{equal_blocks, BLOCK, K};
+    use super::{BLOCK, K};
+    use crate::equal_blocks;
     use std::arch::x86_64::*;
 
     macro_rules! rotr {
@@ -202,7 +166,7 @@ mod x8 {
     /// # Panics
     /// If the slices differ in length or are not whole blocks (a bug in the caller).
     pub(super) fn compress(states: &mut [[u32; 8]; 8], lanes: [&[u8]; 8]) -> bool {
-        let nblocks = equal_blocks(&lanes).expect("8 lanes of equal whole blocks");
+        let nblocks = equal_blocks(&lanes, BLOCK).expect("8 lanes of equal whole blocks");
         if !crate::Backend::Avx2.is_available() {
             return false;
         }
@@ -336,7 +300,8 @@ mod x8 {
 #[clippy::msrv = "1.89"] // only built by Rust >= 1.89 (build.rs)
 mod x16 {
     //! 16 messages in the 32-bit lanes of AVX-512 registers.
-    use super::{equal_blocks, BLOCK, K};
+    use super::{BLOCK, K};
+    use crate::equal_blocks;
     use std::arch::x86_64::*;
 
     /// Run the whole blocks of 16 equally long slices into the 16 states.
@@ -345,7 +310,7 @@ mod x16 {
     /// # Panics
     /// If the slices differ in length or are not whole blocks (a bug in the caller).
     pub(super) fn compress(states: &mut [[u32; 8]; 16], lanes: [&[u8]; 16]) -> bool {
-        let nblocks = equal_blocks(&lanes).expect("16 lanes of equal whole blocks");
+        let nblocks = equal_blocks(&lanes, BLOCK).expect("16 lanes of equal whole blocks");
         if !crate::Backend::Avx512.is_available() {
             return false;
         }
