@@ -7,6 +7,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use branchcache::app::App;
+
+/// mimalloc instead of glibc malloc: the proxy's hot paths allocate from
+/// both runtime threads at once, and glibc's arena locks and `free`
+/// consolidation showed up as ~10 % of a small hit's CPU (perf, 16 KiB hits).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use branchcache::config::{Config, LogFormat};
 use branchcache::store::Store;
 

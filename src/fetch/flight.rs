@@ -676,7 +676,11 @@ impl StreamState {
                 if !store.has(seg, j) {
                     return None;
                 }
-                store.get_run(seg, j, self.run_len(seg, j)).await
+                let n = self.run_len(seg, j);
+                match store.get_run_now(seg, j, n) {
+                    Some(blocks) => blocks,
+                    None => store.get_run(seg, j, n).await,
+                }
             }
         };
         let mut blocks = blocks.into_iter();
@@ -705,7 +709,9 @@ impl StreamState {
     /// of segment `idx`), unless a read is already running, it would cross
     /// into a segment being fetched, or the store lacks its first block.
     fn read_ahead(&mut self, idx: usize, j: u32) {
-        if self.reading.is_some() {
+        // One run in flight, or more than one block still held: enough
+        // ahead (bounds what a stream holds to about two runs).
+        if self.reading.is_some() || self.ready.len() > 1 {
             return;
         }
         let (i, k) = self.ready.back().map_or((idx, j), |&(i, k, _)| (i, k));
@@ -727,7 +733,15 @@ impl StreamState {
         if !store.has(&seg, k) {
             return;
         }
-        let read = store.get_run(&seg, k, self.run_len(&seg, k));
+        let n = self.run_len(&seg, k);
+        // In the page cache: take it now, no task and no thread hand-off.
+        if let Some(blocks) = store.get_run_now(&seg, k, n) {
+            for (m, data) in blocks.into_iter().enumerate() {
+                self.ready.push_back((i, k + m as u32, data));
+            }
+            return;
+        }
+        let read = store.get_run(&seg, k, n);
         self.reading = Some((i, k, tokio::spawn(read)));
     }
 

@@ -288,6 +288,14 @@ pub trait BlockStore: Send + Sync + std::fmt::Debug {
         Box::pin(async move { one.await.into_iter().collect() })
     }
 
+    /// [`get_run`](Self::get_run) if it can finish on the calling thread
+    /// without waiting for IO (a run the page cache holds); `None` when it
+    /// cannot, and the caller uses `get_run`. Default: always `None`.
+    fn get_run_now(&self, seg: &SegmentPlan, first: u32, max: u32) -> Option<Vec<Bytes>> {
+        let _ = (seg, first, max);
+        None
+    }
+
     /// Fast presence check (may be stale; [`get`](Self::get) is authoritative).
     fn has(&self, seg: &SegmentPlan, index: u32) -> bool;
 

@@ -65,6 +65,10 @@ impl BlockStore for Store {
         })
     }
 
+    fn get_run_now(&self, seg: &SegmentPlan, first: u32, max: u32) -> Option<Vec<Bytes>> {
+        self.get_blocks_cached(&seg.id, first, max)
+    }
+
     fn has(&self, seg: &SegmentPlan, index: u32) -> bool {
         self.has_block(&seg.id, index)
     }

@@ -13,10 +13,11 @@
 //!
 //! ## Concurrency
 //! Readers consult an in-memory map (presence + CRC per block, LRU order)
-//! under a short mutex and read block bytes with positioned reads on the
-//! blocking pool — runs of blocks with one read into a recycled buffer
-//! ([`Store::get_blocks`]); a small block the page cache holds is read inline
-//! (`preadv2(RWF_NOWAIT)`), which cannot wait on the disk. All mutations go through one writer thread that batches
+//! under a short mutex and read block bytes with positioned reads through
+//! cached read handles — runs of blocks with one read into a recycled buffer
+//! ([`Store::get_blocks`]). What the page cache holds is read inline on the
+//! caller's thread (`preadv2(RWF_NOWAIT)`, which cannot wait on the disk);
+//! only reads that need the disk go to the blocking pool. All mutations go through one writer thread that batches
 //! requests: write data → fsync data files → one index commit → publish in
 //! memory → reply. The index therefore never names unsynced data, and a
 //! block is visible to readers only once it is durable.
@@ -59,10 +60,11 @@ const IO_LOG_INTERVAL: Duration = Duration::from_secs(60);
 const INDEX_CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// Most threads fsyncing data files of one batch in parallel.
 const SYNC_THREADS: usize = 16;
-/// Largest block read inline on the async worker when the page cache holds
-/// it (`Backend::read_at_cached`): small hits skip the blocking-pool hand-off
-/// (two thread wake-ups per request, the main cost of a 16 KiB hit); larger
-/// reads stay on the blocking pool, where they overlap with sending.
+/// Largest single block [`Store::get_block`] reads inline on the async
+/// worker when the page cache holds it (`Backend::read_at_cached`): hits skip
+/// the blocking-pool hand-off (two thread wake-ups per read). Runs
+/// ([`Store::get_blocks`], at most `READ_POOL_BUFFER_BYTES`) are read inline
+/// the same way; only reads that would wait for the disk go to the pool.
 const INLINE_READ_MAX: usize = 64 * 1024;
 /// Block reads on the blocking pool at once, across all readers. Without a
 /// bound, 64 concurrent warm downloads (each with a read in flight and one
@@ -829,12 +831,48 @@ impl Store {
         }
     }
 
+    /// Where the run of up to `max` consecutive present blocks of `id` from
+    /// `first` lies (touching the segment's LRU tick); `None` when `first`
+    /// is absent.
+    fn locate_run(&self, id: &SegmentId, first: u32, max: u32) -> Option<RunLoc> {
+        let mut st = lock(&self.shared.state);
+        let loc = st.segs.get(id).and_then(|e| {
+            let mut blocks: Vec<(u32, u32)> = Vec::new();
+            let offset = e.meta.block_offset(first);
+            let mut next = offset;
+            for i in first..first.saturating_add(max) {
+                let Some(Some(crc)) = e.crcs.get(i as usize).copied() else {
+                    break;
+                };
+                let Some(len) = e.meta.block_len(i) else {
+                    break;
+                };
+                if e.meta.block_offset(i) != next {
+                    break;
+                }
+                next += u64::from(len);
+                blocks.push((crc, len));
+            }
+            (!blocks.is_empty()).then(|| RunLoc {
+                file: data_file_name(id),
+                offset,
+                blocks,
+                generation: e.generation,
+            })
+        });
+        if loc.is_some() {
+            st.touch(id);
+        }
+        loc
+    }
+
     /// Read up to `max` consecutive present blocks of `id` from `first` with
     /// one positioned read, each checked against its ingest CRC32C. Returns
     /// the verified prefix (empty when `first` is absent); a block failing its
     /// check ends the prefix and is evicted as in [`get_block`](Self::get_block).
     /// The blocks are slices of one buffer from a small recycled pool, which
-    /// gets it back when the last slice is dropped.
+    /// gets it back when the last slice is dropped. A run the page cache
+    /// holds is read on the calling thread (no blocking-pool hand-off).
     pub async fn get_blocks(
         &self,
         id: &SegmentId,
@@ -842,82 +880,82 @@ impl Store {
         max: u32,
     ) -> Result<Vec<Bytes>, StoreError> {
         let id = *id;
-        let loc = {
-            let mut st = lock(&self.shared.state);
-            let loc = st.segs.get(&id).and_then(|e| {
-                let mut blocks: Vec<(u32, u32)> = Vec::new();
-                let offset = e.meta.block_offset(first);
-                let mut next = offset;
-                for i in first..first.saturating_add(max) {
-                    let Some(Some(crc)) = e.crcs.get(i as usize).copied() else {
-                        break;
-                    };
-                    let Some(len) = e.meta.block_len(i) else {
-                        break;
-                    };
-                    if e.meta.block_offset(i) != next {
-                        break;
-                    }
-                    next += u64::from(len);
-                    blocks.push((crc, len));
-                }
-                (!blocks.is_empty()).then(|| (data_file_name(&id), offset, blocks, e.generation))
-            });
-            if loc.is_some() {
-                st.touch(&id);
-            }
-            loc
-        };
-        let Some((file, offset, blocks, generation)) = loc else {
+        let Some(run) = self.locate_run(&id, first, max) else {
             self.shared.metrics.misses.inc();
             return Ok(Vec::new());
         };
-        if blocks.len() == 1 {
+        if run.blocks.len() == 1 {
             return Ok(self.get_block(&id, first).await?.into_iter().collect());
         }
-        let total: usize = blocks.iter().map(|&(_, len)| len as usize).sum();
-        let backend = self.shared.backend.clone();
-        let read_file = file.clone();
-        let checks = blocks.clone();
-        let _permit = self.shared.read_permits.acquire().await;
-        let res = tokio::task::spawn_blocking(move || {
-            let mut buf = ReadPool::take(total);
-            backend.read_at(&read_file, offset, &mut buf)?;
-            let mut at = 0usize;
-            let good = checks
-                .iter()
-                .take_while(|&&(crc, len)| {
-                    let ok = buf
-                        .get(at..at + len as usize)
-                        .is_some_and(|b| crc32c::crc32c(b) == crc);
-                    at += len as usize;
-                    ok
+        let mut buf = ReadPool::take(run.total());
+        let res = match self
+            .shared
+            .backend
+            .read_at_cached(&run.file, run.offset, &mut buf)
+        {
+            Ok(true) => Ok(run.check(buf)),
+            Ok(false) => {
+                let backend = self.shared.backend.clone();
+                let (file, offset, checks) = (run.file.clone(), run.offset, run.blocks.clone());
+                let _permit = self.shared.read_permits.acquire().await;
+                tokio::task::spawn_blocking(move || {
+                    backend.read_at(&file, offset, &mut buf)?;
+                    Ok::<_, io::Error>(RunLoc::check_with(&checks, buf))
                 })
-                .count();
-            Ok::<_, io::Error>((buf, good))
-        })
-        .await
-        .map_err(|_| StoreError::Closed)?;
-        match res {
-            Ok((buf, good)) => {
-                let data = Bytes::from_owner(buf);
-                let mut out = Vec::with_capacity(good);
-                let mut at = 0usize;
-                for &(_, len) in blocks.iter().take(good) {
-                    out.push(data.slice(at..at + len as usize));
-                    at += len as usize;
-                }
-                self.shared.metrics.hits.inc_by(good as u64);
-                if good < blocks.len() {
-                    let bad = first + good as u32;
-                    self.evict_bad_block(id, bad, generation, "checksum mismatch on read");
-                }
-                Ok(out)
+                .await
+                .map_err(|_| StoreError::Closed)?
             }
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(checked) => Ok(self.finish_run(id, first, &run, checked)),
             // A short or missing file, or an IO error: let the one-block read
             // sort out which block is at fault (it evicts and counts).
             Err(_) => Ok(self.get_block(&id, first).await?.into_iter().collect()),
         }
+    }
+
+    /// [`get_blocks`](Self::get_blocks) without waiting: `Some` when the run
+    /// was read from the page cache on the calling thread (possibly empty:
+    /// `first` absent or failing its check), `None` when reading it needs
+    /// disk IO (or ran into an error the async read sorts out).
+    pub fn get_blocks_cached(&self, id: &SegmentId, first: u32, max: u32) -> Option<Vec<Bytes>> {
+        let Some(run) = self.locate_run(id, first, max) else {
+            self.shared.metrics.misses.inc();
+            return Some(Vec::new());
+        };
+        let mut buf = ReadPool::take(run.total());
+        match self
+            .shared
+            .backend
+            .read_at_cached(&run.file, run.offset, &mut buf)
+        {
+            Ok(true) => Some(self.finish_run(*id, first, &run, run.check(buf))),
+            Ok(false) | Err(_) => None,
+        }
+    }
+
+    /// Slice a checked run into blocks, count hits, evict a block that failed.
+    fn finish_run(
+        &self,
+        id: SegmentId,
+        first: u32,
+        run: &RunLoc,
+        (buf, good): (PooledBuf, usize),
+    ) -> Vec<Bytes> {
+        let data = Bytes::from_owner(buf);
+        let mut out = Vec::with_capacity(good);
+        let mut at = 0usize;
+        for &(_, len) in run.blocks.iter().take(good) {
+            out.push(data.slice(at..at + len as usize));
+            at += len as usize;
+        }
+        self.shared.metrics.hits.inc_by(good as u64);
+        if good < run.blocks.len() {
+            let bad = first + good as u32;
+            self.evict_bad_block(id, bad, run.generation, "checksum mismatch on read");
+        }
+        out
     }
 
     /// Unpublish a block that failed a check, count it, and delete its index record.
@@ -1190,6 +1228,41 @@ fn data_backend(dir: &Path) -> Result<Arc<dyn Backend>, StoreError> {
 /// dropped. Recycling keeps the warm hit path from churning large
 /// allocations through glibc's per-thread arenas (the blocking-pool threads
 /// each get one), which let the RSS of 64 concurrent downloads creep up.
+/// One run of present, contiguous blocks in a segment's data file.
+struct RunLoc {
+    file: String,
+    offset: u64,
+    /// `(crc32c, len)` of each block, in order.
+    blocks: Vec<(u32, u32)>,
+    generation: u64,
+}
+
+impl RunLoc {
+    fn total(&self) -> usize {
+        self.blocks.iter().map(|&(_, len)| len as usize).sum()
+    }
+
+    /// The buffer and how many leading blocks match their checksums.
+    fn check(&self, buf: PooledBuf) -> (PooledBuf, usize) {
+        Self::check_with(&self.blocks, buf)
+    }
+
+    fn check_with(blocks: &[(u32, u32)], buf: PooledBuf) -> (PooledBuf, usize) {
+        let mut at = 0usize;
+        let good = blocks
+            .iter()
+            .take_while(|&&(crc, len)| {
+                let ok = buf
+                    .get(at..at + len as usize)
+                    .is_some_and(|b| crc32c::crc32c(b) == crc);
+                at += len as usize;
+                ok
+            })
+            .count();
+        (buf, good)
+    }
+}
+
 struct ReadPool;
 
 static READ_POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
