@@ -293,12 +293,15 @@ impl App {
             let proxy = crate::proxy::Proxy::new(pc, planner, metrics.clone())?;
             proxy_handle = Some(proxy.clone());
             let drain = pc.shutdown_timeout;
-            let serve = crate::net::serve_draining(
+            let direct = Arc::new(crate::proxy::DirectHits(proxy.clone()));
+            let serve = crate::net::serve_direct(
                 listener,
                 move |req, peer| {
                     let proxy = proxy.clone();
                     async move { proxy.handle(req, peer).await }
                 },
+                direct,
+                crate::net::Limits::default(),
                 shutdown.child_token(),
                 drain,
             );

@@ -131,6 +131,9 @@ pub struct Metrics {
     pub proxy_freshness: Family<Label, Counter>,
     /// `branchcache_proxy_freshness_entries`: URLs whose content information is remembered.
     pub proxy_freshness_entries: Gauge,
+    /// `branchcache_proxy_direct_responses_total`: fresh hits written
+    /// straight to the socket (`net::direct`) instead of through hyper.
+    pub proxy_direct_responses: Counter,
     /// Bounded per-minute history and recent requests for `/status` (not exported).
     pub activity: crate::activity::Activity,
     /// Peers and hosted caches dealt with, for `/status` (not exported).
@@ -358,6 +361,12 @@ impl Metrics {
             "URLs whose content information the proxy remembers for freshness",
             proxy_freshness_entries.clone(),
         );
+        let proxy_direct_responses = Counter::default();
+        registry.register(
+            "proxy_direct_responses",
+            "Fresh hits the proxy wrote straight to the socket (its fast path) instead of through the general HTTP stack",
+            proxy_direct_responses.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             build_info,
@@ -393,6 +402,7 @@ impl Metrics {
             config_reloads,
             proxy_freshness,
             proxy_freshness_entries,
+            proxy_direct_responses,
             activity: crate::activity::Activity::new(),
             peers: crate::retrieval::PeerBook::new(),
         }

@@ -15,6 +15,10 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub mod direct;
+
+use direct::{Prefixed, SharedDirect};
+
 /// The response body type every handler returns.
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -94,6 +98,39 @@ where
     H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    serve_inner(listener, handler, None, limits, shutdown, drain).await
+}
+
+/// [`serve_with`] where `direct` gets each connection's requests first
+/// and answers those it can on the socket itself (see [`direct`]); hyper
+/// serves the rest with `handler`.
+pub async fn serve_direct<H, F>(
+    listener: TcpListener,
+    handler: H,
+    direct: SharedDirect,
+    limits: Limits,
+    shutdown: CancellationToken,
+    drain: Duration,
+) -> Duration
+where
+    H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    serve_inner(listener, handler, Some(direct), limits, shutdown, drain).await
+}
+
+async fn serve_inner<H, F>(
+    listener: TcpListener,
+    handler: H,
+    direct: Option<SharedDirect>,
+    limits: Limits,
+    shutdown: CancellationToken,
+    drain: Duration,
+) -> Duration
+where
+    H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
     let handler = Arc::new(handler);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -133,12 +170,24 @@ where
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler(req, peer).await) }
         });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        // Taken now, so the drain below waits for this connection even
+        // while the direct path still has it.
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let direct = direct.clone();
+        let token = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let io = match &direct {
+                Some(d) => match direct::serve(stream, peer, d.as_ref(), limits, &token).await {
+                    Some(io) => io,
+                    None => return drop(permit),
+                },
+                None => Prefixed::new(bytes::BytesMut::new(), stream),
+            };
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with error");
             }
             drop(permit);

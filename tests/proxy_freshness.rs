@@ -394,3 +394,142 @@ async fn stale_entry_through_a_publisher_revalidates_with_the_origins_304() {
     );
     publisher.shutdown().await;
 }
+
+/// One request written raw, one response read: status line, headers in
+/// order (names lower-case), body (by Content-Length; none for 304).
+async fn raw_exchange(addr: SocketAddr, req: &str) -> (String, Vec<(String, String)>, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let mut chunk = [0u8; 8192];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before the head ended");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().to_string();
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap();
+            (n.trim().to_ascii_lowercase(), v.trim().to_string())
+        })
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map_or(0, |(_, v)| v.parse().unwrap());
+    let len = if status.contains(" 304 ") { 0 } else { len };
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < len {
+        let mut chunk = vec![0u8; 65536];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before the body ended");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(body.len(), len, "more bytes than Content-Length");
+    (status, headers, body)
+}
+
+/// The fresh-hit answer written straight to the socket (plain keep-alive
+/// GETs) is the one hyper's path gives (`Connection: close` makes the
+/// direct path decline): same status, same headers but `date`/`age`/
+/// `connection`, same body; for full, ranged and conditional requests; and
+/// both are counted as hits.
+#[tokio::test]
+async fn direct_fresh_hits_answer_exactly_as_the_hyper_path() {
+    let origin = Origin::start().await;
+    let data = content(300 * 1024 + 5, 41);
+    origin.put("/same", Object::peerdist(data.clone()));
+    cache_control(&origin, "/same", "max-age=3600");
+    let proxy = Proxy::reverse(&origin).await;
+    let (status, _, first) = fetch(proxy.addr(), "/same").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(first == data);
+    wait_stored(&proxy, data.len()).await;
+    let before = requests(&origin);
+    let m = proxy.metrics();
+    let hits0 = metric(&m, "branchcache_proxy_requests_total{outcome=\"hit\"}");
+    let direct0 = metric(&m, "branchcache_proxy_direct_responses_total");
+
+    let cases: [(&str, StatusCode, Bytes); 4] = [
+        ("", StatusCode::OK, data.clone()),
+        (
+            "Range: bytes=70000-140000\r\n",
+            StatusCode::PARTIAL_CONTENT,
+            data.slice(70000..140001),
+        ),
+        (
+            "Range: bytes=-10\r\n",
+            StatusCode::PARTIAL_CONTENT,
+            data.slice(data.len() - 10..),
+        ),
+        (
+            "If-None-Match: \"v1\"\r\n",
+            StatusCode::NOT_MODIFIED,
+            Bytes::new(),
+        ),
+    ];
+    let skip = ["date", "age", "connection"];
+    for (extra, want_status, want_body) in cases {
+        let direct = raw_exchange(
+            proxy.addr(),
+            &format!("GET /same HTTP/1.1\r\nHost: t\r\n{extra}\r\n"),
+        )
+        .await;
+        let hyper = raw_exchange(
+            proxy.addr(),
+            &format!("GET /same HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n"),
+        )
+        .await;
+        assert!(
+            direct
+                .0
+                .starts_with(&format!("HTTP/1.1 {}", want_status.as_u16())),
+            "{extra}: {}",
+            direct.0
+        );
+        assert_eq!(direct.0, hyper.0, "{extra}");
+        let strip = |h: &[(String, String)]| {
+            let mut v: Vec<(String, String)> = h
+                .iter()
+                .filter(|(n, _)| !skip.contains(&n.as_str()))
+                .cloned()
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(strip(&direct.1), strip(&hyper.1), "{extra}");
+        for (name, _) in [&direct.1, &hyper.1].into_iter().flatten() {
+            assert_ne!(name, "content-encoding", "{extra}");
+        }
+        assert!(
+            direct.1.iter().any(|(n, _)| n == "date"),
+            "{extra}: no date"
+        );
+        assert!(direct.1.iter().any(|(n, _)| n == "age"), "{extra}: no age");
+        assert!(direct.2 == want_body, "{extra}: direct body differs");
+        assert!(hyper.2 == want_body, "{extra}: hyper body differs");
+    }
+    assert_eq!(
+        requests(&origin),
+        before,
+        "a fresh hit contacted the origin"
+    );
+    let m = proxy.metrics();
+    assert_eq!(
+        metric(&m, "branchcache_proxy_requests_total{outcome=\"hit\"}") - hits0,
+        8,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "branchcache_proxy_direct_responses_total") - direct0,
+        4,
+        "the plain GETs were not answered by the direct path: {m}"
+    );
+}

@@ -21,6 +21,7 @@
 //!
 //! Errors map to statuses in one place, [`error`].
 
+mod direct;
 pub mod error;
 pub mod freshness;
 pub mod headers;
@@ -49,6 +50,7 @@ use crate::metrics::Metrics;
 use crate::net::{full, Body};
 use crate::proto::pccrc::ContentInfo;
 
+pub use direct::DirectHits;
 pub use error::{Blame, ProxyError};
 use freshness::{Entry, FreshnessCache};
 use headers::{
@@ -188,17 +190,10 @@ impl Proxy {
         if req.method() == Method::CONNECT {
             return self.connect(req, guard).await;
         }
-        let target = match self.target(req.uri()) {
-            Ok(t) => t,
-            Err(e) => return guard.fail(e),
-        };
         let (mut parts, body) = req.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        add_via(&mut parts.headers);
-        // The client sets Host from the target URI.
-        parts.headers.remove(header::HOST);
-        parts.uri = target;
-        parts.version = Version::HTTP_11;
+        if let Err(e) = self.upstream_request(&mut parts) {
+            return guard.fail(e);
+        }
         if let Some(reason) = bypass_reason(&parts) {
             let mut guard = guard;
             guard.outcome = CacheOutcome::Bypass(reason);
@@ -207,6 +202,19 @@ impl Proxy {
         }
         drop(body);
         self.peerdist_get(parts, guard).await
+    }
+
+    /// Turn a client request head into the one sent upstream: the target
+    /// URL, no hop-by-hop headers, `Via` added, `Host` left to the client.
+    fn upstream_request(&self, parts: &mut Parts) -> Result<(), ProxyError> {
+        let target = self.target(&parts.uri)?;
+        strip_hop_by_hop(&mut parts.headers);
+        add_via(&mut parts.headers);
+        // The client sets Host from the target URI.
+        parts.headers.remove(header::HOST);
+        parts.uri = target;
+        parts.version = Version::HTTP_11;
+        Ok(())
     }
 
     /// Where a request goes: absolute-form (forward mode) or `upstream` + path.
@@ -408,17 +416,9 @@ impl Proxy {
         let age = entry.age(now).as_secs();
         if entry.not_modified_for(&parts.headers) {
             guard.outcome = CacheOutcome::Hit;
-            let mut headers = HeaderMap::new();
-            for name in NOT_MODIFIED_HEADERS {
-                for v in entry.headers.get_all(&name) {
-                    headers.append(name.clone(), v.clone());
-                }
-            }
-            headers.insert(header::AGE, HeaderValue::from(age));
-            add_via(&mut headers);
             let mut resp = Response::new(full(Bytes::new()));
             *resp.status_mut() = StatusCode::NOT_MODIFIED;
-            *resp.headers_mut() = headers;
+            *resp.headers_mut() = not_modified_headers(&entry, age);
             return resp;
         }
         let mut headers = entry.headers.clone();
@@ -514,16 +514,54 @@ impl Proxy {
         parts: Parts,
         segments: Arc<[Arc<SegmentPlan>]>,
         total: u64,
-        mut headers: HeaderMap,
+        headers: HeaderMap,
         client_range: Option<ByteRange>,
         mut guard: Guard,
     ) -> Response<Body> {
+        match self
+            .prepare_body(&parts, segments, total, headers, client_range)
+            .await
+        {
+            Ok(p) => {
+                guard.planned = true;
+                let body = PlannedBody {
+                    first: p.first,
+                    rest: std::sync::Mutex::new(p.rest),
+                    remaining: p.len,
+                    guard,
+                };
+                let mut resp = Response::new(body.boxed());
+                *resp.status_mut() = p.status;
+                *resp.headers_mut() = p.headers;
+                resp
+            }
+            Err(Unprepared::Fail(e)) => guard.fail(e),
+            Err(Unprepared::Fallback) => self.fallback(parts, guard).await,
+        }
+    }
+
+    /// The status, identity headers and body stream for `client_range` (or
+    /// all) of the object described by `segments`, with the first chunk
+    /// already produced: a lying or broken origin can still be answered
+    /// with a plain GET before a status is committed.
+    async fn prepare_body(
+        &self,
+        parts: &Parts,
+        segments: Arc<[Arc<SegmentPlan>]>,
+        total: u64,
+        mut headers: HeaderMap,
+        client_range: Option<ByteRange>,
+    ) -> Result<PreparedBody, Unprepared> {
         let metrics = &self.inner.metrics;
         let (status, range) = match client_range {
             None => (StatusCode::OK, 0..total),
             Some(r) => match r.resolve(total) {
                 Some(range) => (StatusCode::PARTIAL_CONTENT, range),
-                None => return guard.fail(ProxyError::RangeNotSatisfiable { len: total }),
+                None => {
+                    return Err(Unprepared::Fail(ProxyError::RangeNotSatisfiable {
+                        len: total,
+                    }))
+                }
             },
         };
         let validator = headers
@@ -542,8 +580,6 @@ impl Proxy {
             .inner
             .planner
             .stream(segments, Arc::new(origin), range.clone());
-        // Produce the first block before committing to a status, so a lying
-        // or broken origin can still be answered with a plain GET.
         let first = if range.is_empty() {
             None
         } else {
@@ -551,11 +587,11 @@ impl Proxy {
                 Some(Ok(chunk)) => Some(chunk),
                 Some(Err(e)) => {
                     tracing::warn!(uri = %parts.uri, error = %e, "cannot build body from segments; plain GET");
-                    return self.fallback(parts, guard).await;
+                    return Err(Unprepared::Fallback);
                 }
                 None => {
                     tracing::warn!(uri = %parts.uri, "segment stream ended early; plain GET");
-                    return self.fallback(parts, guard).await;
+                    return Err(Unprepared::Fallback);
                 }
             }
         };
@@ -580,17 +616,13 @@ impl Proxy {
             }
         }
         add_via(&mut headers);
-        guard.planned = true;
-        let body = PlannedBody {
+        Ok(PreparedBody {
+            status,
+            headers,
             first,
-            rest: std::sync::Mutex::new(stream),
-            remaining: range.end - range.start,
-            guard,
-        };
-        let mut resp = Response::new(body.boxed());
-        *resp.status_mut() = status;
-        *resp.headers_mut() = headers;
-        resp
+            rest: stream,
+            len: range.end - range.start,
+        })
     }
 
     /// `CONNECT host:port`: an uncached tunnel (forward mode only).
@@ -656,6 +688,37 @@ const NOT_MODIFIED_HEADERS: [HeaderName; 7] = [
 ];
 
 /// Whether an origin answer carries content information.
+/// A response body ready to send ([`Proxy::prepare_body`]).
+struct PreparedBody {
+    status: StatusCode,
+    headers: HeaderMap,
+    first: Option<BodyChunk>,
+    rest: BoxStream<'static, Result<BodyChunk, FetchError>>,
+    /// Body length, the first chunk included.
+    len: u64,
+}
+
+/// Why [`Proxy::prepare_body`] produced no body.
+enum Unprepared {
+    /// Answer with this error.
+    Fail(ProxyError),
+    /// Answer with a plain GET of the original request.
+    Fallback,
+}
+
+/// The headers of a `304` answered from a remembered entry.
+fn not_modified_headers(entry: &Entry, age: u64) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for name in NOT_MODIFIED_HEADERS {
+        for v in entry.headers.get_all(&name) {
+            headers.append(name.clone(), v.clone());
+        }
+    }
+    headers.insert(header::AGE, HeaderValue::from(age));
+    add_via(&mut headers);
+    headers
+}
+
 fn is_peerdist<B>(resp: &Response<B>) -> bool {
     resp.status() == StatusCode::OK
         && lists_token(resp.headers(), &header::CONTENT_ENCODING, "peerdist")
@@ -765,6 +828,17 @@ impl Guard {
         }
         tracing::info!(peer = %self.peer, method = %self.method, error = %e, "proxy request failed");
         e.into_response()
+    }
+
+    /// The body stream failed after the head was sent: count it; the
+    /// response is cut off.
+    fn body_failed(&mut self, e: &FetchError) {
+        self.failed = true;
+        self.metrics
+            .proxy_origin_errors
+            .get_or_create(&[("kind", e.kind())])
+            .inc();
+        tracing::warn!(peer = %self.peer, error = %e, "aborting response mid-body");
     }
 
     fn outcome(&self) -> CacheOutcome {
@@ -907,13 +981,7 @@ impl HttpBody for PlannedBody {
         match rest.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Some(Ok(this.emit(chunk)))),
             Poll::Ready(Some(Err(e))) => {
-                this.guard.failed = true;
-                this.guard
-                    .metrics
-                    .proxy_origin_errors
-                    .get_or_create(&[("kind", e.kind())])
-                    .inc();
-                tracing::warn!(peer = %this.guard.peer, error = %e, "aborting response mid-body");
+                this.guard.body_failed(&e);
                 Poll::Ready(Some(Err(std::io::Error::other(e))))
             }
             Poll::Ready(None) => {

@@ -1,0 +1,568 @@
+//! HTTP/1.1 requests answered on the socket itself, before hyper sees the
+//! connection: the proxy's fresh store hits.
+//!
+//! hyper serves every request well, but a small store hit spends more CPU
+//! in generic machinery (dispatcher, boxed body, per-frame polling) than in
+//! the kernel; nginx answers the same hit with a handful of syscalls. A
+//! [`DirectPath`] gets each parsed request head first and either answers it
+//! completely (status line, headers and body written here) or declines; on
+//! the first decline the connection, with every byte read and not
+//! consumed, goes to hyper for the rest of its life ([`Prefixed`]). So a
+//! request is answered either wholly by the direct path or wholly by hyper.
+//!
+//! Only plain requests are candidates: HTTP/1.1, no request body, no
+//! `Expect`, no `Connection` options other than `keep-alive`; anything
+//! else (including HTTP/2's preface, malformed or oversized heads) goes to
+//! hyper, which also owns the error answers. The listener's [`Limits`]
+//! hold here too: a head must arrive complete within
+//! `header_read_timeout` (idle keep-alive included) and within
+//! `max_header_bytes`, else hyper gets the bytes and refuses them.
+
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, StatusCode, Version};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::Limits;
+
+/// Most header fields a direct request may have; more go to hyper.
+const MAX_HEADERS: usize = 64;
+/// Initial read buffer; grows up to the listener's header limit.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// What a [`DirectPath`] did with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// Not this path's to answer; nothing was written. hyper gets the
+    /// connection, starting with this request.
+    Declined,
+    /// The complete response was written; the connection may carry on.
+    Done,
+    /// The response could not be completed (client gone, or the body
+    /// failed after the head was sent): close the connection.
+    Broken,
+}
+
+/// Answers some requests directly on the connection.
+pub trait DirectPath: Send + Sync + 'static {
+    /// Answer `req` (head only; candidates carry no body) from `peer` on
+    /// `out`, or decline without writing anything. `closing`: the listener
+    /// is shutting down, so the response should say `connection: close`.
+    fn answer<'a>(
+        &'a self,
+        req: Parts,
+        peer: SocketAddr,
+        out: &'a mut TcpStream,
+        closing: bool,
+    ) -> BoxFuture<'a, Answered>;
+}
+
+/// A connection with the bytes already read from it.
+#[derive(Debug)]
+pub struct Prefixed {
+    read: BytesMut,
+    stream: TcpStream,
+}
+
+impl Prefixed {
+    /// `stream`, whose next bytes are `read`.
+    pub fn new(read: BytesMut, stream: TcpStream) -> Prefixed {
+        Prefixed { read, stream }
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.read.is_empty() {
+            let n = this.read.len().min(buf.remaining());
+            buf.put_slice(&this.read[..n]);
+            this.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// Serve the requests at the head of `stream` with `direct` while it
+/// answers them. `Some`: hand the connection to hyper; `None`: it is done
+/// (closed by the client, broken, timed out, or shutting down).
+pub async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    direct: &dyn DirectPath,
+    limits: Limits,
+    shutdown: &CancellationToken,
+) -> Option<Prefixed> {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        // A complete head, or a reason to stop or hand over.
+        let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
+        let (req, head_len) = loop {
+            match parse_head(&buf) {
+                Head::Complete(req, len) => break (req, len),
+                Head::Other => return Some(Prefixed::new(buf, stream)),
+                Head::Partial if buf.len() >= limits.max_header_bytes => {
+                    return Some(Prefixed::new(buf, stream));
+                }
+                Head::Partial => {}
+            }
+            if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+                buf.reserve(READ_CHUNK);
+            }
+            let read = tokio::select! {
+                // Idle between requests: close at shutdown; mid-head, finish
+                // reading (the deadline bounds it).
+                _ = shutdown.cancelled(), if buf.is_empty() => return None,
+                r = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => r,
+            };
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+                Ok(Ok(_)) => {}
+            }
+        };
+        let closing = shutdown.is_cancelled();
+        match direct.answer(req, peer, &mut stream, closing).await {
+            Answered::Declined => return Some(Prefixed::new(buf, stream)),
+            Answered::Broken => return None,
+            Answered::Done => {
+                buf.advance(head_len);
+                if closing {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+// A transient return value, moved once: boxing `Parts` would only add an
+// allocation per request on the path this module exists to make cheap.
+#[allow(clippy::large_enum_variant)]
+enum Head {
+    /// A candidate request and the length of its head.
+    Complete(Parts, usize),
+    /// More bytes needed.
+    Partial,
+    /// Not a candidate (or not valid): hyper's to answer.
+    Other,
+}
+
+/// Parse one request head from the front of `buf`.
+fn parse_head(buf: &[u8]) -> Head {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Head::Partial,
+        Err(_) => return Head::Other,
+    };
+    if req.version != Some(1) {
+        return Head::Other;
+    }
+    let (Some(method), Some(path)) = (req.method, req.path) else {
+        return Head::Other;
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Head::Other;
+    };
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    for f in req.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(f.name.as_bytes()),
+            HeaderValue::from_bytes(f.value),
+        ) else {
+            return Head::Other;
+        };
+        headers.append(name, value);
+    }
+    if !plain_request(&headers) {
+        return Head::Other;
+    }
+    let Ok(req) = Request::builder()
+        .method(method)
+        .uri(path)
+        .version(Version::HTTP_11)
+        .body(())
+    else {
+        return Head::Other;
+    };
+    let (mut parts, ()) = req.into_parts();
+    parts.headers = headers;
+    Head::Complete(parts, len)
+}
+
+/// No body, no `Expect`, no connection options but `keep-alive`.
+fn plain_request(h: &HeaderMap) -> bool {
+    if h.contains_key(header::TRANSFER_ENCODING) || h.contains_key(header::EXPECT) {
+        return false;
+    }
+    if h.get_all(header::CONTENT_LENGTH)
+        .iter()
+        .any(|v| v.as_bytes() != b"0")
+    {
+        return false;
+    }
+    h.get_all(header::CONNECTION).iter().all(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .all(|t| t.trim().eq_ignore_ascii_case("keep-alive"))
+        })
+    })
+}
+
+/// Write a response head (`date` added, `connection: close` when
+/// `closing`) followed by `body` with as few syscalls as possible.
+pub async fn write_head(
+    out: &mut TcpStream,
+    status: StatusCode,
+    headers: &HeaderMap,
+    closing: bool,
+    body: &[u8],
+) -> io::Result<()> {
+    let mut head = Vec::with_capacity(256 + headers.len() * 48);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if !headers.contains_key(header::DATE) {
+        head.extend_from_slice(b"date: ");
+        push_date(&mut head);
+        head.extend_from_slice(b"\r\n");
+    }
+    if closing {
+        head.extend_from_slice(b"connection: close\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    write_all_two(out, &head, body).await
+}
+
+/// Append the current IMF-fixdate, formatted once per second per thread
+/// (as hyper does).
+fn push_date(out: &mut Vec<u8>) {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            *c = (secs, httpdate::fmt_http_date(now));
+        }
+        out.extend_from_slice(c.1.as_bytes());
+    });
+}
+
+/// Write `a` then `b`, gathering both into each `writev`.
+async fn write_all_two(out: &mut TcpStream, a: &[u8], b: &[u8]) -> io::Result<()> {
+    let (mut a, mut b) = (a, b);
+    while !a.is_empty() {
+        let n = out
+            .write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
+            .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_a = n.min(a.len());
+        a = a.get(from_a..).unwrap_or_default();
+        b = b.get(n - from_a..).unwrap_or_default();
+    }
+    out.write_all(b).await
+}
+
+/// Write a body chunk.
+pub async fn write_body(out: &mut TcpStream, data: &Bytes) -> io::Result<()> {
+    out.write_all(data).await
+}
+
+/// Shared handle to a direct path.
+pub type SharedDirect = Arc<dyn DirectPath>;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::Response;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::net::{full, serve_direct, DRAIN_TIMEOUT};
+
+    /// Answers `GET /direct…` itself with `direct <path>`; declines the rest.
+    struct Echo;
+
+    impl DirectPath for Echo {
+        fn answer<'a>(
+            &'a self,
+            req: Parts,
+            _peer: SocketAddr,
+            out: &'a mut TcpStream,
+            closing: bool,
+        ) -> BoxFuture<'a, Answered> {
+            Box::pin(async move {
+                if req.method != Method::GET || !req.uri.path().starts_with("/direct") {
+                    return Answered::Declined;
+                }
+                let body = format!("direct {}", req.uri.path());
+                let mut h = HeaderMap::new();
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                match write_head(out, StatusCode::OK, &h, closing, body.as_bytes()).await {
+                    Ok(()) => Answered::Done,
+                    Err(_) => Answered::Broken,
+                }
+            })
+        }
+    }
+
+    async fn start(limits: Limits) -> (SocketAddr, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve_direct(
+            listener,
+            |req: Request<hyper::body::Incoming>, _peer| async move {
+                use http_body_util::BodyExt;
+                let (parts, body) = req.into_parts();
+                let n = body.collect().await.map_or(0, |b| b.to_bytes().len());
+                let text = format!("hyper {} {} {n}", parts.method, parts.uri.path());
+                Response::new(full(text))
+            },
+            Arc::new(Echo),
+            limits,
+            stop.clone(),
+            DRAIN_TIMEOUT,
+        ));
+        (addr, stop)
+    }
+
+    /// Read until the server closes (a hang fails the test after 10 s).
+    async fn read_to_close(s: &mut TcpStream) -> String {
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        assert!(read.is_ok(), "connection not closed by the server");
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Bodies of the responses in `raw`, in order (every response has a
+    /// Content-Length).
+    fn bodies(raw: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = raw;
+        while let Some(end) = rest.find("\r\n\r\n") {
+            let head = &rest[..end];
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .expect("content-length");
+            let body_start = end + 4;
+            out.push(rest[body_start..body_start + len].to_string());
+            rest = &rest[body_start + len..];
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_are_answered_in_order_across_the_hand_over() {
+        let (addr, _stop) = start(Limits::default()).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        // Two direct answers, then one for hyper (which keeps the
+        // connection, including the request after it), all in one write.
+        s.write_all(
+            b"GET /direct/a HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /direct/b HTTP/1.1\r\nHost: x\r\n\r\n\
+              POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+              GET /direct/c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let raw = read_to_close(&mut s).await;
+        assert_eq!(
+            bodies(&raw),
+            [
+                "direct /direct/a",
+                "direct /direct/b",
+                "hyper POST /p 5",
+                "hyper GET /direct/c 0"
+            ],
+            "{raw}"
+        );
+        assert!(
+            raw.contains("\r\ndate: "),
+            "direct answers carry a date: {raw}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_head_split_over_many_writes_is_still_answered_directly() {
+        let (addr, _stop) = start(Limits::default()).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        for part in [
+            &b"GET /dir"[..],
+            b"ect/x HTTP/1.1\r\nHo",
+            b"st: x\r\n",
+            b"\r\n",
+        ] {
+            s.write_all(part).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        let got = String::from_utf8_lossy(&buf[..n]);
+        assert!(got.ends_with("direct /direct/x"), "{got}");
+    }
+
+    #[tokio::test]
+    async fn requests_that_are_not_plain_go_to_hyper() {
+        let (addr, _stop) = start(Limits::default()).await;
+        for req in [
+            // HTTP/1.0, a body, Expect, a connection option, chunked.
+            &b"GET /direct/a HTTP/1.0\r\n\r\n"[..],
+            b"GET /direct/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+            b"GET /direct/a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            b"GET /direct/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"GET /direct/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
+        ] {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(req).await.unwrap();
+            let raw = read_to_close(&mut s).await;
+            assert!(
+                raw.contains("hyper GET /direct/a"),
+                "{}: {raw}",
+                String::from_utf8_lossy(req)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed_and_oversized_heads_get_hypers_refusal() {
+        let (addr, _stop) = start(Limits {
+            max_header_bytes: 8192,
+            ..Limits::default()
+        })
+        .await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /direct/a HTTP/1.1\r\nBad Header\r\n\r\n")
+            .await
+            .unwrap();
+        let raw = read_to_close(&mut s).await;
+        assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let big = format!(
+            "GET /direct/a HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(20_000)
+        );
+        // The server may close before reading it all.
+        let _ = s.write_all(big.as_bytes()).await;
+        let raw = read_to_close(&mut s).await;
+        assert!(!raw.contains("direct /direct/a"), "{raw}");
+        assert!(raw.is_empty() || raw.starts_with("HTTP/1.1 431"), "{raw}");
+    }
+
+    #[tokio::test]
+    async fn idle_and_trickling_connections_are_closed_at_the_header_deadline() {
+        let (addr, _stop) = start(Limits {
+            header_read_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        })
+        .await;
+        // Idle after one answered request.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /direct/a HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let raw = read_to_close(&mut s).await;
+        assert_eq!(bodies(&raw), ["direct /direct/a"]);
+        // A head that never completes.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /direct/a HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let raw = read_to_close(&mut s).await;
+        assert!(!raw.contains("direct /direct/a"), "{raw}");
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_idle_direct_connections_and_the_listener() {
+        let (addr, stop) = start(Limits::default()).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /direct/a HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).ends_with("direct /direct/a"));
+        stop.cancel();
+        // The idle keep-alive connection is closed without waiting for the
+        // header deadline (30 s).
+        let rest = read_to_close(&mut s).await;
+        assert!(rest.is_empty(), "{rest}");
+        let mut refused = false;
+        for _ in 0..50 {
+            if TcpStream::connect(addr).await.is_err() {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(refused, "listener still accepting after shutdown");
+    }
+}
