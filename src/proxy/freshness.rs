@@ -338,13 +338,12 @@ impl Entry {
             let ours = weak(ours);
             return inm.iter().any(|t| *t == "*" || weak(t) == ours);
         }
-        match (
-            http_date(req, &header::IF_MODIFIED_SINCE),
-            http_date(&self.headers, &header::LAST_MODIFIED),
-        ) {
-            (Some(since), Some(lm)) => lm <= since,
-            _ => false,
-        }
+        // The request's date first: most requests carry none, and then the
+        // entry's Last-Modified need not be parsed.
+        let Some(since) = http_date(req, &header::IF_MODIFIED_SINCE) else {
+            return false;
+        };
+        http_date(&self.headers, &header::LAST_MODIFIED).is_some_and(|lm| lm <= since)
     }
 
     /// Estimated memory held by the entry (plans, hashes, headers).

@@ -66,6 +66,12 @@ const SYNC_THREADS: usize = 16;
 /// ([`Store::get_blocks`], at most `READ_POOL_BUFFER_BYTES`) are read inline
 /// the same way; only reads that would wait for the disk go to the pool.
 const INLINE_READ_MAX: usize = 64 * 1024;
+/// Most bytes of small blocks kept in memory ([`HotBlocks`]).
+const HOT_BYTES: usize = 8 * 1024 * 1024;
+/// Largest block [`HotBlocks`] keeps: small objects, whose hits are
+/// dominated by per-request costs (a read syscall and a checksum each).
+/// Full v1 blocks (64 KiB) of large objects stream from the page cache.
+const HOT_BLOCK_MAX: usize = 32 * 1024;
 /// Block reads on the blocking pool at once, across all readers. Without a
 /// bound, 64 concurrent warm downloads (each with a read in flight and one
 /// ahead) grew tokio's blocking pool to ~120 threads, each with its own
@@ -277,6 +283,77 @@ struct Shared {
     io_log: IoLog,
     /// Bounds the block reads running on the blocking pool ([`READS_IN_FLIGHT`]).
     read_permits: tokio::sync::Semaphore,
+    /// Recently read small blocks.
+    hot: Mutex<HotBlocks>,
+}
+
+/// Recently read small blocks (at most [`HOT_BLOCK_MAX`] bytes each,
+/// [`HOT_BYTES`] in all, least recently used dropped first), as read from
+/// disk and checked against their CRC: a hot small object is served with no
+/// read and no checksum. An entry is used only while the in-memory state
+/// still lists its block with the same generation and CRC, so evictions and
+/// re-inserts need no hook here.
+#[derive(Debug, Default)]
+struct HotBlocks {
+    map: HashMap<(SegmentId, u32), HotEntry>,
+    /// tick → key; the first entry is the least recently used.
+    order: BTreeMap<u64, (SegmentId, u32)>,
+    bytes: usize,
+    tick: u64,
+}
+
+#[derive(Debug)]
+struct HotEntry {
+    data: Bytes,
+    generation: u64,
+    crc: u32,
+    tick: u64,
+}
+
+impl HotBlocks {
+    /// The entry for `key`, made the most recently used.
+    fn get(&mut self, key: &(SegmentId, u32)) -> Option<(Bytes, u64, u32)> {
+        self.tick += 1;
+        let tick = self.tick;
+        let e = self.map.get_mut(key)?;
+        self.order.remove(&e.tick);
+        e.tick = tick;
+        self.order.insert(tick, *key);
+        Some((e.data.clone(), e.generation, e.crc))
+    }
+
+    /// Keep a copy of `data` (exactly its size: never a slice pinning a
+    /// larger read buffer).
+    fn insert(&mut self, key: (SegmentId, u32), data: &[u8], generation: u64, crc: u32) {
+        if data.len() > HOT_BLOCK_MAX || self.map.contains_key(&key) {
+            return;
+        }
+        while self.bytes + data.len() > HOT_BYTES {
+            let Some((_, victim)) = self.order.pop_first() else {
+                break;
+            };
+            self.remove(&victim);
+        }
+        self.tick += 1;
+        self.bytes += data.len();
+        self.order.insert(self.tick, key);
+        self.map.insert(
+            key,
+            HotEntry {
+                data: Bytes::copy_from_slice(data),
+                generation,
+                crc,
+                tick: self.tick,
+            },
+        );
+    }
+
+    fn remove(&mut self, key: &(SegmentId, u32)) {
+        if let Some(e) = self.map.remove(key) {
+            self.order.remove(&e.tick);
+            self.bytes -= e.data.len();
+        }
+    }
 }
 
 /// A segment as held in memory.
@@ -586,6 +663,7 @@ impl Store {
             max_size: std::sync::atomic::AtomicU64::new(max_size),
             io_log: IoLog::new(),
             read_permits: tokio::sync::Semaphore::new(READS_IN_FLIGHT),
+            hot: Mutex::new(HotBlocks::default()),
         });
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_DEPTH);
         let writer = Writer {
@@ -754,6 +832,9 @@ impl Store {
     /// evicted and counted as a verification failure). `Err` only for IO errors.
     pub async fn get_block(&self, id: &SegmentId, index: u32) -> Result<Option<Bytes>, StoreError> {
         let id = *id;
+        if let Some(data) = self.hot_block(&id, index) {
+            return Ok(Some(data));
+        }
         let loc = {
             let mut st = lock(&self.shared.state);
             let loc = st.segs.get(&id).and_then(|e| {
@@ -803,6 +884,7 @@ impl Store {
         match res {
             Ok((true, buf)) => {
                 self.shared.metrics.hits.inc();
+                lock(&self.shared.hot).insert((id, index), &buf, generation, crc);
                 Ok(Some(Bytes::from(buf)))
             }
             Ok((false, _)) => {
@@ -880,6 +962,9 @@ impl Store {
         max: u32,
     ) -> Result<Vec<Bytes>, StoreError> {
         let id = *id;
+        if let Some(data) = self.hot_block(&id, first) {
+            return Ok(vec![data]);
+        }
         let Some(run) = self.locate_run(&id, first, max) else {
             self.shared.metrics.misses.inc();
             return Ok(Vec::new());
@@ -920,6 +1005,9 @@ impl Store {
     /// `first` absent or failing its check), `None` when reading it needs
     /// disk IO (or ran into an error the async read sorts out).
     pub fn get_blocks_cached(&self, id: &SegmentId, first: u32, max: u32) -> Option<Vec<Bytes>> {
+        if let Some(data) = self.hot_block(id, first) {
+            return Some(vec![data]);
+        }
         let Some(run) = self.locate_run(id, first, max) else {
             self.shared.metrics.misses.inc();
             return Some(Vec::new());
@@ -946,8 +1034,12 @@ impl Store {
         let data = Bytes::from_owner(buf);
         let mut out = Vec::with_capacity(good);
         let mut at = 0usize;
-        for &(_, len) in run.blocks.iter().take(good) {
-            out.push(data.slice(at..at + len as usize));
+        for (i, &(crc, len)) in run.blocks.iter().take(good).enumerate() {
+            let block = data.slice(at..at + len as usize);
+            if block.len() <= HOT_BLOCK_MAX {
+                lock(&self.shared.hot).insert((id, first + i as u32), &block, run.generation, crc);
+            }
+            out.push(block);
             at += len as usize;
         }
         self.shared.metrics.hits.inc_by(good as u64);
@@ -956,6 +1048,28 @@ impl Store {
             self.evict_bad_block(id, bad, run.generation, "checksum mismatch on read");
         }
         out
+    }
+
+    /// Block `index` of `id` from [`HotBlocks`] if it is there and the
+    /// store still lists it unchanged (then it counts as a hit and touches
+    /// the segment, as a read would).
+    fn hot_block(&self, id: &SegmentId, index: u32) -> Option<Bytes> {
+        let key = (*id, index);
+        let (data, generation, crc) = lock(&self.shared.hot).get(&key)?;
+        let mut st = lock(&self.shared.state);
+        let current = st.segs.get(id).is_some_and(|e| {
+            e.generation == generation && e.crcs.get(index as usize).copied().flatten() == Some(crc)
+        });
+        if current {
+            st.touch(id);
+            drop(st);
+            self.shared.metrics.hits.inc();
+            Some(data)
+        } else {
+            drop(st);
+            lock(&self.shared.hot).remove(&key);
+            None
+        }
     }
 
     /// Unpublish a block that failed a check, count it, and delete its index record.
