@@ -12,7 +12,8 @@
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
-use futures_util::future::BoxFuture;
+use bytes::Bytes;
+use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::StreamExt;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
@@ -22,6 +23,9 @@ use tokio::net::TcpStream;
 use super::{bypass_reason, not_modified_headers, CacheOutcome, Guard, Proxy};
 use crate::net::direct::{write_body, write_head, Answered, DirectPath};
 use crate::proxy::headers::ByteRange;
+
+/// Most body bytes gathered into one `writev`.
+const WRITE_BATCH: usize = 512 * 1024;
 
 /// The proxy's [`DirectPath`]: fresh hits.
 #[derive(Debug, Clone)]
@@ -106,7 +110,7 @@ impl Proxy {
                 left = left.saturating_sub(chunk.data.len() as u64);
                 chunk.data
             }
-            None => bytes::Bytes::new(),
+            None => Bytes::new(),
         };
         if write_head(out, body.status, &body.headers, closing, &first)
             .await
@@ -116,24 +120,40 @@ impl Proxy {
         }
         drop(first);
         let mut rest = body.rest;
+        let mut batch: Vec<Bytes> = Vec::new();
         while left > 0 {
-            match rest.next().await {
-                Some(Ok(chunk)) => {
-                    guard.served(chunk.source, chunk.data.len());
-                    left = left.saturating_sub(chunk.data.len() as u64);
-                    if write_body(out, &chunk.data).await.is_err() {
+            // Wait for one chunk, then take what is ready at once (blocks
+            // read ahead from the page cache), up to WRITE_BATCH bytes.
+            let mut next = rest.next().await;
+            let mut batched = 0usize;
+            loop {
+                match next {
+                    Some(Ok(chunk)) => {
+                        guard.served(chunk.source, chunk.data.len());
+                        left = left.saturating_sub(chunk.data.len() as u64);
+                        batched += chunk.data.len();
+                        batch.push(chunk.data);
+                    }
+                    Some(Err(e)) => {
+                        guard.body_failed(&e);
+                        return Answered::Broken;
+                    }
+                    None => {
+                        guard.failed = true;
+                        tracing::warn!(%peer, "segment stream ended before the announced length");
                         return Answered::Broken;
                     }
                 }
-                Some(Err(e)) => {
-                    guard.body_failed(&e);
-                    return Answered::Broken;
+                if left == 0 || batched >= WRITE_BATCH {
+                    break;
                 }
-                None => {
-                    guard.failed = true;
-                    tracing::warn!(%peer, "segment stream ended before the announced length");
-                    return Answered::Broken;
+                match rest.next().now_or_never() {
+                    Some(n) => next = n,
+                    None => break,
                 }
+            }
+            if write_body(out, &mut batch).await.is_err() {
+                return Answered::Broken;
             }
         }
         Answered::Done
