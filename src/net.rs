@@ -223,7 +223,7 @@ pub fn pem_certificates(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -242,7 +242,7 @@ mod tests {
     }
 
     /// Read until the peer closes (or 10 s pass: a hang fails the test).
-    async fn read_to_close(s: &mut tokio::net::TcpStream) -> String {
+    pub(crate) async fn read_to_close(s: &mut tokio::net::TcpStream) -> String {
         let mut out = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
         assert!(read.is_ok(), "connection not closed by the server");

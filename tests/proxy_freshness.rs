@@ -20,18 +20,24 @@ fn requests(origin: &Origin) -> u64 {
     origin.state.requests.load(Ordering::SeqCst)
 }
 
+/// A proxy in front of `origin` serving `data` at `path` with
+/// `max-age=3600`, downloaded once (byte-identical) and fully stored.
+async fn warm_fresh_object(origin: &Origin, path: &str, data: &Bytes) -> Proxy {
+    origin.put(path, Object::peerdist(data.clone()));
+    cache_control(origin, path, "max-age=3600");
+    let proxy = Proxy::reverse(origin).await;
+    let (status, _, first) = fetch(proxy.addr(), path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(first == *data);
+    wait_stored(&proxy, data.len()).await;
+    proxy
+}
+
 #[tokio::test]
 async fn fresh_entry_is_served_with_zero_origin_requests_and_an_age() {
     let origin = Origin::start().await;
     let data = content(MIB + 777, 40);
-    origin.put("/fresh", Object::peerdist(data.clone()));
-    cache_control(&origin, "/fresh", "max-age=3600");
-    let proxy = Proxy::reverse(&origin).await;
-
-    let (status, _, first) = fetch(proxy.addr(), "/fresh").await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(first == data);
-    wait_stored(&proxy, data.len()).await;
+    let proxy = warm_fresh_object(&origin, "/fresh", &data).await;
     let before = requests(&origin);
 
     for _ in 0..3 {
@@ -445,13 +451,7 @@ async fn raw_exchange(addr: SocketAddr, req: &str) -> (String, Vec<(String, Stri
 async fn direct_fresh_hits_answer_exactly_as_the_hyper_path() {
     let origin = Origin::start().await;
     let data = content(300 * 1024 + 5, 41);
-    origin.put("/same", Object::peerdist(data.clone()));
-    cache_control(&origin, "/same", "max-age=3600");
-    let proxy = Proxy::reverse(&origin).await;
-    let (status, _, first) = fetch(proxy.addr(), "/same").await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(first == data);
-    wait_stored(&proxy, data.len()).await;
+    let proxy = warm_fresh_object(&origin, "/same", &data).await;
     let before = requests(&origin);
     let m = proxy.metrics();
     let hits0 = metric(&m, "branchcache_proxy_requests_total{outcome=\"hit\"}");

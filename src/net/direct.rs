@@ -369,6 +369,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+    use crate::net::tests::read_to_close;
     use crate::net::{full, serve_direct, DRAIN_TIMEOUT};
 
     /// Answers `GET /direct…` itself with `direct <path>`; declines the rest.
@@ -416,14 +417,6 @@ mod tests {
             DRAIN_TIMEOUT,
         ));
         (addr, stop)
-    }
-
-    /// Read until the server closes (a hang fails the test after 10 s).
-    async fn read_to_close(s: &mut TcpStream) -> String {
-        let mut out = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
-        assert!(read.is_ok(), "connection not closed by the server");
-        String::from_utf8_lossy(&out).into_owned()
     }
 
     /// Bodies of the responses in `raw`, in order (every response has a

@@ -200,21 +200,27 @@ async fn put_meta_rejects_meta_not_deriving_the_id_and_is_idempotent() {
     );
 }
 
-#[tokio::test]
-async fn corrupt_data_is_detected_on_read_evicted_and_counted() {
+/// An in-memory store holding every block of a v1 segment over `data`.
+async fn store_with_segment(data: &[u8]) -> (Arc<MemBackend>, Store, SegmentId, SegmentMeta) {
     let mem = Arc::new(MemBackend::new());
     let store = Store::open_with_backend(mem.clone(), 1 << 30)
         .await
         .unwrap();
-    let data = pattern(5, 140_000);
-    let (id, meta) = v1_segment(&data);
+    let (id, meta) = v1_segment(data);
     store.put_meta(id, meta.clone()).await.unwrap();
-    for i in 0..3 {
+    for i in 0..meta.block_count() {
         store
-            .put_block(&id, i, block(&data, &meta, i))
+            .put_block(&id, i, block(data, &meta, i))
             .await
             .unwrap();
     }
+    (mem, store, id, meta)
+}
+
+#[tokio::test]
+async fn corrupt_data_is_detected_on_read_evicted_and_counted() {
+    let data = pattern(5, 140_000);
+    let (mem, store, id, meta) = store_with_segment(&data).await;
     assert!(mem.corrupt(&data_file_name(&id), 65_536 + 10, b"XX"));
     assert_eq!(store.get_block(&id, 1).await.unwrap(), None);
     assert!(!store.has_block(&id, 1));
@@ -235,20 +241,9 @@ async fn corrupt_data_is_detected_on_read_evicted_and_counted() {
 
 #[tokio::test]
 async fn small_blocks_are_served_from_memory_once_read_and_only_while_current() {
-    let mem = Arc::new(MemBackend::new());
-    let store = Store::open_with_backend(mem.clone(), 1 << 30)
-        .await
-        .unwrap();
     // One 64 KiB block and a 4 464-byte tail: only the tail is kept hot.
     let data = pattern(9, 70_000);
-    let (id, meta) = v1_segment(&data);
-    store.put_meta(id, meta.clone()).await.unwrap();
-    for i in 0..2 {
-        store
-            .put_block(&id, i, block(&data, &meta, i))
-            .await
-            .unwrap();
-    }
+    let (mem, store, id, meta) = store_with_segment(&data).await;
     for i in 0..2 {
         assert_eq!(
             store.get_block(&id, i).await.unwrap(),
