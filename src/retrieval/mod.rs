@@ -16,7 +16,9 @@ pub mod source;
 mod store_source;
 
 pub use book::{PeerBook, PeerRole, PeerStatus};
-pub use client::{BlockRequest, ClientConfig, FetchedBlock, PeerClient, RawBlock, RetrievalError};
+pub use client::{
+    BlockRequest, ClientConfig, FetchedBlock, PeerClient, RawBlock, RetrievalError, Unverified,
+};
 pub use server::{
     BlockSource, MemorySource, RetrievalServer, ServerConfig, DEFAULT_MAX_ACTIVE_PER_CLIENT,
 };

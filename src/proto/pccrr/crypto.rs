@@ -427,6 +427,24 @@ pub fn decrypt_and_verify(
     if hash_algo.hash(&plain) == *expected_hash {
         return Ok((plain, KeyReading::Truncated));
     }
+    decrypt_alternative_and_verify(algo, kp, iv, cipher, expected_len, hash_algo, expected_hash)
+}
+
+/// The second half of [`decrypt_and_verify`], for a caller that decrypted
+/// with [`decrypt_block`] and hashed the result itself (e.g. many blocks in
+/// one multi-buffer pass) and found the hash wrong: retry with the full-Kp
+/// AES-256 reading when it differs (Kp of 32 bytes, a cipher other than
+/// AES-256), else [`BlockCryptoError::HashMismatch`].
+pub fn decrypt_alternative_and_verify(
+    algo: CryptoAlgoId,
+    kp: &SegmentSecret,
+    iv: &[u8],
+    cipher: &[u8],
+    expected_len: usize,
+    hash_algo: HashAlgo,
+    expected_hash: &Digest,
+) -> Result<(Vec<u8>, KeyReading), BlockCryptoError> {
+    check_lengths(algo, iv, cipher, expected_len)?;
     let full = kp.expose();
     let alternative_differs = algo != CryptoAlgoId::NONE && algo != CryptoAlgoId::AES_256;
     if full.len() == 32 && alternative_differs {

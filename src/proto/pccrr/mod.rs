@@ -9,8 +9,8 @@ pub mod crypto;
 pub mod messages;
 
 pub use crypto::{
-    cipher_len, decrypt_and_verify, decrypt_block, encrypt_block, encrypt_blocks, BlockCryptoError,
-    EncryptJob, KeyReading, ENCRYPT_LANES,
+    cipher_len, decrypt_alternative_and_verify, decrypt_and_verify, decrypt_block, encrypt_block,
+    encrypt_blocks, BlockCryptoError, EncryptJob, KeyReading, ENCRYPT_LANES,
 };
 pub use messages::{
     age_units, negotiate, Blk, BlkList, BlockRange, CryptoAlgoId, ExtensibleBlob, GetBlkList,
