@@ -20,9 +20,9 @@ use crate::metrics::Metrics;
 use crate::proto::codec::DecodeError;
 use crate::proto::pccrc::{hash_v1_blocks, Digest, HashAlgo, SegmentId, SegmentSecret};
 use crate::proto::pccrr::{
-    decrypt_alternative_and_verify, decrypt_and_verify, decrypt_block, BlkList, BlockCryptoError,
-    BlockRange, CryptoAlgoId, GetBlkList, GetBlks, KeyReading, NegoReq, NegoResp, ProtVer, Request,
-    Response, IV_LEN, MAX_RESPONSE_MSG_LEN, RETRIEVAL_PATH,
+    decrypt_alternative_and_verify, decrypt_block_in_place, reencrypt_in_place, BlkList,
+    BlockCryptoError, BlockRange, CryptoAlgoId, GetBlkList, GetBlks, KeyReading, NegoReq, NegoResp,
+    ProtVer, Request, Response, IV_LEN, MAX_RESPONSE_MSG_LEN, RETRIEVAL_PATH,
 };
 
 /// Default per-request timeout (MS-PCCRR client request timer: 2 s).
@@ -209,9 +209,9 @@ pub struct Unverified {
     /// The peer that sent it.
     pub peer: SocketAddr,
     want: BlockRequest,
-    plain: Vec<u8>,
-    raw: RawBlock,
-    next_block_index: u32,
+    /// The response message, its block field decrypted in place.
+    message: Bytes,
+    at: BlkAt,
 }
 
 impl Unverified {
@@ -219,6 +219,28 @@ impl Unverified {
     pub fn index(&self) -> u32 {
         self.want.index
     }
+
+    /// The decrypted payload (pad included).
+    fn payload(&self) -> &[u8] {
+        self.message.get(self.at.block.clone()).unwrap_or_default()
+    }
+
+    /// The decrypted block: the payload's first `expected_len` bytes.
+    fn plain(&self) -> &[u8] {
+        self.payload()
+            .get(..self.want.expected_len)
+            .unwrap_or_default()
+    }
+}
+
+/// Where a MSG_BLK's fields are in its response message.
+#[derive(Debug)]
+struct BlkAt {
+    crypto_algo: CryptoAlgoId,
+    iv: Vec<u8>,
+    /// The block field's byte range in the message.
+    block: std::ops::Range<usize>,
+    next_block_index: u32,
 }
 
 /// A MSG_BLK payload exactly as a peer sent it (a v2 hosted cache cannot
@@ -310,8 +332,10 @@ impl PeerClient {
         }
     }
 
-    /// POST one request, return the raw response body (checked: 200, size-bounded).
-    async fn exchange(&self, peer: SocketAddr, body: Vec<u8>) -> Result<Bytes, RetrievalError> {
+    /// POST one request, return the raw response body (checked: 200,
+    /// size-bounded) in one owned buffer, so a block can be decrypted where
+    /// it lies.
+    async fn exchange(&self, peer: SocketAddr, body: Vec<u8>) -> Result<Vec<u8>, RetrievalError> {
         let uri = format!("http://{peer}{RETRIEVAL_PATH}");
         let req = hyper::Request::post(uri)
             .body(Full::new(Bytes::from(body)))
@@ -335,11 +359,20 @@ impl PeerClient {
                     status: resp.status(),
                 });
             }
-            let limited = Limited::new(resp.into_body(), 4 + MAX_RESPONSE_MSG_LEN);
-            match limited.collect().await {
-                Ok(b) => Ok(b.to_bytes()),
-                Err(e) => Err(RetrievalError::Http { peer, source: e }),
+            const LIMIT: usize = 4 + MAX_RESPONSE_MSG_LEN;
+            // Content-Length (when sent) sizes the buffer; capped, so a
+            // peer's header cannot make us allocate more than the limit.
+            let hint =
+                usize::try_from(hyper::body::Body::size_hint(resp.body()).lower()).unwrap_or(LIMIT);
+            let mut limited = Limited::new(resp.into_body(), LIMIT);
+            let mut out = Vec::with_capacity(hint.min(LIMIT));
+            while let Some(frame) = limited.frame().await {
+                let frame = frame.map_err(|source| RetrievalError::Http { peer, source })?;
+                if let Some(data) = frame.data_ref() {
+                    out.extend_from_slice(data);
+                }
             }
+            Ok(out)
         };
         tokio::time::timeout(after, work)
             .await
@@ -406,15 +439,15 @@ impl PeerClient {
         r
     }
 
-    /// One MSG_GETBLKS exchange: the BLK payload as sent (checked to be for
-    /// `segment_id` / `index` and not "not available") and the peer's
-    /// next-block hint. Shared by the verifying and the replaying fetch.
+    /// One MSG_GETBLKS exchange: the whole response message and where its
+    /// BLK payload is (checked to be for `segment_id` / `index` and not "not
+    /// available"). Shared by the verifying and the replaying fetch.
     async fn get_blk(
         &self,
         peer: SocketAddr,
         segment_id: SegmentId,
         index: u32,
-    ) -> Result<(RawBlock, u32), RetrievalError> {
+    ) -> Result<(Vec<u8>, BlkAt), RetrievalError> {
         let req = Request::GetBlks(GetBlks {
             crypto_algo: self.config.crypto,
             segment_id,
@@ -454,12 +487,22 @@ impl PeerClient {
         if blk.is_not_available() {
             return Err(RetrievalError::NotAvailable { peer });
         }
-        let raw = RawBlock {
+        // The decoded block field borrows from `body`: its offset there.
+        let start = (blk.block.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+        let block = start..start.saturating_add(blk.block.len());
+        if body.get(block.clone()) != Some(blk.block) {
+            return Err(RetrievalError::Unexpected {
+                peer,
+                what: "BLK block field outside the message",
+            });
+        }
+        let at = BlkAt {
             crypto_algo: blk.crypto_algo,
             iv: blk.iv.to_vec(),
-            block: body.slice_ref(blk.block),
+            block,
+            next_block_index: blk.next_block_index,
         };
-        Ok((raw, blk.next_block_index))
+        Ok((body, at))
     }
 
     /// Fetch one block from `peer` (MSG_GETBLKS) without decrypting it, for
@@ -474,7 +517,12 @@ impl PeerClient {
         max_plain: usize,
     ) -> Result<RawBlock, RetrievalError> {
         let r = async {
-            let (raw, _) = self.get_blk(peer, segment_id, index).await?;
+            let (body, at) = self.get_blk(peer, segment_id, index).await?;
+            let raw = RawBlock {
+                crypto_algo: at.crypto_algo,
+                iv: at.iv,
+                block: Bytes::from(body).slice(at.block),
+            };
             raw.plausible(max_plain)
                 .map_err(|what| RetrievalError::Unexpected { peer, what })?;
             Ok(raw)
@@ -494,21 +542,20 @@ impl PeerClient {
         want: &BlockRequest,
     ) -> Result<Unverified, RetrievalError> {
         let r = async {
-            let (raw, next_block_index) = self.get_blk(peer, want.segment_id, want.index).await?;
-            let plain = decrypt_block(
-                raw.crypto_algo,
-                &want.kp,
-                &raw.iv,
-                &raw.block,
-                want.expected_len,
-            )
-            .map_err(|source| RetrievalError::Crypto { peer, source })?;
+            let (mut body, at) = self.get_blk(peer, want.segment_id, want.index).await?;
+            let payload = body
+                .get_mut(at.block.clone())
+                .ok_or(RetrievalError::Unexpected {
+                    peer,
+                    what: "BLK block field outside the message",
+                })?;
+            decrypt_block_in_place(at.crypto_algo, &want.kp, &at.iv, payload, want.expected_len)
+                .map_err(|source| RetrievalError::Crypto { peer, source })?;
             Ok(Unverified {
                 peer,
                 want: want.clone(),
-                plain,
-                raw,
-                next_block_index,
+                message: Bytes::from(body),
+                at,
             })
         }
         .await;
@@ -522,7 +569,8 @@ impl PeerClient {
     /// against their expected hashes, in order: the SHA-256 ones in one
     /// multi-buffer pass ([`hash_v1_blocks`]: 16 AVX-512 lanes, about half
     /// the CPU per byte of one SHA-NI stream). A block whose hash is wrong
-    /// gets the alternative key reading (as in [`decrypt_and_verify`])
+    /// gets the alternative key reading (as in
+    /// [`decrypt_and_verify`](crate::proto::pccrr::decrypt_and_verify))
     /// before it is declared a [`RetrievalError::HashMismatch`].
     pub fn verify_blocks(
         &self,
@@ -531,14 +579,14 @@ impl PeerClient {
         let sha256: Vec<&[u8]> = blocks
             .iter()
             .filter(|b| b.want.hash_algo == HashAlgo::Sha256)
-            .map(|b| &b.plain[..])
+            .map(|b| b.plain())
             .collect();
         let mut sha256 = hash_v1_blocks(HashAlgo::Sha256, &sha256).into_iter();
         let hashes: Vec<Option<Digest>> = blocks
             .iter()
             .map(|b| match b.want.hash_algo {
                 HashAlgo::Sha256 => sha256.next(),
-                other => Some(other.hash(&b.plain)),
+                other => Some(other.hash(b.plain())),
             })
             .collect();
         blocks
@@ -555,19 +603,25 @@ impl PeerClient {
     /// One block's verdict given the hash of its usual-reading plaintext.
     fn verdict(b: Unverified, hash: Option<Digest>) -> Result<FetchedBlock, RetrievalError> {
         let peer = b.peer;
-        if hash.as_ref() == Some(&b.want.expected_hash) {
+        let want = &b.want;
+        if hash.as_ref() == Some(&want.expected_hash) && b.plain().len() == want.expected_len {
+            let start = b.at.block.start;
             return Ok(FetchedBlock {
-                data: Bytes::from(b.plain),
-                next_block_index: b.next_block_index,
+                data: b.message.slice(start..start + want.expected_len),
+                next_block_index: b.at.next_block_index,
                 key_reading: KeyReading::Truncated,
             });
         }
-        let want = &b.want;
+        let crypto = |source| RetrievalError::Crypto { peer, source };
+        // Rare: the block was decrypted in place, so rebuild the ciphertext
+        // (CBC-encrypting it again under the same reading) to try the other.
+        let mut cipher = b.payload().to_vec();
+        reencrypt_in_place(b.at.crypto_algo, &want.kp, &b.at.iv, &mut cipher).map_err(crypto)?;
         let (plain, key_reading) = decrypt_alternative_and_verify(
-            b.raw.crypto_algo,
+            b.at.crypto_algo,
             &want.kp,
-            &b.raw.iv,
-            &b.raw.block,
+            &b.at.iv,
+            &cipher,
             want.expected_len,
             want.hash_algo,
             &want.expected_hash,
@@ -578,7 +632,7 @@ impl PeerClient {
         })?;
         Ok(FetchedBlock {
             data: Bytes::from(plain),
-            next_block_index: b.next_block_index,
+            next_block_index: b.at.next_block_index,
             key_reading,
         })
     }
@@ -590,29 +644,12 @@ impl PeerClient {
         peer: SocketAddr,
         want: &BlockRequest,
     ) -> Result<FetchedBlock, RetrievalError> {
-        let r = async {
-            let (raw, next_block_index) = self.get_blk(peer, want.segment_id, want.index).await?;
-            let (plain, key_reading) = decrypt_and_verify(
-                raw.crypto_algo,
-                &want.kp,
-                &raw.iv,
-                &raw.block,
-                want.expected_len,
-                want.hash_algo,
-                &want.expected_hash,
-            )
-            .map_err(|e| match e {
-                BlockCryptoError::HashMismatch => RetrievalError::HashMismatch { peer },
-                source => RetrievalError::Crypto { peer, source },
-            })?;
-            Ok(FetchedBlock {
-                data: Bytes::from(plain),
-                next_block_index,
-                key_reading,
-            })
-        }
-        .await;
-        self.count("getblks", &r);
-        r
+        let fetched = self.fetch_unverified(peer, want).await?;
+        self.verify_blocks(vec![fetched])
+            .pop()
+            .unwrap_or(Err(RetrievalError::Unexpected {
+                peer,
+                what: "no verdict",
+            }))
     }
 }

@@ -9,8 +9,9 @@ pub mod crypto;
 pub mod messages;
 
 pub use crypto::{
-    cipher_len, decrypt_alternative_and_verify, decrypt_and_verify, decrypt_block, encrypt_block,
-    encrypt_blocks, BlockCryptoError, EncryptJob, KeyReading, ENCRYPT_LANES,
+    cipher_len, decrypt_alternative_and_verify, decrypt_and_verify, decrypt_block,
+    decrypt_block_in_place, encrypt_block, encrypt_blocks, reencrypt_in_place, BlockCryptoError,
+    EncryptJob, KeyReading, ENCRYPT_LANES,
 };
 pub use messages::{
     age_units, negotiate, Blk, BlkList, BlockRange, CryptoAlgoId, ExtensibleBlob, GetBlkList,
