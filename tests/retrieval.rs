@@ -678,7 +678,7 @@ mod peer_source {
         let src = source(vec![bad.addr, good.addr]);
         let got: Vec<_> = src.fetch(plan(&seg), 0..40).collect().await;
         assert_eq!(got.len(), 40);
-        let mut seen = vec![false; 40];
+        let mut seen = [false; 40];
         for b in got {
             let b = b.unwrap();
             assert_eq!(&b.data[..], &seg.blocks[b.index as usize][..]);
