@@ -1,20 +1,23 @@
 //! [`PeerClient`]: fetch blocks and block lists from a PCCRR peer (or a
 //! hosted cache) over HTTP, decrypt and verify before returning.
 //!
+//! The HTTP/1.1 exchanges go through the small pooled client in `http1.rs`
+//! (one write, reads straight into the buffer the block is decrypted in).
+//!
 //! Every exchange (connect, send, receive) runs under one per-request
 //! timeout. Errors are typed so the caller can tell a slow peer from a
 //! lying one from one that simply lacks the block
 //! ([`RetrievalError::penalise`]).
 
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
 use hyper::StatusCode;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+
+use super::http1::Http1Pool;
 
 use crate::metrics::Metrics;
 use crate::proto::codec::DecodeError;
@@ -288,7 +291,7 @@ impl RawBlock {
 /// A PCCRR client with a connection pool; cheap to clone.
 #[derive(Clone)]
 pub struct PeerClient {
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Arc<Http1Pool>,
     config: ClientConfig,
     metrics: Option<Arc<Metrics>>,
 }
@@ -304,13 +307,7 @@ impl std::fmt::Debug for PeerClient {
 impl PeerClient {
     /// A client; pass metrics to count requests by type and result.
     pub fn new(config: ClientConfig, metrics: Option<Arc<Metrics>>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.request_timeout));
-        let http = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(connector);
+        let http = Arc::new(Http1Pool::new(POOL_IDLE_PER_HOST, POOL_IDLE_TIMEOUT));
         PeerClient {
             http,
             config,
@@ -332,47 +329,32 @@ impl PeerClient {
         }
     }
 
-    /// POST one request, return the raw response body (checked: 200,
-    /// size-bounded) in one owned buffer, so a block can be decrypted where
-    /// it lies.
-    async fn exchange(&self, peer: SocketAddr, body: Vec<u8>) -> Result<Vec<u8>, RetrievalError> {
-        let uri = format!("http://{peer}{RETRIEVAL_PATH}");
-        let req = hyper::Request::post(uri)
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| RetrievalError::Http {
-                peer,
-                source: Box::new(e),
-            })?;
+    /// POST one request, return the response (checked: 200, size-bounded):
+    /// the read buffer and where the body is in it, so a block can be
+    /// decrypted where it lies.
+    async fn exchange(
+        &self,
+        peer: SocketAddr,
+        body: Vec<u8>,
+    ) -> Result<(Vec<u8>, Range<usize>), RetrievalError> {
         let after = self.config.request_timeout;
         let work = async {
             let resp = self
                 .http
-                .request(req)
+                .post(peer, RETRIEVAL_PATH, &body, 4 + MAX_RESPONSE_MSG_LEN)
                 .await
                 .map_err(|e| RetrievalError::Http {
                     peer,
                     source: Box::new(e),
                 })?;
-            if resp.status() != StatusCode::OK {
+            if resp.status != 200 {
                 return Err(RetrievalError::Status {
                     peer,
-                    status: resp.status(),
+                    status: StatusCode::from_u16(resp.status)
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
                 });
             }
-            const LIMIT: usize = 4 + MAX_RESPONSE_MSG_LEN;
-            // Content-Length (when sent) sizes the buffer; capped, so a
-            // peer's header cannot make us allocate more than the limit.
-            let hint =
-                usize::try_from(hyper::body::Body::size_hint(resp.body()).lower()).unwrap_or(LIMIT);
-            let mut limited = Limited::new(resp.into_body(), LIMIT);
-            let mut out = Vec::with_capacity(hint.min(LIMIT));
-            while let Some(frame) = limited.frame().await {
-                let frame = frame.map_err(|source| RetrievalError::Http { peer, source })?;
-                if let Some(data) = frame.data_ref() {
-                    out.extend_from_slice(data);
-                }
-            }
-            Ok(out)
+            Ok((resp.buf, resp.body))
         };
         tokio::time::timeout(after, work)
             .await
@@ -387,8 +369,8 @@ impl PeerClient {
             max_version: ProtVer::V2_0,
         });
         let r = async {
-            let body = self.exchange(peer, req.encode()).await?;
-            match Response::decode(&body) {
+            let (buf, at) = self.exchange(peer, req.encode()).await?;
+            match Response::decode(buf.get(at).unwrap_or_default()) {
                 Ok(Response::NegoResp(n)) => Ok(n),
                 Ok(_) => Err(RetrievalError::Unexpected {
                     peer,
@@ -415,8 +397,8 @@ impl PeerClient {
             ranges,
         });
         let r = async {
-            let body = self.exchange(peer, req.encode()).await?;
-            match Response::decode(&body) {
+            let (buf, at) = self.exchange(peer, req.encode()).await?;
+            match Response::decode(buf.get(at).unwrap_or_default()) {
                 Ok(Response::BlkList(l)) if l.segment_id == segment_id => Ok(l),
                 Ok(Response::BlkList(_)) => Err(RetrievalError::Unexpected {
                     peer,
@@ -454,8 +436,8 @@ impl PeerClient {
             ranges: vec![BlockRange { index, count: 1 }],
             vrf: &[],
         });
-        let body = self.exchange(peer, req.encode()).await?;
-        let blk = match Response::decode(&body) {
+        let (body, at) = self.exchange(peer, req.encode()).await?;
+        let blk = match Response::decode(body.get(at).unwrap_or_default()) {
             Ok(Response::Blk(b)) => b,
             Ok(Response::NegoResp(n)) => {
                 return Err(RetrievalError::Version {

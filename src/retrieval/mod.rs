@@ -11,6 +11,7 @@
 pub mod book;
 pub mod client;
 mod encryptor;
+mod http1;
 pub mod server;
 pub mod source;
 mod store_source;
