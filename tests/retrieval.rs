@@ -35,7 +35,12 @@ struct Segment {
 }
 
 fn segment() -> Segment {
-    let blocks: Vec<Vec<u8>> = [BLOCK, BLOCK, 1000]
+    segment_of(&[BLOCK, BLOCK, 1000])
+}
+
+/// A v1 segment with blocks of the given lengths.
+fn segment_of(lens: &[usize]) -> Segment {
+    let blocks: Vec<Vec<u8>> = lens
         .iter()
         .enumerate()
         .map(|(b, &len)| (0..len).map(|i| (i * 31 + b * 7) as u8).collect())
@@ -414,6 +419,73 @@ async fn client_accepts_full_kp_aes256_reading() {
     assert_eq!(&got.data[..], &seg.blocks[0][..]);
 }
 
+/// A batch of 20 blocks hashed side by side: good ones pass with the usual
+/// reading, one keyed with the full Kp passes with that reading, a corrupt
+/// one is a hash mismatch; each verdict is the block's own.
+#[tokio::test]
+async fn verify_blocks_judges_each_block_of_a_batch() {
+    let seg = Arc::new(segment_of(&[BLOCK; 20]));
+    let s = seg.clone();
+    let srv = spawn(move |req, _peer| {
+        let s = s.clone();
+        async move {
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let Ok(Request::GetBlks(m)) = Request::decode(&body) else {
+                panic!("not a GETBLKS");
+            };
+            let index = m.first_block().unwrap();
+            let iv = [index as u8; 16];
+            let mut plain = s.blocks[index as usize].clone();
+            if index == 13 {
+                plain[100] ^= 0x40;
+            }
+            let algo = if index == 7 {
+                CryptoAlgoId::AES_256
+            } else {
+                CryptoAlgoId::AES_128
+            };
+            let cipher = encrypt_block(algo, &s.kp, iv, &plain).unwrap();
+            let resp = Response::Blk(Blk {
+                crypto_algo: CryptoAlgoId::AES_128,
+                segment_id: s.id,
+                block_index: index,
+                next_block_index: 0,
+                block: &cipher,
+                vrf: &[],
+                iv: &iv,
+            });
+            hyper::Response::new(full(resp.encode()))
+        }
+    })
+    .await;
+    let c = client(Duration::from_secs(10));
+    let mut fetched = Vec::new();
+    for i in 0..20 {
+        fetched.push(c.fetch_unverified(srv.addr, &seg.want(i)).await.unwrap());
+    }
+    assert_eq!(fetched[4].index(), 4);
+    let verdicts = c.verify_blocks(fetched);
+    assert_eq!(verdicts.len(), 20);
+    for (i, v) in verdicts.into_iter().enumerate() {
+        match i {
+            13 => assert!(
+                matches!(v, Err(RetrievalError::HashMismatch { .. })),
+                "block {i}: {v:?}"
+            ),
+            _ => {
+                let b = v.unwrap();
+                assert_eq!(&b.data[..], &seg.blocks[i][..], "block {i}");
+                let reading = if i == 7 {
+                    KeyReading::FullKp
+                } else {
+                    KeyReading::Truncated
+                };
+                assert_eq!(b.key_reading, reading, "block {i}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn answer_for_another_block_is_unexpected() {
     let seg = Arc::new(segment());
@@ -583,6 +655,38 @@ mod peer_source {
         }
         assert!(src.is_penalised(&bad.addr));
         assert!(!src.is_penalised(&good.addr));
+    }
+
+    /// A long run (GETBLKLIST, then blocks verified in batches): the one
+    /// corrupt block in the middle of a batch comes from the next peer, the
+    /// liar is penalised, every other block is kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_corrupt_block_inside_a_batch_is_refetched_from_another_peer() {
+        let seg = segment_of(&[BLOCK; 40]);
+        let liar = Arc::new(MemorySource::new());
+        for i in 0..40u32 {
+            let mut block = seg.blocks[i as usize].clone();
+            if i == 21 {
+                block[0] ^= 1;
+            }
+            liar.insert(seg.id, seg.kp, i, Bytes::from(block));
+        }
+        let all: Vec<u32> = (0..40).collect();
+        let (bad, _) = spawn_server(liar, ServerConfig::default()).await;
+        let (good, good_metrics) =
+            spawn_server(source_with(&seg, &all), ServerConfig::default()).await;
+        let src = source(vec![bad.addr, good.addr]);
+        let got: Vec<_> = src.fetch(plan(&seg), 0..40).collect().await;
+        assert_eq!(got.len(), 40);
+        let mut seen = [false; 40];
+        for b in got {
+            let b = b.unwrap();
+            assert_eq!(&b.data[..], &seg.blocks[b.index as usize][..]);
+            seen[b.index as usize] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
+        assert!(src.is_penalised(&bad.addr));
+        assert!(good_metrics.retrieval_blocks_served.get() >= 1);
     }
 
     #[tokio::test]

@@ -11,12 +11,15 @@
 pub mod book;
 pub mod client;
 mod encryptor;
+mod http1;
 pub mod server;
 pub mod source;
 mod store_source;
 
 pub use book::{PeerBook, PeerRole, PeerStatus};
-pub use client::{BlockRequest, ClientConfig, FetchedBlock, PeerClient, RawBlock, RetrievalError};
+pub use client::{
+    BlockRequest, ClientConfig, FetchedBlock, PeerClient, RawBlock, RetrievalError, Unverified,
+};
 pub use server::{
     BlockSource, MemorySource, RetrievalServer, ServerConfig, DEFAULT_MAX_ACTIVE_PER_CLIENT,
 };

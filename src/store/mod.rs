@@ -859,7 +859,8 @@ impl Store {
         let backend = self.shared.backend.clone();
         let mut inline = None;
         if len as usize <= INLINE_READ_MAX {
-            let mut buf = vec![0u8; len as usize];
+            // Recycled: no zero-filling and no fresh pages per block read.
+            let mut buf = ReadPool::take(len as usize);
             match backend.read_at_cached(&file, offset, &mut buf) {
                 Ok(true) => inline = Some(Ok((crc32c::crc32c(&buf) == crc, buf))),
                 Ok(false) => {}
@@ -872,7 +873,7 @@ impl Store {
                 let read_file = file.clone();
                 let _permit = self.shared.read_permits.acquire().await;
                 tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0u8; len as usize];
+                    let mut buf = ReadPool::take(len as usize);
                     backend
                         .read_at(&read_file, offset, &mut buf)
                         .map(|()| (crc32c::crc32c(&buf) == crc, buf))
@@ -885,7 +886,7 @@ impl Store {
             Ok((true, buf)) => {
                 self.shared.metrics.hits.inc();
                 lock(&self.shared.hot).insert((id, index), &buf, generation, crc);
-                Ok(Some(Bytes::from(buf)))
+                Ok(Some(Bytes::from_owner(buf)))
             }
             Ok((false, _)) => {
                 self.evict_bad_block(id, index, generation, "checksum mismatch on read");
@@ -1336,8 +1337,8 @@ fn data_backend(dir: &Path) -> Result<Arc<dyn Backend>, StoreError> {
     Ok(Arc::new(backend))
 }
 
-/// A small pool of read buffers for [`Store::get_blocks`]. A run of blocks
-/// is read into one buffer, handed out as `Bytes` slices (hyper writes them
+/// A small pool of read buffers for [`Store::get_blocks`] and
+/// [`Store::get_block`]. A run of blocks (or one block) is read into one buffer, handed out as `Bytes` slices (hyper writes them
 /// to sockets without copying), and returned here when the last slice is
 /// dropped. Recycling keeps the warm hit path from churning large
 /// allocations through glibc's per-thread arenas (the blocking-pool threads
@@ -1382,7 +1383,9 @@ struct ReadPool;
 static READ_POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
 impl ReadPool {
-    /// A zero-filled buffer of `len` bytes (pooled when it fits).
+    /// A buffer of `len` bytes (pooled when it fits). A recycled buffer
+    /// keeps its old bytes: callers overwrite all of it (a read that comes
+    /// up short is an error) and never hand out unread bytes.
     fn take(len: usize) -> PooledBuf {
         let mut v = if len <= READ_POOL_BUFFER_BYTES {
             READ_POOL

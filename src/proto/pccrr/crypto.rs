@@ -330,26 +330,30 @@ fn put_block(out: &mut [u8], pos: usize, block: &[u8; AES_BLOCK]) {
 /// AES-CBC decrypt without unpadding, keyed by `key` (16/24/32 bytes).
 fn aes_cbc_decrypt(key: &[u8], iv: &[u8], cipher: &[u8]) -> Result<Vec<u8>, BlockCryptoError> {
     let mut buf = cipher.to_vec();
+    aes_cbc_decrypt_in_place(key, iv, &mut buf)?;
+    Ok(buf)
+}
+
+/// AES-CBC decrypt `buf` in place without unpadding.
+fn aes_cbc_decrypt_in_place(key: &[u8], iv: &[u8], buf: &mut [u8]) -> Result<(), BlockCryptoError> {
     let bad_iv = |_| BlockCryptoError::BadIv { len: iv.len() };
-    let bad_len = |_| BlockCryptoError::BadLength {
-        len: cipher.len(),
-        expected: cipher.len(),
-    };
+    let len = buf.len();
+    let bad_len = |_| BlockCryptoError::BadLength { len, expected: len };
     match key.len() {
         16 => cbc::Decryptor::<aes::Aes128>::new_from_slices(key, iv)
             .map_err(bad_iv)?
-            .decrypt_padded_mut::<NoPadding>(&mut buf)
+            .decrypt_padded_mut::<NoPadding>(buf)
             .map_err(bad_len)?,
         24 => cbc::Decryptor::<aes::Aes192>::new_from_slices(key, iv)
             .map_err(bad_iv)?
-            .decrypt_padded_mut::<NoPadding>(&mut buf)
+            .decrypt_padded_mut::<NoPadding>(buf)
             .map_err(bad_len)?,
         _ => cbc::Decryptor::<aes::Aes256>::new_from_slices(key, iv)
             .map_err(bad_iv)?
-            .decrypt_padded_mut::<NoPadding>(&mut buf)
+            .decrypt_padded_mut::<NoPadding>(buf)
             .map_err(bad_len)?,
     };
-    Ok(buf)
+    Ok(())
 }
 
 fn check_lengths(
@@ -408,6 +412,59 @@ pub fn decrypt_block(
     Ok(plain)
 }
 
+/// [`decrypt_block`] in place: `buf` holds a MSG_BLK payload (the whole
+/// ciphertext, pad included) and is decrypted where it lies, so the caller
+/// saves a copy and an allocation per block; its first `expected_len` bytes
+/// are then the block (pad bytes follow, unchecked: verify the hash).
+/// Plaintext (`NONE`) is only length-checked.
+pub fn decrypt_block_in_place(
+    algo: CryptoAlgoId,
+    kp: &SegmentSecret,
+    iv: &[u8],
+    buf: &mut [u8],
+    expected_len: usize,
+) -> Result<(), BlockCryptoError> {
+    let key = key_for(algo, kp)?;
+    check_lengths(algo, iv, buf, expected_len)?;
+    match key {
+        Some(key) => aes_cbc_decrypt_in_place(key, iv, buf),
+        None => Ok(()),
+    }
+}
+
+/// Undo [`decrypt_block_in_place`]: CBC-encrypt the decrypted payload again
+/// under the same cipher, key reading and IV, which gives back exactly the
+/// ciphertext the peer sent (needed only to try the alternative key reading
+/// after the usual one failed the hash check).
+pub fn reencrypt_in_place(
+    algo: CryptoAlgoId,
+    kp: &SegmentSecret,
+    iv: &[u8],
+    buf: &mut [u8],
+) -> Result<(), BlockCryptoError> {
+    let Some(key) = key_for(algo, kp)? else {
+        return Ok(());
+    };
+    let bad_iv = |_| BlockCryptoError::BadIv { len: iv.len() };
+    let len = buf.len();
+    let bad_len = |_| BlockCryptoError::BadLength { len, expected: len };
+    match key.len() {
+        16 => cbc::Encryptor::<aes::Aes128>::new_from_slices(key, iv)
+            .map_err(bad_iv)?
+            .encrypt_padded_mut::<NoPadding>(buf, len)
+            .map_err(bad_len)?,
+        24 => cbc::Encryptor::<aes::Aes192>::new_from_slices(key, iv)
+            .map_err(bad_iv)?
+            .encrypt_padded_mut::<NoPadding>(buf, len)
+            .map_err(bad_len)?,
+        _ => cbc::Encryptor::<aes::Aes256>::new_from_slices(key, iv)
+            .map_err(bad_iv)?
+            .encrypt_padded_mut::<NoPadding>(buf, len)
+            .map_err(bad_len)?,
+    };
+    Ok(())
+}
+
 /// Decrypt and check the block hash. Tries the header's algorithm with the
 /// truncated Kp first; if the hash fails and Kp is 32 bytes, retries with
 /// the full-Kp AES-256 reading. Returns the plaintext and which reading
@@ -427,6 +484,24 @@ pub fn decrypt_and_verify(
     if hash_algo.hash(&plain) == *expected_hash {
         return Ok((plain, KeyReading::Truncated));
     }
+    decrypt_alternative_and_verify(algo, kp, iv, cipher, expected_len, hash_algo, expected_hash)
+}
+
+/// The second half of [`decrypt_and_verify`], for a caller that decrypted
+/// with [`decrypt_block`] and hashed the result itself (e.g. many blocks in
+/// one multi-buffer pass) and found the hash wrong: retry with the full-Kp
+/// AES-256 reading when it differs (Kp of 32 bytes, a cipher other than
+/// AES-256), else [`BlockCryptoError::HashMismatch`].
+pub fn decrypt_alternative_and_verify(
+    algo: CryptoAlgoId,
+    kp: &SegmentSecret,
+    iv: &[u8],
+    cipher: &[u8],
+    expected_len: usize,
+    hash_algo: HashAlgo,
+    expected_hash: &Digest,
+) -> Result<(Vec<u8>, KeyReading), BlockCryptoError> {
+    check_lengths(algo, iv, cipher, expected_len)?;
     let full = kp.expose();
     let alternative_differs = algo != CryptoAlgoId::NONE && algo != CryptoAlgoId::AES_256;
     if full.len() == 32 && alternative_differs {
@@ -448,6 +523,32 @@ mod tests {
     }
 
     const IV: [u8; 16] = [7; 16];
+
+    #[test]
+    fn in_place_decryption_matches_and_reencryption_restores_the_ciphertext() {
+        for algo in [
+            CryptoAlgoId::NONE,
+            CryptoAlgoId::AES_128,
+            CryptoAlgoId::AES_192,
+            CryptoAlgoId::AES_256,
+        ] {
+            for len in [0usize, 1, 15, 16, 17, 1000, 65_536] {
+                let plain: Vec<u8> = (0..len).map(|i| (i * 13) as u8).collect();
+                let c = encrypt_block(algo, &kp(), IV, &plain).unwrap();
+                let mut buf = c.clone();
+                decrypt_block_in_place(algo, &kp(), &IV, &mut buf, len).unwrap();
+                assert_eq!(&buf[..len], &plain[..], "{algo:?} {len}");
+                assert_eq!(
+                    &buf[..len],
+                    &decrypt_block(algo, &kp(), &IV, &c, len).unwrap()[..]
+                );
+                reencrypt_in_place(algo, &kp(), &IV, &mut buf).unwrap();
+                assert_eq!(buf, c, "{algo:?} {len}");
+            }
+        }
+        let mut short = vec![0u8; 20];
+        assert!(decrypt_block_in_place(CryptoAlgoId::AES_128, &kp(), &IV, &mut short, 20).is_err());
+    }
 
     #[test]
     fn pkcs7_pads_a_full_block_to_65552_bytes() {

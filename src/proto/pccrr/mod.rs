@@ -9,7 +9,8 @@ pub mod crypto;
 pub mod messages;
 
 pub use crypto::{
-    cipher_len, decrypt_and_verify, decrypt_block, encrypt_block, encrypt_blocks, BlockCryptoError,
+    cipher_len, decrypt_alternative_and_verify, decrypt_and_verify, decrypt_block,
+    decrypt_block_in_place, encrypt_block, encrypt_blocks, reencrypt_in_place, BlockCryptoError,
     EncryptJob, KeyReading, ENCRYPT_LANES,
 };
 pub use messages::{
