@@ -452,39 +452,55 @@ async fn direct_fresh_hits_answer_exactly_as_the_hyper_path() {
     let origin = Origin::start().await;
     let data = content(300 * 1024 + 5, 41);
     let proxy = warm_fresh_object(&origin, "/same", &data).await;
+    // A one-block object (answered from the block without a body stream).
+    let small = content(10_000, 42);
+    origin.put("/small", Object::peerdist(small.clone()));
+    cache_control(&origin, "/small", "max-age=3600");
+    assert!(fetch(proxy.addr(), "/small").await.2 == small);
+    wait_stored(&proxy, data.len() + 65_536).await;
     let before = requests(&origin);
     let m = proxy.metrics();
     let hits0 = metric(&m, "branchcache_proxy_requests_total{outcome=\"hit\"}");
     let direct0 = metric(&m, "branchcache_proxy_direct_responses_total");
 
-    let cases: [(&str, StatusCode, Bytes); 4] = [
-        ("", StatusCode::OK, data.clone()),
+    let cases: [(&str, &str, StatusCode, Bytes); 6] = [
+        ("/same", "", StatusCode::OK, data.clone()),
         (
+            "/same",
             "Range: bytes=70000-140000\r\n",
             StatusCode::PARTIAL_CONTENT,
             data.slice(70000..140001),
         ),
         (
+            "/same",
             "Range: bytes=-10\r\n",
             StatusCode::PARTIAL_CONTENT,
             data.slice(data.len() - 10..),
         ),
         (
+            "/same",
             "If-None-Match: \"v1\"\r\n",
             StatusCode::NOT_MODIFIED,
             Bytes::new(),
         ),
+        ("/small", "", StatusCode::OK, small.clone()),
+        (
+            "/small",
+            "Range: bytes=5-9\r\n",
+            StatusCode::PARTIAL_CONTENT,
+            small.slice(5..10),
+        ),
     ];
     let skip = ["date", "age", "connection"];
-    for (extra, want_status, want_body) in cases {
+    for (path, extra, want_status, want_body) in cases {
         let direct = raw_exchange(
             proxy.addr(),
-            &format!("GET /same HTTP/1.1\r\nHost: t\r\n{extra}\r\n"),
+            &format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n"),
         )
         .await;
         let hyper = raw_exchange(
             proxy.addr(),
-            &format!("GET /same HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n"),
+            &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n"),
         )
         .await;
         assert!(
@@ -524,12 +540,12 @@ async fn direct_fresh_hits_answer_exactly_as_the_hyper_path() {
     let m = proxy.metrics();
     assert_eq!(
         metric(&m, "branchcache_proxy_requests_total{outcome=\"hit\"}") - hits0,
-        8,
+        12,
         "{m}"
     );
     assert_eq!(
         metric(&m, "branchcache_proxy_direct_responses_total") - direct0,
-        4,
+        6,
         "the plain GETs were not answered by the direct path: {m}"
     );
 }

@@ -230,6 +230,11 @@ struct Inner {
 }
 
 impl Planner {
+    /// The store this planner reads first and writes every verified block to.
+    pub fn store(&self) -> &Arc<dyn BlockStore> {
+        &self.inner.store
+    }
+
     /// A planner over `store`, trying `sources` (hosted cache, peers) in order
     /// before the origin given per request.
     pub fn new(

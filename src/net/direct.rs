@@ -139,9 +139,16 @@ pub async fn serve(
     shutdown: &CancellationToken,
 ) -> Option<Prefixed> {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // One timer and one shutdown waiter per connection, re-armed per head
+    // (not a new timer-wheel entry and waiter-list entry per read).
+    let deadline = tokio::time::sleep(limits.header_read_timeout);
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(deadline, cancelled);
     loop {
         // A complete head, or a reason to stop or hand over.
-        let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
+        deadline
+            .as_mut()
+            .reset(tokio::time::Instant::now() + limits.header_read_timeout);
         let (req, head_len) = loop {
             match parse_head(&buf) {
                 Head::Complete(req, len) => break (req, len),
@@ -157,12 +164,13 @@ pub async fn serve(
             let read = tokio::select! {
                 // Idle between requests: close at shutdown; mid-head, finish
                 // reading (the deadline bounds it).
-                _ = shutdown.cancelled(), if buf.is_empty() => return None,
-                r = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => r,
+                _ = &mut cancelled, if buf.is_empty() => return None,
+                _ = &mut deadline => return None,
+                r = stream.read_buf(&mut buf) => r,
             };
             match read {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
-                Ok(Ok(_)) => {}
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
             }
         };
         let closing = shutdown.is_cancelled();

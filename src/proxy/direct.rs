@@ -20,7 +20,11 @@ use http::request::Parts;
 use http::{Method, StatusCode};
 use tokio::net::TcpStream;
 
-use super::{bypass_reason, not_modified_headers, CacheOutcome, Guard, Proxy};
+use super::freshness::Entry;
+use super::{
+    bypass_reason, identity_headers, not_modified_headers, to_upstream, CacheOutcome, Guard, Proxy,
+};
+use crate::fetch::SourceKind;
 use crate::net::direct::{write_body, write_head, Answered, DirectPath};
 use crate::proxy::headers::ByteRange;
 
@@ -44,6 +48,25 @@ impl DirectPath for DirectHits {
 }
 
 impl Proxy {
+    /// The whole body of `entry` if it is one block the store can hand over
+    /// without waiting (verified when stored, CRC-checked when read).
+    fn whole_block_now(&self, entry: &Entry) -> Option<Bytes> {
+        let [seg] = &*entry.segments else {
+            return None;
+        };
+        if seg.block_count() != 1 || seg.block_range(0) != Some(0..entry.total) {
+            return None;
+        }
+        let data = self
+            .inner
+            .planner
+            .store()
+            .get_run_now(seg, 0, 1)?
+            .into_iter()
+            .next()?;
+        (data.len() as u64 == entry.total).then_some(data)
+    }
+
     async fn answer_direct(
         &self,
         mut parts: Parts,
@@ -58,10 +81,17 @@ impl Proxy {
             return Answered::Declined;
         }
         let display = crate::activity::display_target(&parts.uri);
-        if self.upstream_request(&mut parts).is_err() || bypass_reason(&parts).is_some() {
+        // The upstream URL (the freshness key). The request head itself is
+        // made the upstream one only when a body stream needs it: the
+        // decisions below read end-to-end headers only (a hop-by-hop
+        // `Upgrade` left in place can only make this path decline).
+        let Ok(target) = self.target(&parts.uri) else {
+            return Answered::Declined;
+        };
+        if bypass_reason(&parts).is_some() {
             return Answered::Declined;
         }
-        let Some(entry) = fresh.get(&parts.uri.to_string()) else {
+        let Some(entry) = fresh.get(&target.to_string()) else {
             return Answered::Declined;
         };
         let now = SystemTime::now();
@@ -85,8 +115,32 @@ impl Proxy {
             .get(header::RANGE)
             .and_then(|v| v.to_str().ok())
             .and_then(ByteRange::parse);
+        if client_range.is_none() {
+            if let Some(data) = self.whole_block_now(&entry) {
+                // A whole one-block object the store hands over at once
+                // (kept in memory, or in the page cache): no body stream.
+                let mut headers = entry
+                    .whole_answer_headers(|h| {
+                        let mut h = h.clone();
+                        identity_headers(&mut h, StatusCode::OK, &(0..entry.total), entry.total);
+                        h
+                    })
+                    .clone();
+                headers.insert(header::AGE, HeaderValue::from(age));
+                self.freshness("fresh");
+                self.inner.metrics.proxy_direct_responses.inc();
+                let mut guard = Guard::new(self.inner.metrics.clone(), Method::GET, peer, display);
+                guard.planned = true;
+                guard.served(SourceKind::Store, data.len());
+                return match write_head(out, StatusCode::OK, &headers, closing, &data).await {
+                    Ok(()) => Answered::Done,
+                    Err(_) => Answered::Broken,
+                };
+            }
+        }
         let mut headers = entry.headers.clone();
         headers.insert(header::AGE, HeaderValue::from(age));
+        to_upstream(&mut parts, target);
         let Ok(body) = self
             .prepare_body(
                 &parts,

@@ -221,6 +221,9 @@ pub struct Entry {
     lifetime: Duration,
     initial_age: Duration,
     response_time: SystemTime,
+    /// The headers of the whole object's identity answer, derived from
+    /// `headers` once, on first use ([`Entry::whole_answer_headers`]).
+    whole: std::sync::OnceLock<HeaderMap>,
 }
 
 /// Response headers a `304` does not update (RFC 9111 §3.2: framing and
@@ -249,7 +252,14 @@ impl Entry {
             segments,
             total,
             headers,
+            whole: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The headers of the whole object's identity answer: `make(headers)`,
+    /// computed once per entry (a 304 that freshens it makes a new entry).
+    pub fn whole_answer_headers(&self, make: impl FnOnce(&HeaderMap) -> HeaderMap) -> &HeaderMap {
+        self.whole.get_or_init(|| make(&self.headers))
     }
 
     /// The entry after a `304` with headers `not_modified` (RFC 9111 §4.3.4):
@@ -362,7 +372,8 @@ impl Entry {
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 64)
             .sum();
-        (plans + headers + 256) as u64
+        // Twice: the derived whole-answer headers are about the same size.
+        (plans + 2 * headers + 256) as u64
     }
 }
 

@@ -208,12 +208,7 @@ impl Proxy {
     /// URL, no hop-by-hop headers, `Via` added, `Host` left to the client.
     fn upstream_request(&self, parts: &mut Parts) -> Result<(), ProxyError> {
         let target = self.target(&parts.uri)?;
-        strip_hop_by_hop(&mut parts.headers);
-        add_via(&mut parts.headers);
-        // The client sets Host from the target URI.
-        parts.headers.remove(header::HOST);
-        parts.uri = target;
-        parts.version = Version::HTTP_11;
+        to_upstream(parts, target);
         Ok(())
     }
 
@@ -595,27 +590,7 @@ impl Proxy {
                 }
             }
         };
-        for name in [
-            header::CONTENT_ENCODING,
-            header::CONTENT_LENGTH,
-            header::CONTENT_RANGE,
-        ] {
-            headers.remove(name);
-        }
-        headers.remove("x-p2p-peerdist");
-        headers.remove("x-p2p-peerdistex");
-        headers.insert(
-            header::CONTENT_LENGTH,
-            HeaderValue::from(range.end - range.start),
-        );
-        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        if status == StatusCode::PARTIAL_CONTENT {
-            let v = format!("bytes {}-{}/{total}", range.start, range.end - 1);
-            if let Ok(v) = HeaderValue::from_str(&v) {
-                headers.insert(header::CONTENT_RANGE, v);
-            }
-        }
-        add_via(&mut headers);
+        identity_headers(&mut headers, status, &range, total);
         Ok(PreparedBody {
             status,
             headers,
@@ -704,6 +679,47 @@ enum Unprepared {
     Fail(ProxyError),
     /// Answer with a plain GET of the original request.
     Fallback,
+}
+
+/// Turn the peerdist answer's `headers` into those of the identity answer
+/// with `status` for `range` of an object of `total` bytes.
+fn identity_headers(
+    headers: &mut HeaderMap,
+    status: StatusCode,
+    range: &std::ops::Range<u64>,
+    total: u64,
+) {
+    for name in [
+        header::CONTENT_ENCODING,
+        header::CONTENT_LENGTH,
+        header::CONTENT_RANGE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("x-p2p-peerdist");
+    headers.remove("x-p2p-peerdistex");
+    headers.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(range.end - range.start),
+    );
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if status == StatusCode::PARTIAL_CONTENT {
+        let v = format!("bytes {}-{}/{total}", range.start, range.end - 1);
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            headers.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    add_via(headers);
+}
+
+/// Make a client request head the one sent to `target`: no hop-by-hop
+/// headers, `Via` added, `Host` left to the client (set from the URL).
+fn to_upstream(parts: &mut Parts, target: Uri) {
+    strip_hop_by_hop(&mut parts.headers);
+    add_via(&mut parts.headers);
+    parts.headers.remove(header::HOST);
+    parts.uri = target;
+    parts.version = Version::HTTP_11;
 }
 
 /// The headers of a `304` answered from a remembered entry.
