@@ -49,6 +49,7 @@ pub mod fuzz;
 pub mod hashing;
 pub mod hosted_cache;
 pub mod inspect;
+pub mod lru;
 pub mod metrics;
 pub mod net;
 pub mod preload;

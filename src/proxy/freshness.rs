@@ -417,18 +417,23 @@ impl FreshnessCache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The entry for `key`, marked most recently used.
+    /// The entry for `key`, marked most recently used (lazily:
+    /// [`crate::lru::should_promote`]).
     pub fn get(&self, key: &str) -> Option<Arc<Entry>> {
         let mut lru = self.lock();
-        lru.tick += 1;
-        let tick = lru.tick;
+        let len = lru.map.len();
+        let now = lru.tick + 1;
         let (entry, old) = {
             let slot = lru.map.get_mut(key)?;
-            let old = std::mem::replace(&mut slot.1, tick);
+            if !crate::lru::should_promote(slot.1, now, len) {
+                return Some(slot.0.clone());
+            }
+            let old = std::mem::replace(&mut slot.1, now);
             (slot.0.clone(), old)
         };
+        lru.tick = now;
         lru.order.remove(&old);
-        lru.order.insert(tick, key.to_string());
+        lru.order.insert(now, key.to_string());
         Some(entry)
     }
 

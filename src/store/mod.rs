@@ -311,14 +311,18 @@ struct HotEntry {
 }
 
 impl HotBlocks {
-    /// The entry for `key`, made the most recently used.
+    /// The entry for `key`, made the most recently used (lazily:
+    /// [`crate::lru::should_promote`]).
     fn get(&mut self, key: &(SegmentId, u32)) -> Option<(Bytes, u64, u32)> {
-        self.tick += 1;
-        let tick = self.tick;
+        let len = self.map.len();
+        let now = self.tick + 1;
         let e = self.map.get_mut(key)?;
-        self.order.remove(&e.tick);
-        e.tick = tick;
-        self.order.insert(tick, *key);
+        if crate::lru::should_promote(e.tick, now, len) {
+            self.tick = now;
+            self.order.remove(&e.tick);
+            e.tick = now;
+            self.order.insert(now, *key);
+        }
         Some((e.data.clone(), e.generation, e.crc))
     }
 
@@ -383,9 +387,14 @@ struct State {
 }
 
 impl State {
+    /// Mark `id` used now (lazily: [`crate::lru::should_promote`]).
     fn touch(&mut self, id: &SegmentId) {
         let tick = self.next_tick;
+        let len = self.segs.len();
         if let Some(e) = self.segs.get_mut(id) {
+            if !crate::lru::should_promote(e.tick, tick, len) {
+                return;
+            }
             self.next_tick += 1;
             self.lru.remove(&e.tick);
             e.tick = tick;
