@@ -449,6 +449,51 @@ mod tests {
         out
     }
 
+    mod parse {
+        use super::super::{parse_head, Head};
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any bytes: an answer, never a panic; a head never longer
+            /// than the input.
+            #[test]
+            fn parse_head_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+                if let Head::Complete(_, len) = parse_head(&bytes) {
+                    prop_assert!(len <= bytes.len());
+                }
+            }
+
+            /// A plain GET with arbitrary extra fields is a candidate with
+            /// its exact head length; every strict prefix is partial;
+            /// trailing bytes (a pipelined request) are not consumed.
+            #[test]
+            fn plain_gets_parse_with_their_exact_length(
+                path in "/[a-z0-9/._-]{0,40}",
+                fields in proptest::collection::vec(("x-[a-z]{1,10}", "[ -~&&[^:]]{0,20}"), 0..8),
+                trailing in proptest::collection::vec(any::<u8>(), 0..64),
+            ) {
+                let mut head = format!("GET {path} HTTP/1.1\r\nHost: t\r\n");
+                for (n, v) in &fields {
+                    head.push_str(&format!("{n}: {}\r\n", v.trim()));
+                }
+                head.push_str("\r\n");
+                let mut bytes = head.clone().into_bytes();
+                bytes.extend_from_slice(&trailing);
+                match parse_head(&bytes) {
+                    Head::Complete(parts, len) => {
+                        prop_assert_eq!(len, head.len());
+                        prop_assert_eq!(parts.uri.path(), path.as_str());
+                        prop_assert_eq!(parts.method, http::Method::GET);
+                    }
+                    _ => prop_assert!(false, "not a candidate: {head:?}"),
+                }
+                for cut in 0..head.len() {
+                    prop_assert!(matches!(parse_head(&bytes[..cut]), Head::Partial), "cut {cut}");
+                }
+            }
+        }
+    }
+
     #[tokio::test]
     async fn write_body_delivers_every_chunk_in_order_through_partial_writes() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
