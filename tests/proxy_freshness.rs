@@ -16,6 +16,19 @@ fn cache_control(origin: &Origin, path: &str, value: &str) {
     );
 }
 
+/// Fail with the whole metrics text unless `name` (with labels) is `want`.
+fn assert_metric(m: &str, name: &str, want: u64) {
+    assert_eq!(metric(m, name), want, "{name} in\n{m}");
+}
+
+/// Make the test origin answer conditional requests (304 on a match).
+fn honour_conditionals(origin: &Origin) {
+    origin
+        .state
+        .honour_conditionals
+        .store(true, Ordering::SeqCst);
+}
+
 fn requests(origin: &Origin) -> u64 {
     origin.state.requests.load(Ordering::SeqCst)
 }
@@ -65,26 +78,15 @@ async fn fresh_entry_is_served_with_zero_origin_requests_and_an_age() {
     );
 
     let m = proxy.metrics();
-    assert_eq!(
-        metric(&m, "branchcache_proxy_freshness_total{result=\"fresh\"}"),
-        4,
-        "{m}"
-    );
-    assert_eq!(metric(&m, "branchcache_proxy_freshness_entries"), 1, "{m}");
-    assert_eq!(
-        metric(&m, "branchcache_proxy_requests_total{outcome=\"hit\"}"),
-        4,
-        "{m}"
-    );
+    assert_metric(&m, "branchcache_proxy_freshness_total{result=\"fresh\"}", 4);
+    assert_metric(&m, "branchcache_proxy_freshness_entries", 1);
+    assert_metric(&m, "branchcache_proxy_requests_total{outcome=\"hit\"}", 4);
 }
 
 #[tokio::test]
 async fn stale_entry_revalidates_with_304_and_a_new_etag_brings_new_content() {
     let origin = Origin::start().await;
-    origin
-        .state
-        .honour_conditionals
-        .store(true, Ordering::SeqCst);
+    honour_conditionals(&origin);
     let v1 = content(300_000, 41);
     origin.put("/doc", Object::peerdist(v1.clone()));
     // Stored (it has a validator) but never fresh: every request revalidates.
@@ -134,25 +136,18 @@ async fn stale_entry_revalidates_with_304_and_a_new_etag_brings_new_content() {
         1,
         "{m}"
     );
-    assert_eq!(
-        metric(&m, "branchcache_proxy_freshness_total{result=\"changed\"}"),
+    assert_metric(
+        &m,
+        "branchcache_proxy_freshness_total{result=\"changed\"}",
         1,
-        "{m}"
     );
-    assert_eq!(
-        metric(&m, "branchcache_proxy_freshness_total{result=\"fresh\"}"),
-        0,
-        "{m}"
-    );
+    assert_metric(&m, "branchcache_proxy_freshness_total{result=\"fresh\"}", 0);
 }
 
 #[tokio::test]
 async fn no_store_and_vary_cookie_are_never_remembered() {
     let origin = Origin::start().await;
-    origin
-        .state
-        .honour_conditionals
-        .store(true, Ordering::SeqCst);
+    honour_conditionals(&origin);
     let data = content(200_000, 43);
     origin.put("/secret", Object::peerdist(data.clone()));
     cache_control(&origin, "/secret", "no-store, max-age=3600");
@@ -183,12 +178,8 @@ async fn no_store_and_vary_cookie_are_never_remembered() {
     let (_, _, again) = fetch(proxy.addr(), "/secret").await;
     assert!(again == data);
     let m = proxy.metrics();
-    assert_eq!(metric(&m, "branchcache_proxy_freshness_entries"), 0, "{m}");
-    assert_eq!(
-        metric(&m, "branchcache_proxy_freshness_total{result=\"fresh\"}"),
-        0,
-        "{m}"
-    );
+    assert_metric(&m, "branchcache_proxy_freshness_entries", 0);
+    assert_metric(&m, "branchcache_proxy_freshness_total{result=\"fresh\"}", 0);
     assert_eq!(
         metric(
             &m,
@@ -202,10 +193,7 @@ async fn no_store_and_vary_cookie_are_never_remembered() {
 #[tokio::test]
 async fn client_no_cache_revalidates_and_client_conditionals_get_304_from_the_entry() {
     let origin = Origin::start().await;
-    origin
-        .state
-        .honour_conditionals
-        .store(true, Ordering::SeqCst);
+    honour_conditionals(&origin);
     let data = content(150_000, 45);
     origin.put("/page", Object::peerdist(data.clone()));
     cache_control(&origin, "/page", "max-age=3600");
@@ -248,11 +236,7 @@ async fn client_no_cache_revalidates_and_client_conditionals_get_304_from_the_en
     assert_eq!(requests(&origin), before);
     // Revalidated, 304 and full answers all came from the store.
     let m = proxy.metrics();
-    assert_eq!(
-        metric(&m, "branchcache_proxy_requests_total{outcome=\"hit\"}"),
-        3,
-        "{m}"
-    );
+    assert_metric(&m, "branchcache_proxy_requests_total{outcome=\"hit\"}", 3);
 }
 
 #[tokio::test]
@@ -342,21 +326,14 @@ async fn publisher_relays_the_origins_cache_control_so_fresh_hits_skip_the_wan()
     assert_eq!(headers[header::CACHE_CONTROL], "max-age=600");
     assert_eq!(requests(&origin), before, "fresh hit reached the origin");
     let m = proxy.metrics();
-    assert_eq!(
-        metric(&m, "branchcache_proxy_freshness_total{result=\"fresh\"}"),
-        1,
-        "{m}"
-    );
+    assert_metric(&m, "branchcache_proxy_freshness_total{result=\"fresh\"}", 1);
     publisher.shutdown().await;
 }
 
 #[tokio::test]
 async fn stale_entry_through_a_publisher_revalidates_with_the_origins_304() {
     let origin = Origin::start().await;
-    origin
-        .state
-        .honour_conditionals
-        .store(true, Ordering::SeqCst);
+    honour_conditionals(&origin);
     let data = content(MIB + 3, 49);
     origin.put(
         "/stale.bin",
@@ -393,11 +370,7 @@ async fn stale_entry_through_a_publisher_revalidates_with_the_origins_304() {
         1,
         "{m}"
     );
-    assert_eq!(
-        metric(&m, "branchcache_proxy_requests_total{outcome=\"hit\"}"),
-        1,
-        "{m}"
-    );
+    assert_metric(&m, "branchcache_proxy_requests_total{outcome=\"hit\"}", 1);
     publisher.shutdown().await;
 }
 
