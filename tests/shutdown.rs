@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -31,14 +31,7 @@ async fn sigterm_drains_in_flight_requests_and_fetches_then_flushes_the_store() 
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_branchcache"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut daemon = Daemon(child);
+    let mut daemon = Daemon::run(&cfg);
     let addr: SocketAddr = format!("127.0.0.1:{proxy_port}").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while tokio::net::TcpStream::connect(addr).await.is_err() {

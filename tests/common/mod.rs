@@ -394,6 +394,20 @@ impl Drop for Daemon {
     }
 }
 
+impl Daemon {
+    /// `branchcache run --config <cfg>` as a process, its output discarded.
+    pub fn run(cfg: &std::path::Path) -> Daemon {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_branchcache"))
+            .args(["run", "--config"])
+            .arg(cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Daemon(child)
+    }
+}
+
 /// A loopback port that was free a moment ago (for daemons started as processes).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
