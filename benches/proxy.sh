@@ -5,6 +5,7 @@
 #
 #   benches/proxy.sh                # SIZE_MIB=1024 PAR=64 SMALL_COUNT=200 WRK_DURATION=15s MAX_AGE=3600
 #   BIN=/path/to/branchcache benches/proxy.sh   # use that binary, do not build
+#   PROXY_BENCH_PERF=FILE benches/proxy.sh      # also `perf record -g` the proxy during its wrk run
 #
 # Contenders, all on 127.0.0.1:
 #   origin:      nginx, one worker, sendfile, etags, and the SAME freshness
@@ -257,11 +258,24 @@ end
 LUA
 echo "wrk: ${WRK_CONNS} connections, ${WRK_DURATION}, proxy then nginx…" >&2
 hits0=$(metric "$HITS"); fresh0=$(metric "$FRESH")
+if [ -n "${PROXY_BENCH_PERF:-}" ]; then
+  # Optional: profile the proxy during its wrk run (perf report -i FILE).
+  perf record -q -F "${PROXY_BENCH_PERF_FREQ:-999}" ${PROXY_BENCH_PERF_ARGS:--g} -p "$PROXY_PID" -o "$PROXY_BENCH_PERF" 2>/dev/null &
+  perf_pid=$!
+  sleep 0.5
+fi
+c0=$(cpu_ticks "$PROXY_PID")
 wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" -s "$WORK/paths.lua" \
   "$PROXY_URL/" > "$WORK/wrk-proxy.txt" 2>&1 || true
+c1=$(cpu_ticks "$PROXY_PID"); wrk_pcpu=$((c1 - c0))
+if [ -n "${PROXY_BENCH_PERF:-}" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
 hits1=$(metric "$HITS"); fresh1=$(metric "$FRESH")
+# shellcheck disable=SC2086
+c0=$(cpu_ticks $NGX_WORKERS)
 wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" -s "$WORK/paths.lua" \
   "$NGX_URL/" > "$WORK/wrk-nginx.txt" 2>&1 || true
+# shellcheck disable=SC2086
+c1=$(cpu_ticks $NGX_WORKERS); wrk_ncpu=$((c1 - c0))
 
 echo "RSS: ${PAR} concurrent warm downloads of the ${SIZE_MIB} MiB object…" >&2
 hwm_reset=no
@@ -287,11 +301,12 @@ cat "$WORK"/par*.txt > "$WORK/par-all.txt"
 
 python3 - "$SIZE_MIB" "$PAR" "$WORK" "$hwm" "$hwm_reset" "$t0" "$t1" \
   "$store0" "$store1" "$origin0" "$origin1" "$hits0" "$hits1" "$WRK_CONNS" "$WRK_DURATION" "$SMALL_COUNT" \
-  "${ptimes[*]}" "${ntimes[*]}" "$fresh0" "$fresh1" "$MAX_AGE" "$pcpu" "$ncpu" "$CLK_TCK" <<'PY'
+  "${ptimes[*]}" "${ntimes[*]}" "$fresh0" "$fresh1" "$MAX_AGE" "$pcpu" "$ncpu" "$CLK_TCK" \
+  "$wrk_pcpu" "$wrk_ncpu" <<'PY'
 import re, sys
 (size_mib, par, work, hwm, hwm_reset, t0, t1, store0, store1, origin0, origin1,
  hits0, hits1, conns, dur, small_count, ptimes, ntimes, fresh0, fresh1, max_age,
- pcpu, ncpu, clk_tck) = sys.argv[1:25]
+ pcpu, ncpu, clk_tck, wrk_pcpu, wrk_ncpu) = sys.argv[1:27]
 size_mib, par = int(size_mib), int(par)
 size = size_mib * 1024 * 1024
 pt = min(float(x) for x in ptimes.split())
@@ -331,6 +346,10 @@ print(f"  (origin Cache-Control: max-age={max_age} for both; publisher min_size 
       f"hits, {fresh:.0f} of them fresh (no upstream request), counted by the proxy during the run, "
       f"{preq} requests completed by wrk; "
       f"{small_count} objects, all warmed first; errors proxy {perr}, nginx {nerr})")
+pus = int(wrk_pcpu) / int(clk_tck) / preq * 1e6 if preq else 0.0
+nus = int(wrk_ncpu) / int(clk_tck) / nreq * 1e6 if nreq else 0.0
+print(f"  (CPU user+sys per request during wrk: proxy process {pus:.1f} us, nginx proxy_cache "
+      f"workers {nus:.1f} us; ratio nginx/proxy {nus / pus if pus else 0.0:.2f})")
 if perr or nerr:
     print("wrk output (proxy):\n" + ptext + "\nwrk output (nginx):\n" + ntext)
 
