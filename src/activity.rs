@@ -7,6 +7,7 @@
 //! served bytes records activity without extra wiring. Nothing here is
 //! persisted: a restart starts an empty hour.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -77,13 +78,13 @@ pub struct MinuteSample {
 pub struct RecentRequest {
     /// When it finished, milliseconds since the Unix epoch.
     pub finished_unix_ms: u64,
-    /// HTTP method.
-    pub method: String,
+    /// HTTP method (borrowed for the standard ones: no allocation per request).
+    pub method: Cow<'static, str>,
     /// Target without query string (queries may carry tokens), at most
     /// [`MAX_TARGET_LEN`] bytes.
     pub target: String,
     /// Cache outcome (`hit`, `partial`, `miss`, `bypass`, `error`).
-    pub outcome: String,
+    pub outcome: Cow<'static, str>,
     /// Body bytes sent to the client, by source.
     pub bytes: SourceBytes,
     /// Time from request to end of body, milliseconds.

@@ -288,11 +288,7 @@ fn origin_answer<B>(data: &Bytes, req: &Request<B>) -> Response<Body> {
 
 /// Counter values read before and after a download.
 fn counters(m: &Metrics) -> [u64; 4] {
-    let served = |k: SourceKind| {
-        m.proxy_served_bytes
-            .get_or_create(&[("source", k.as_str())])
-            .get()
-    };
+    let served = |k: SourceKind| m.proxy_served_bytes.get(k.as_str());
     let wan = |k: &'static str| m.proxy_wan_bytes.get_or_create(&[("kind", k)]).get();
     [
         served(SourceKind::Store),

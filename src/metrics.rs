@@ -3,7 +3,7 @@
 //! Rendered as Prometheus text at the admin listener's `/metrics`. Names are
 //! documented in `docs/METRICS.md`; a test keeps the two in step.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -40,6 +40,71 @@ pub struct StoreMetrics {
 }
 /// One-label set, e.g. `[("outcome", "hit")]`; values are static names.
 pub type Label = [(&'static str, &'static str); 1];
+
+/// A one-label counter family whose counters for a fixed set of label values
+/// are looked up once. `Family::get_or_create` hashes the label set and takes
+/// the family's lock on every call, which showed up as several per cent of a
+/// small cache hit's CPU. A value outside the set still works (through the
+/// family). Counters appear in the exposition on first use, as with the
+/// family alone. Cloning shares the counters.
+#[derive(Debug, Clone)]
+pub struct LabelCounters<const N: usize> {
+    family: Family<Label, Counter>,
+    label: &'static str,
+    values: [&'static str; N],
+    resolved: Arc<[OnceLock<Counter>; N]>,
+}
+
+impl<const N: usize> LabelCounters<N> {
+    /// Counters labelled `label`, with `values` resolved once each.
+    pub fn new(label: &'static str, values: [&'static str; N]) -> Self {
+        LabelCounters {
+            family: Family::default(),
+            label,
+            values,
+            resolved: Arc::new(std::array::from_fn(|_| OnceLock::new())),
+        }
+    }
+
+    /// The underlying family (to register it).
+    pub fn family(&self) -> &Family<Label, Counter> {
+        &self.family
+    }
+
+    /// The counter for `value`.
+    pub fn counter(&self, value: &'static str) -> Counter {
+        match self.values.iter().position(|v| *v == value) {
+            Some(i) => self.resolved[i]
+                .get_or_init(|| self.family.get_or_create(&[(self.label, value)]).clone())
+                .clone(),
+            None => self.family.get_or_create(&[(self.label, value)]).clone(),
+        }
+    }
+
+    /// Add `n` to the counter for `value`.
+    pub fn inc_by(&self, value: &'static str, n: u64) {
+        match self.values.iter().position(|v| *v == value) {
+            Some(i) => {
+                self.resolved[i]
+                    .get_or_init(|| self.family.get_or_create(&[(self.label, value)]).clone())
+                    .inc_by(n);
+            }
+            None => {
+                self.family.get_or_create(&[(self.label, value)]).inc_by(n);
+            }
+        }
+    }
+
+    /// Add one to the counter for `value`.
+    pub fn inc(&self, value: &'static str) {
+        self.inc_by(value, 1);
+    }
+
+    /// The current value of the counter for `value`.
+    pub fn get(&self, value: &'static str) -> u64 {
+        self.counter(value).get()
+    }
+}
 
 /// Bounds of the proxy request-duration histogram: 1 ms … ~65 s, doubling.
 const DURATION_BUCKET_START: f64 = 0.001;
@@ -110,9 +175,9 @@ pub struct Metrics {
     /// `branchcache_discovery_active_queries`: discovery queries running now.
     pub discovery_active_queries: Gauge,
     /// `branchcache_proxy_requests_total{outcome}`: finished proxy requests by cache outcome.
-    pub proxy_requests: Family<Label, Counter>,
+    pub proxy_requests: LabelCounters<5>,
     /// `branchcache_proxy_served_bytes_total{source}`: body bytes sent to clients by source.
-    pub proxy_served_bytes: Family<Label, Counter>,
+    pub proxy_served_bytes: LabelCounters<4>,
     /// `branchcache_proxy_wan_bytes_total{kind}`: bytes received from origins
     /// (`body`: range fetches, `content_information`, `passthrough`).
     pub proxy_wan_bytes: Family<Label, Counter>,
@@ -128,7 +193,7 @@ pub struct Metrics {
     pub config_reloads: Family<Label, Counter>,
     /// `branchcache_proxy_freshness_total{result}`: content-information freshness
     /// decisions (fresh, revalidated, changed, stored, uncacheable).
-    pub proxy_freshness: Family<Label, Counter>,
+    pub proxy_freshness: LabelCounters<5>,
     /// `branchcache_proxy_freshness_entries`: URLs whose content information is remembered.
     pub proxy_freshness_entries: Gauge,
     /// `branchcache_proxy_direct_responses_total`: fresh hits written
@@ -303,17 +368,19 @@ impl Metrics {
             "MS-PCCRD discovery queries running now",
             discovery_active_queries.clone(),
         );
-        let proxy_requests = Family::<Label, Counter>::default();
+        let proxy_requests =
+            LabelCounters::new("outcome", ["hit", "partial", "miss", "bypass", "error"]);
         registry.register(
             "proxy_requests",
             "Finished proxy requests by cache outcome (hit, partial, miss, bypass, error)",
-            proxy_requests.clone(),
+            proxy_requests.family().clone(),
         );
-        let proxy_served_bytes = Family::<Label, Counter>::default();
+        let proxy_served_bytes =
+            LabelCounters::new("source", ["store", "peer", "hosted_cache", "origin"]);
         registry.register(
             "proxy_served_bytes",
             "Body bytes sent to proxy clients by source (store, peer, hosted_cache, origin)",
-            proxy_served_bytes.clone(),
+            proxy_served_bytes.family().clone(),
         );
         let proxy_wan_bytes = Family::<Label, Counter>::default();
         registry.register(
@@ -349,11 +416,14 @@ impl Metrics {
             "Time from proxy request to the end of its response body",
             proxy_request_duration.clone(),
         );
-        let proxy_freshness = Family::<Label, Counter>::default();
+        let proxy_freshness = LabelCounters::new(
+            "result",
+            ["fresh", "revalidated", "changed", "stored", "uncacheable"],
+        );
         registry.register(
             "proxy_freshness",
             "Content-information freshness decisions (fresh = served with no origin contact, revalidated = 304, changed = revalidation got a new object, stored, uncacheable)",
-            proxy_freshness.clone(),
+            proxy_freshness.family().clone(),
         );
         let proxy_freshness_entries = Gauge::default();
         registry.register(
@@ -411,9 +481,7 @@ impl Metrics {
     /// Count `n` body bytes sent to a proxy client from `source`: the
     /// `proxy_served_bytes` counter and the per-minute history.
     pub fn proxy_served(&self, source: crate::fetch::SourceKind, n: u64) {
-        self.proxy_served_bytes
-            .get_or_create(&[("source", source.as_str())])
-            .inc_by(n);
+        self.proxy_served_bytes.inc_by(source.as_str(), n);
         self.activity.record_bytes(source, n);
     }
 
@@ -528,6 +596,40 @@ mod tests {
             "{text}"
         );
         assert!(text.trim_end().ends_with("# EOF"));
+    }
+
+    #[test]
+    fn label_counters_resolve_once_and_share_the_family() {
+        let m = Metrics::new();
+        let text = m.render();
+        assert!(
+            !text.contains("outcome=\"hit\""),
+            "not before first use: {text}"
+        );
+        m.proxy_requests.inc("hit");
+        m.proxy_requests.inc_by("hit", 2);
+        // A clone shares the counters; a value outside the set still counts.
+        let c = m.proxy_requests.clone();
+        c.inc("hit");
+        c.inc("unlisted");
+        assert_eq!(m.proxy_requests.get("hit"), 4);
+        assert_eq!(m.proxy_requests.get("unlisted"), 1);
+        assert_eq!(
+            m.proxy_requests
+                .family()
+                .get_or_create(&[("outcome", "hit")])
+                .get(),
+            4
+        );
+        let text = m.render();
+        assert!(
+            text.contains("branchcache_proxy_requests_total{outcome=\"hit\"} 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("branchcache_proxy_requests_total{outcome=\"unlisted\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

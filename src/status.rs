@@ -148,12 +148,7 @@ pub fn build(inputs: &StatusInputs<'_>, metrics: &Metrics, store: &Store) -> Sta
     } else {
         s.used_bytes as f64 / s.max_bytes as f64
     };
-    let outcome = |o: &'static str| {
-        metrics
-            .proxy_requests
-            .get_or_create(&[("outcome", o)])
-            .get()
-    };
+    let outcome = |o: &'static str| metrics.proxy_requests.get(o);
     let requests = RequestCounts {
         hit: outcome("hit"),
         partial: outcome("partial"),
@@ -169,10 +164,7 @@ pub fn build(inputs: &StatusInputs<'_>, metrics: &Metrics, store: &Store) -> Sta
         SourceKind::HostedCache,
         SourceKind::Origin,
     ] {
-        let n = metrics
-            .proxy_served_bytes
-            .get_or_create(&[("source", kind.as_str())])
-            .get();
+        let n = metrics.proxy_served_bytes.get(kind.as_str());
         bytes_by_source.add(kind, n);
     }
     let wan_kind = |k: &'static str| metrics.proxy_wan_bytes.get_or_create(&[("kind", k)]).get();
@@ -386,10 +378,7 @@ mod tests {
             .proxy_wan_bytes
             .get_or_create(&[("kind", "content_information")])
             .inc_by(20);
-        metrics
-            .proxy_requests
-            .get_or_create(&[("outcome", "hit")])
-            .inc();
+        metrics.proxy_requests.inc("hit");
         let hc: SocketAddr = "10.0.0.9:80".parse().unwrap();
         let peer: SocketAddr = "10.0.0.5:8082".parse().unwrap();
         metrics.peers.configure(PeerRole::HostedCache, &[hc]);

@@ -382,11 +382,7 @@ impl Proxy {
     }
 
     fn freshness(&self, result: &'static str) {
-        self.inner
-            .metrics
-            .proxy_freshness
-            .get_or_create(&[("result", result)])
-            .inc();
+        self.inner.metrics.proxy_freshness.inc(result);
     }
 
     fn update_entries(&self) {
@@ -880,10 +876,7 @@ impl Drop for Guard {
         self.metrics
             .proxy_request_duration
             .observe(elapsed.as_secs_f64());
-        self.metrics
-            .proxy_requests
-            .get_or_create(&[("outcome", outcome.as_str())])
-            .inc();
+        self.metrics.proxy_requests.inc(outcome.as_str());
         let reason = match outcome {
             CacheOutcome::Bypass(r) => r.as_str(),
             _ => "",
@@ -906,12 +899,30 @@ impl Drop for Guard {
             .activity
             .record_request(crate::activity::RecentRequest {
                 finished_unix_ms: crate::activity::unix_ms_now(),
-                method: self.method.as_str().chars().take(16).collect(),
+                method: method_name(&self.method),
                 target: std::mem::take(&mut self.target),
-                outcome: outcome.as_str().to_string(),
+                outcome: outcome.as_str().into(),
                 bytes: self.by_source,
                 duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             });
+    }
+}
+
+/// A method's name for the recent-requests ring: borrowed for the standard
+/// methods, an owned copy (at most 16 characters) for extension methods.
+fn method_name(m: &Method) -> std::borrow::Cow<'static, str> {
+    use std::borrow::Cow::Borrowed;
+    match m.as_str() {
+        "GET" => Borrowed("GET"),
+        "HEAD" => Borrowed("HEAD"),
+        "POST" => Borrowed("POST"),
+        "PUT" => Borrowed("PUT"),
+        "DELETE" => Borrowed("DELETE"),
+        "OPTIONS" => Borrowed("OPTIONS"),
+        "CONNECT" => Borrowed("CONNECT"),
+        "PATCH" => Borrowed("PATCH"),
+        "TRACE" => Borrowed("TRACE"),
+        other => other.chars().take(16).collect::<String>().into(),
     }
 }
 
