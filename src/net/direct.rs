@@ -272,27 +272,116 @@ pub async fn write_head(
     body: &[u8],
 ) -> io::Result<()> {
     let mut head = Vec::with_capacity(256 + headers.len() * 48);
-    head.extend_from_slice(b"HTTP/1.1 ");
-    head.extend_from_slice(status.as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    head.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
+    push_head(&mut head, status, headers);
+    push_tail(
+        &mut head,
+        None,
+        !headers.contains_key(header::DATE),
+        closing,
+    );
+    write_all_three(out, &head, &[], body).await
+}
+
+/// A response head prepared once and answered many times with
+/// [`write_cached_head`]: the status line and `headers` without any `age`,
+/// recording whether they carry a `date`.
+#[derive(Debug, Clone)]
+pub struct CachedHead {
+    bytes: Vec<u8>,
+    has_date: bool,
+}
+
+impl CachedHead {
+    /// The head for `status` and `headers` (an `age` among them is left out:
+    /// [`write_cached_head`] writes the current one).
+    pub fn new(status: StatusCode, headers: &HeaderMap) -> CachedHead {
+        let mut bytes = Vec::with_capacity(64 + headers.len() * 48);
+        bytes.extend_from_slice(b"HTTP/1.1 ");
+        push_status(&mut bytes, status);
+        for (name, value) in headers {
+            if name != header::AGE {
+                push_field(&mut bytes, name.as_str().as_bytes(), value.as_bytes());
+            }
+        }
+        CachedHead {
+            bytes,
+            has_date: headers.contains_key(header::DATE),
+        }
     }
-    if !headers.contains_key(header::DATE) {
-        head.extend_from_slice(b"date: ");
-        push_date(&mut head);
-        head.extend_from_slice(b"\r\n");
+}
+
+/// Write `head` with `age` (and `date` unless it has one, `connection:
+/// close` when `closing`) followed by `body`: one `writev` in the usual
+/// case, with nothing to format but the two changing fields.
+pub async fn write_cached_head(
+    out: &mut TcpStream,
+    head: &CachedHead,
+    age: u64,
+    closing: bool,
+    body: &[u8],
+) -> io::Result<()> {
+    let mut tail = Vec::with_capacity(96);
+    push_tail(&mut tail, Some(age), !head.has_date, closing);
+    write_all_three(out, &head.bytes, &tail, body).await
+}
+
+/// Append the status line and the header fields.
+fn push_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_status(out, status);
+    for (name, value) in headers {
+        push_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+}
+
+/// Append `NNN Reason\r\n`.
+fn push_status(out: &mut Vec<u8>, status: StatusCode) {
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Append `name: value\r\n`.
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Append the fields that change per answer and the blank line ending the head.
+fn push_tail(out: &mut Vec<u8>, age: Option<u64>, date: bool, closing: bool) {
+    if let Some(age) = age {
+        out.extend_from_slice(b"age: ");
+        out.extend_from_slice(itoa_u64(age, &mut [0u8; 20]));
+        out.extend_from_slice(b"\r\n");
+    }
+    if date {
+        out.extend_from_slice(b"date: ");
+        push_date(out);
+        out.extend_from_slice(b"\r\n");
     }
     if closing {
-        head.extend_from_slice(b"connection: close\r\n");
+        out.extend_from_slice(b"connection: close\r\n");
     }
-    head.extend_from_slice(b"\r\n");
-    write_all_two(out, &head, body).await
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal, written into the end of `buf`.
+fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        if let Some(d) = buf.get_mut(i) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    buf.get(i..).unwrap_or_default()
 }
 
 /// Append the current IMF-fixdate, formatted once per second per thread
@@ -314,21 +403,24 @@ fn push_date(out: &mut Vec<u8>) {
     });
 }
 
-/// Write `a` then `b`, gathering both into each `writev`.
-async fn write_all_two(out: &mut TcpStream, a: &[u8], b: &[u8]) -> io::Result<()> {
-    let (mut a, mut b) = (a, b);
-    while !a.is_empty() {
-        let n = out
-            .write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
+/// Write `a`, `b` then `c`, gathering what is left of them into each `writev`.
+async fn write_all_three(out: &mut TcpStream, a: &[u8], b: &[u8], c: &[u8]) -> io::Result<()> {
+    let mut parts = [a, b, c];
+    while parts.iter().any(|p| !p.is_empty()) {
+        let [a, b, c] = parts;
+        let mut n = out
+            .write_vectored(&[IoSlice::new(a), IoSlice::new(b), IoSlice::new(c)])
             .await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        let from_a = n.min(a.len());
-        a = a.get(from_a..).unwrap_or_default();
-        b = b.get(n - from_a..).unwrap_or_default();
+        for p in &mut parts {
+            let k = n.min(p.len());
+            *p = p.get(k..).unwrap_or_default();
+            n -= k;
+        }
     }
-    out.write_all(b).await
+    Ok(())
 }
 
 /// Write body chunks, as many per `writev` as the socket takes. Few large
@@ -492,6 +584,75 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn itoa_writes_decimal() {
+        for n in [0u64, 7, 10, 99, 3600, 1_000_000_007, u64::MAX] {
+            assert_eq!(itoa_u64(n, &mut [0u8; 20]), n.to_string().as_bytes());
+        }
+    }
+
+    #[tokio::test]
+    async fn cached_heads_carry_the_current_age_date_and_connection_and_a_big_body() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        h.insert(header::AGE, HeaderValue::from_static("999"));
+        let mut dated = h.clone();
+        dated.insert(
+            header::DATE,
+            HeaderValue::from_static("Sun, 29 Nov 2026 00:00:00 GMT"),
+        );
+        let plain = CachedHead::new(StatusCode::OK, &h);
+        let with_date = CachedHead::new(StatusCode::PARTIAL_CONTENT, &dated);
+        // Bigger than a socket buffer: the writes come back partial.
+        let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = body.clone();
+        let writer = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            write_cached_head(&mut s, &plain, 42, false, b"abc")
+                .await
+                .unwrap();
+            write_cached_head(&mut s, &with_date, 0, true, &sent)
+                .await
+                .unwrap();
+        });
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).await.unwrap();
+        writer.await.unwrap();
+        let first_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let first = std::str::from_utf8(&got[..first_end]).unwrap();
+        assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{first}");
+        assert!(
+            first.contains("\r\ncontent-type: text/plain\r\n"),
+            "{first}"
+        );
+        assert!(first.contains("\r\nage: 42\r\n"), "{first}");
+        assert!(
+            !first.contains("999"),
+            "the stored age is replaced: {first}"
+        );
+        assert!(first.contains("\r\ndate: "), "{first}");
+        assert!(!first.contains("connection"), "{first}");
+        assert_eq!(&got[first_end..first_end + 3], b"abc");
+        let rest = &got[first_end + 3..];
+        let second_end = rest.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let second = std::str::from_utf8(&rest[..second_end]).unwrap();
+        assert!(
+            second.starts_with("HTTP/1.1 206 Partial Content\r\n"),
+            "{second}"
+        );
+        assert!(second.contains("\r\nage: 0\r\n"), "{second}");
+        assert_eq!(second.matches("date: ").count(), 1, "{second}");
+        assert!(
+            second.contains("date: Sun, 29 Nov 2026 00:00:00 GMT\r\n"),
+            "{second}"
+        );
+        assert!(second.contains("\r\nconnection: close\r\n"), "{second}");
+        assert!(rest[second_end..] == body[..], "body differs");
     }
 
     #[tokio::test]

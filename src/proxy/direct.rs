@@ -25,7 +25,9 @@ use super::{
     bypass_reason, identity_headers, not_modified_headers, to_upstream, CacheOutcome, Guard, Proxy,
 };
 use crate::fetch::SourceKind;
-use crate::net::direct::{write_body, write_head, Answered, DirectPath};
+use crate::net::direct::{
+    write_body, write_cached_head, write_head, Answered, CachedHead, DirectPath,
+};
 use crate::proxy::headers::ByteRange;
 
 /// Most body bytes gathered into one `writev`.
@@ -119,20 +121,17 @@ impl Proxy {
             if let Some(data) = self.whole_block_now(&entry) {
                 // A whole one-block object the store hands over at once
                 // (kept in memory, or in the page cache): no body stream.
-                let mut headers = entry
-                    .whole_answer_headers(|h| {
-                        let mut h = h.clone();
-                        identity_headers(&mut h, StatusCode::OK, &(0..entry.total), entry.total);
-                        h
-                    })
-                    .clone();
-                headers.insert(header::AGE, HeaderValue::from(age));
+                let head = entry.whole_answer_head(|h| {
+                    let mut h = h.clone();
+                    identity_headers(&mut h, StatusCode::OK, &(0..entry.total), entry.total);
+                    CachedHead::new(StatusCode::OK, &h)
+                });
                 self.freshness("fresh");
                 self.inner.metrics.proxy_direct_responses.inc();
                 let mut guard = Guard::new(self.inner.metrics.clone(), Method::GET, peer, display);
                 guard.planned = true;
                 guard.served(SourceKind::Store, data.len());
-                return match write_head(out, StatusCode::OK, &headers, closing, &data).await {
+                return match write_cached_head(out, head, age, closing, &data).await {
                     Ok(()) => Answered::Done,
                     Err(_) => Answered::Broken,
                 };

@@ -221,9 +221,9 @@ pub struct Entry {
     lifetime: Duration,
     initial_age: Duration,
     response_time: SystemTime,
-    /// The headers of the whole object's identity answer, derived from
-    /// `headers` once, on first use ([`Entry::whole_answer_headers`]).
-    whole: std::sync::OnceLock<HeaderMap>,
+    /// The head of the whole object's identity answer, derived from
+    /// `headers` once, on first use ([`Entry::whole_answer_head`]).
+    whole: std::sync::OnceLock<crate::net::direct::CachedHead>,
 }
 
 /// Response headers a `304` does not update (RFC 9111 §3.2: framing and
@@ -256,9 +256,12 @@ impl Entry {
         }
     }
 
-    /// The headers of the whole object's identity answer: `make(headers)`,
+    /// The head of the whole object's identity answer: `make(headers)`,
     /// computed once per entry (a 304 that freshens it makes a new entry).
-    pub fn whole_answer_headers(&self, make: impl FnOnce(&HeaderMap) -> HeaderMap) -> &HeaderMap {
+    pub fn whole_answer_head(
+        &self,
+        make: impl FnOnce(&HeaderMap) -> crate::net::direct::CachedHead,
+    ) -> &crate::net::direct::CachedHead {
         self.whole.get_or_init(|| make(&self.headers))
     }
 
