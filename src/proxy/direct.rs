@@ -83,17 +83,17 @@ impl Proxy {
             return Answered::Declined;
         }
         let display = crate::activity::display_target(&parts.uri);
-        // The upstream URL (the freshness key). The request head itself is
-        // made the upstream one only when a body stream needs it: the
-        // decisions below read end-to-end headers only (a hop-by-hop
+        // The upstream URL's text is the freshness key. The request head
+        // itself is made the upstream one only when a body stream needs it:
+        // the decisions below read end-to-end headers only (a hop-by-hop
         // `Upgrade` left in place can only make this path decline).
-        let Ok(target) = self.target(&parts.uri) else {
+        let Some(key) = self.fresh_key(&parts.uri) else {
             return Answered::Declined;
         };
         if bypass_reason(&parts).is_some() {
             return Answered::Declined;
         }
-        let Some(entry) = fresh.get(&target.to_string()) else {
+        let Some(entry) = fresh.get(&key) else {
             return Answered::Declined;
         };
         let now = SystemTime::now();
@@ -137,6 +137,9 @@ impl Proxy {
                 };
             }
         }
+        let Ok(target) = self.target(&parts.uri) else {
+            return Answered::Declined;
+        };
         let mut headers = entry.headers.clone();
         headers.insert(header::AGE, HeaderValue::from(age));
         to_upstream(&mut parts, target);
