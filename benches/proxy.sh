@@ -215,6 +215,13 @@ got=$(curl -sf "$NGX_URL/obj.bin" | sha256sum | cut -c1-64)
 status=$(curl -s -o /dev/null -D - "$NGX_URL/obj.bin" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache-status"{print $2}')
 [ "$status" = "HIT" ] || { echo "nginx proxy_cache did not hit (X-Cache-Status '$status')" >&2; exit 1; }
 
+ctx_switches() { # $@ = pids; prints summed context switches of all their threads
+  local t=0 p
+  for p in "$@"; do
+    t=$((t + $(cat /proc/"$p"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n + 0}')))
+  done
+  echo "$t"
+}
 cpu_ticks() { # $@ = pids; prints summed utime + stime in clock ticks
   local t=0 p
   for p in "$@"; do
@@ -264,18 +271,20 @@ if [ -n "${PROXY_BENCH_PERF:-}" ]; then
   perf_pid=$!
   sleep 0.5
 fi
-c0=$(cpu_ticks "$PROXY_PID")
+c0=$(cpu_ticks "$PROXY_PID"); x0=$(ctx_switches "$PROXY_PID")
 wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" -s "$WORK/paths.lua" \
   "$PROXY_URL/" > "$WORK/wrk-proxy.txt" 2>&1 || true
-c1=$(cpu_ticks "$PROXY_PID"); wrk_pcpu=$((c1 - c0))
+c1=$(cpu_ticks "$PROXY_PID"); wrk_pcpu=$((c1 - c0)); x1=$(ctx_switches "$PROXY_PID"); wrk_pctx=$((x1 - x0))
 if [ -n "${PROXY_BENCH_PERF:-}" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
 hits1=$(metric "$HITS"); fresh1=$(metric "$FRESH")
 # shellcheck disable=SC2086
-c0=$(cpu_ticks $NGX_WORKERS)
+c0=$(cpu_ticks $NGX_WORKERS); x0=$(ctx_switches $NGX_WORKERS)
 wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" -s "$WORK/paths.lua" \
   "$NGX_URL/" > "$WORK/wrk-nginx.txt" 2>&1 || true
 # shellcheck disable=SC2086
 c1=$(cpu_ticks $NGX_WORKERS); wrk_ncpu=$((c1 - c0))
+# shellcheck disable=SC2086
+x1=$(ctx_switches $NGX_WORKERS); wrk_nctx=$((x1 - x0))
 
 echo "RSS: ${PAR} concurrent warm downloads of the ${SIZE_MIB} MiB object…" >&2
 hwm_reset=no
@@ -302,11 +311,11 @@ cat "$WORK"/par*.txt > "$WORK/par-all.txt"
 python3 - "$SIZE_MIB" "$PAR" "$WORK" "$hwm" "$hwm_reset" "$t0" "$t1" \
   "$store0" "$store1" "$origin0" "$origin1" "$hits0" "$hits1" "$WRK_CONNS" "$WRK_DURATION" "$SMALL_COUNT" \
   "${ptimes[*]}" "${ntimes[*]}" "$fresh0" "$fresh1" "$MAX_AGE" "$pcpu" "$ncpu" "$CLK_TCK" \
-  "$wrk_pcpu" "$wrk_ncpu" <<'PY'
+  "$wrk_pcpu" "$wrk_ncpu" "$wrk_pctx" "$wrk_nctx" <<'PY'
 import re, sys
 (size_mib, par, work, hwm, hwm_reset, t0, t1, store0, store1, origin0, origin1,
  hits0, hits1, conns, dur, small_count, ptimes, ntimes, fresh0, fresh1, max_age,
- pcpu, ncpu, clk_tck, wrk_pcpu, wrk_ncpu) = sys.argv[1:27]
+ pcpu, ncpu, clk_tck, wrk_pcpu, wrk_ncpu, wrk_pctx, wrk_nctx) = sys.argv[1:29]
 size_mib, par = int(size_mib), int(par)
 size = size_mib * 1024 * 1024
 pt = min(float(x) for x in ptimes.split())
@@ -349,7 +358,8 @@ print(f"  (origin Cache-Control: max-age={max_age} for both; publisher min_size 
 pus = int(wrk_pcpu) / int(clk_tck) / preq * 1e6 if preq else 0.0
 nus = int(wrk_ncpu) / int(clk_tck) / nreq * 1e6 if nreq else 0.0
 print(f"  (CPU user+sys per request during wrk: proxy process {pus:.1f} us, nginx proxy_cache "
-      f"workers {nus:.1f} us; ratio nginx/proxy {nus / pus if pus else 0.0:.2f})")
+      f"workers {nus:.1f} us; ratio nginx/proxy {nus / pus if pus else 0.0:.2f}; context switches "
+      f"per request: proxy {int(wrk_pctx) / max(preq, 1):.2f}, nginx {int(wrk_nctx) / max(nreq, 1):.2f})")
 if perr or nerr:
     print("wrk output (proxy):\n" + ptext + "\nwrk output (nginx):\n" + ntext)
 
