@@ -153,13 +153,6 @@ impl<K> LruOrder<K> {
     }
 }
 
-/// Whether an entry last promoted at `last` should be moved to the newest
-/// tick `now`, in an LRU of `len` entries (the older lazy rule, still used
-/// by the freshness cache until it moves to [`LruOrder`]).
-pub fn should_promote(last: u64, now: u64, len: usize) -> bool {
-    now.saturating_sub(last) > (len / 4) as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
