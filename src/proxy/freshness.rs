@@ -691,4 +691,31 @@ mod tests {
         tiny.insert("x", mk());
         assert!(tiny.is_empty(), "an entry over the byte bound is not kept");
     }
+
+    #[test]
+    fn eviction_is_exact_lru_over_gets_and_replacements() {
+        let c = FreshnessCache::new(6, 1 << 20);
+        let mk = || Arc::new(entry(h(&[("etag", "\"a\"")]), 0, 0));
+        let keys = ["k0", "k1", "k2", "k3", "k4", "k5"];
+        for k in keys {
+            c.insert(k, mk());
+        }
+        for k in ["k2", "k0", "k4", "k3", "k5", "k2"] {
+            assert!(c.get(k).is_some());
+        }
+        c.insert("k0", mk());
+        for k in ["k5", "k3", "k2"] {
+            assert!(c.get(k).is_some());
+        }
+        // Last uses, oldest first: k1, k4, k0 (its replacement), k5, k3, k2.
+        assert_eq!(c.len(), 6);
+        for (new, gone) in [("n0", "k1"), ("n1", "k4"), ("n2", "k0")] {
+            c.insert(new, mk());
+            assert_eq!(c.len(), 6);
+            assert!(c.lock().map.get(gone).is_none(), "{gone} evicted for {new}");
+        }
+        for k in ["k5", "k3", "k2", "n0", "n1", "n2"] {
+            assert!(c.get(k).is_some(), "{k} kept");
+        }
+    }
 }
