@@ -1179,7 +1179,7 @@ impl Store {
         let mut by_use: Vec<(u64, SegmentId)> =
             st.segs.iter().map(|(id, e)| (e.stamp.used, *id)).collect();
         drop(st);
-        by_use.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        by_use.sort_unstable_by_key(|&(used, _)| std::cmp::Reverse(used));
         by_use.into_iter().map(|(_, id)| id).collect()
     }
 
