@@ -22,13 +22,14 @@
 //!
 //! [`FreshnessCache`] is an LRU bounded by entries and by estimated bytes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::fetch::SegmentPlan;
+use crate::lru::{LruOrder, Stamp, Stamped};
 
 /// Cache-Control directives the proxy acts on (response or request).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -390,18 +391,31 @@ pub struct FreshnessCache {
 
 #[derive(Debug, Default)]
 struct Lru {
-    map: HashMap<String, (Arc<Entry>, u64)>,
-    order: BTreeMap<u64, String>,
-    tick: u64,
+    map: HashMap<String, Slot>,
+    order: LruOrder<String>,
     bytes: u64,
+}
+
+#[derive(Debug)]
+struct Slot {
+    entry: Arc<Entry>,
+    stamp: Stamp,
+}
+
+impl Stamped for Slot {
+    fn stamp_mut(&mut self) -> &mut Stamp {
+        &mut self.stamp
+    }
 }
 
 impl Lru {
     fn remove(&mut self, key: &str) -> Option<Arc<Entry>> {
-        let (entry, tick) = self.map.remove(key)?;
-        self.order.remove(&tick);
-        self.bytes = self.bytes.saturating_sub(entry.cost() + key.len() as u64);
-        Some(entry)
+        let slot = self.map.remove(key)?;
+        self.order.remove(&slot.stamp);
+        self.bytes = self
+            .bytes
+            .saturating_sub(slot.entry.cost() + key.len() as u64);
+        Some(slot.entry)
     }
 }
 
@@ -420,24 +434,14 @@ impl FreshnessCache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The entry for `key`, marked most recently used (lazily:
-    /// [`crate::lru::should_promote`]).
+    /// The entry for `key`, marked most recently used (no allocation, no
+    /// tree operation: [`crate::lru`]).
     pub fn get(&self, key: &str) -> Option<Arc<Entry>> {
-        let mut lru = self.lock();
-        let len = lru.map.len();
-        let now = lru.tick + 1;
-        let (entry, old) = {
-            let slot = lru.map.get_mut(key)?;
-            if !crate::lru::should_promote(slot.1, now, len) {
-                return Some(slot.0.clone());
-            }
-            let old = std::mem::replace(&mut slot.1, now);
-            (slot.0.clone(), old)
-        };
-        lru.tick = now;
-        lru.order.remove(&old);
-        lru.order.insert(now, key.to_string());
-        Some(entry)
+        let mut guard = self.lock();
+        let lru = &mut *guard;
+        let slot = lru.map.get_mut(key)?;
+        lru.order.touch(&mut slot.stamp);
+        Some(slot.entry.clone())
     }
 
     /// Remember `entry` for `key` (replacing any older one), evicting least
@@ -451,15 +455,14 @@ impl FreshnessCache {
             return;
         }
         while lru.map.len() >= self.max_entries || lru.bytes + cost > self.max_bytes {
-            let Some((_, victim)) = lru.order.pop_first() else {
+            let l = &mut *lru;
+            let Some(victim) = l.order.pop_lru(&mut l.map) else {
                 break;
             };
             lru.remove(&victim);
         }
-        lru.tick += 1;
-        let tick = lru.tick;
-        lru.order.insert(tick, key.to_string());
-        lru.map.insert(key.to_string(), (entry, tick));
+        let stamp = lru.order.insert(key.to_string());
+        lru.map.insert(key.to_string(), Slot { entry, stamp });
         lru.bytes += cost;
     }
 
@@ -690,5 +693,32 @@ mod tests {
         let tiny = FreshnessCache::new(100, 10);
         tiny.insert("x", mk());
         assert!(tiny.is_empty(), "an entry over the byte bound is not kept");
+    }
+
+    #[test]
+    fn eviction_is_exact_lru_over_gets_and_replacements() {
+        let c = FreshnessCache::new(6, 1 << 20);
+        let mk = || Arc::new(entry(h(&[("etag", "\"a\"")]), 0, 0));
+        let keys = ["k0", "k1", "k2", "k3", "k4", "k5"];
+        for k in keys {
+            c.insert(k, mk());
+        }
+        for k in ["k2", "k0", "k4", "k3", "k5", "k2"] {
+            assert!(c.get(k).is_some());
+        }
+        c.insert("k0", mk());
+        for k in ["k5", "k3", "k2"] {
+            assert!(c.get(k).is_some());
+        }
+        // Last uses, oldest first: k1, k4, k0 (its replacement), k5, k3, k2.
+        assert_eq!(c.len(), 6);
+        for (new, gone) in [("n0", "k1"), ("n1", "k4"), ("n2", "k0")] {
+            c.insert(new, mk());
+            assert_eq!(c.len(), 6);
+            assert!(!c.lock().map.contains_key(gone), "{gone} evicted for {new}");
+        }
+        for k in ["k5", "k3", "k2", "n0", "n1", "n2"] {
+            assert!(c.get(k).is_some(), "{k} kept");
+        }
     }
 }

@@ -30,7 +30,7 @@ mod index;
 mod meta;
 pub mod package;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -45,6 +45,7 @@ pub use backend::{Backend, FaultOp, FaultyBackend, FsBackend, MemBackend};
 pub use index::FORMAT_VERSION;
 pub use meta::SegmentMeta;
 
+use crate::lru::{LruOrder, Stamp, Stamped};
 use crate::metrics::StoreMetrics;
 use crate::proto::pccrc::{Digest, SegmentId};
 
@@ -296,10 +297,8 @@ struct Shared {
 #[derive(Debug, Default)]
 struct HotBlocks {
     map: HashMap<(SegmentId, u32), HotEntry>,
-    /// tick → key; the first entry is the least recently used.
-    order: BTreeMap<u64, (SegmentId, u32)>,
+    order: LruOrder<(SegmentId, u32)>,
     bytes: usize,
-    tick: u64,
 }
 
 #[derive(Debug)]
@@ -307,22 +306,21 @@ struct HotEntry {
     data: Bytes,
     generation: u64,
     crc: u32,
-    tick: u64,
+    stamp: Stamp,
+}
+
+impl Stamped for HotEntry {
+    fn stamp_mut(&mut self) -> &mut Stamp {
+        &mut self.stamp
+    }
 }
 
 impl HotBlocks {
-    /// The entry for `key`, made the most recently used (lazily:
-    /// [`crate::lru::should_promote`]).
+    /// The entry for `key`, marked most recently used (no tree operation:
+    /// [`crate::lru`]).
     fn get(&mut self, key: &(SegmentId, u32)) -> Option<(Bytes, u64, u32)> {
-        let len = self.map.len();
-        let now = self.tick + 1;
         let e = self.map.get_mut(key)?;
-        if crate::lru::should_promote(e.tick, now, len) {
-            self.tick = now;
-            self.order.remove(&e.tick);
-            e.tick = now;
-            self.order.insert(now, *key);
-        }
+        self.order.touch(&mut e.stamp);
         Some((e.data.clone(), e.generation, e.crc))
     }
 
@@ -333,28 +331,29 @@ impl HotBlocks {
             return;
         }
         while self.bytes + data.len() > HOT_BYTES {
-            let Some((_, victim)) = self.order.pop_first() else {
+            let Some(victim) = self.order.pop_lru(&mut self.map) else {
                 break;
             };
-            self.remove(&victim);
+            if let Some(e) = self.map.remove(&victim) {
+                self.bytes -= e.data.len();
+            }
         }
-        self.tick += 1;
         self.bytes += data.len();
-        self.order.insert(self.tick, key);
+        let stamp = self.order.insert(key);
         self.map.insert(
             key,
             HotEntry {
                 data: Bytes::copy_from_slice(data),
                 generation,
                 crc,
-                tick: self.tick,
+                stamp,
             },
         );
     }
 
     fn remove(&mut self, key: &(SegmentId, u32)) {
         if let Some(e) = self.map.remove(key) {
-            self.order.remove(&e.tick);
+            self.order.remove(&e.stamp);
             self.bytes -= e.data.len();
         }
     }
@@ -368,64 +367,98 @@ struct SegEntry {
     crcs: Vec<Option<u32>>,
     /// Bytes accounted for this segment (record + present blocks).
     bytes: u64,
-    tick: u64,
+    /// Place in the LRU; `used` is the access tick persisted in the index.
+    stamp: Stamp,
+    /// Listed in [`State::dirty_access`] (its `used` is not persisted yet).
+    access_dirty: bool,
     /// Distinguishes this incarnation from a later re-insert of the same id.
     generation: u64,
+}
+
+impl Stamped for SegEntry {
+    fn stamp_mut(&mut self) -> &mut Stamp {
+        &mut self.stamp
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
     segs: HashMap<SegmentId, SegEntry>,
-    /// tick → segment; the first entry is the least recently used.
-    lru: BTreeMap<u64, SegmentId>,
-    next_tick: u64,
+    /// Use order of the segments ([`crate::lru`]).
+    lru: LruOrder<SegmentId>,
     next_generation: u64,
     used: u64,
     blocks: u64,
-    /// Segments whose tick changed since it was last persisted.
+    /// Segments whose last use is not persisted yet (exactly those with
+    /// [`SegEntry::access_dirty`] set).
     dirty_access: HashSet<SegmentId>,
 }
 
 impl State {
-    /// Mark `id` used now (lazily: [`crate::lru::should_promote`]).
+    /// Mark `id` used now: no tree operation, and no set insert when its
+    /// access tick is already waiting to be persisted.
     fn touch(&mut self, id: &SegmentId) {
-        let tick = self.next_tick;
-        let len = self.segs.len();
         if let Some(e) = self.segs.get_mut(id) {
-            if !crate::lru::should_promote(e.tick, tick, len) {
-                return;
+            self.lru.touch(&mut e.stamp);
+            if !e.access_dirty {
+                e.access_dirty = true;
+                self.dirty_access.insert(*id);
             }
-            self.next_tick += 1;
-            self.lru.remove(&e.tick);
-            e.tick = tick;
-            self.lru.insert(tick, *id);
-            self.dirty_access.insert(*id);
         }
+    }
+
+    /// Queue the access tick of `id` for the next index commit.
+    fn mark_access_dirty(&mut self, id: &SegmentId) {
+        if let Some(e) = self.segs.get_mut(id) {
+            if !e.access_dirty {
+                e.access_dirty = true;
+                self.dirty_access.insert(*id);
+            }
+        }
+    }
+
+    /// Take the segments whose access tick is to be persisted, with that
+    /// tick (their last use).
+    fn take_dirty_access(&mut self) -> Vec<(SegmentId, u64)> {
+        let dirty = std::mem::take(&mut self.dirty_access);
+        dirty
+            .into_iter()
+            .filter_map(|id| {
+                let e = self.segs.get_mut(&id)?;
+                e.access_dirty = false;
+                Some((id, e.stamp.used))
+            })
+            .collect()
     }
 
     /// Add a segment as the most recently used one.
     fn insert_segment(&mut self, id: SegmentId, meta: Arc<SegmentMeta>) {
-        let tick = self.next_tick;
-        self.insert_segment_at(id, meta, tick);
-        self.dirty_access.insert(id);
+        let stamp = self.lru.insert(id);
+        self.add_segment(id, meta, stamp);
+        self.mark_access_dirty(&id);
     }
 
-    /// Add a segment with a given (unique, caller-checked) LRU tick.
+    /// Add a segment last used at `tick` (unique, caller-checked: the
+    /// order loaded from the index).
     fn insert_segment_at(&mut self, id: SegmentId, meta: Arc<SegmentMeta>, tick: u64) {
-        self.next_tick = self.next_tick.max(tick + 1);
+        let stamp = self.lru.insert_at(id, tick);
+        self.add_segment(id, meta, stamp);
+    }
+
+    fn add_segment(&mut self, id: SegmentId, meta: Arc<SegmentMeta>, stamp: Stamp) {
         let generation = self.next_generation;
         self.next_generation += 1;
         let bytes = record_bytes(&meta);
         let count = meta.block_count() as usize;
         self.used += bytes;
-        self.lru.insert(tick, id);
         self.segs.insert(
             id,
             SegEntry {
                 meta,
                 crcs: vec![None; count],
                 bytes,
-                tick,
+                stamp,
+                access_dirty: false,
                 generation,
             },
         );
@@ -469,7 +502,7 @@ impl State {
 
     fn remove_segment(&mut self, id: &SegmentId) -> Option<SegEntry> {
         let e = self.segs.remove(id)?;
-        self.lru.remove(&e.tick);
+        self.lru.remove(&e.stamp);
         self.used -= e.bytes;
         self.blocks -= e.crcs.iter().filter(|c| c.is_some()).count() as u64;
         self.dirty_access.remove(id);
@@ -636,7 +669,7 @@ impl Store {
             prev = Some(tick);
             state.insert_segment_at(id, Arc::new(seg.meta), tick);
             if tick != seg.tick {
-                state.dirty_access.insert(id);
+                state.mark_access_dirty(&id);
             }
             for (index, crc) in seg.blocks {
                 state.mark_present(&id, index, crc);
@@ -1142,22 +1175,33 @@ impl Store {
 
     /// Ids of every segment with metadata, most recently used first (no IO).
     pub fn segment_ids(&self) -> Vec<SegmentId> {
-        lock(&self.shared.state)
-            .lru
-            .values()
-            .rev()
-            .copied()
-            .collect()
+        let st = lock(&self.shared.state);
+        let mut by_use: Vec<(u64, SegmentId)> =
+            st.segs.iter().map(|(id, e)| (e.stamp.used, *id)).collect();
+        drop(st);
+        by_use.sort_unstable_by_key(|&(used, _)| std::cmp::Reverse(used));
+        by_use.into_iter().map(|(_, id)| id).collect()
     }
 
     /// Panic if the in-memory bookkeeping is inconsistent (tests).
     #[cfg(test)]
     pub(crate) fn assert_consistent(&self) {
         let st = lock(&self.shared.state);
-        assert_eq!(st.lru.len(), st.segs.len(), "one LRU entry per segment");
-        for (tick, id) in &st.lru {
-            assert_eq!(st.segs.get(id).map(|e| e.tick), Some(*tick));
+        assert_eq!(st.lru.len(), st.segs.len(), "one LRU node per segment");
+        for (pos, id) in st.lru.nodes() {
+            let stamp = st.segs.get(id).map(|e| e.stamp);
+            assert!(
+                stamp.is_some_and(|s| s.pos == pos && s.pos <= s.used),
+                "LRU node at {pos} of {id:?}: {stamp:?}"
+            );
         }
+        let dirty: HashSet<SegmentId> = st
+            .segs
+            .iter()
+            .filter(|(_, e)| e.access_dirty)
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(dirty, st.dirty_access, "access_dirty flags match the set");
         let used: u64 = st.segs.values().map(|e| e.bytes).sum();
         assert_eq!(used, st.used);
         let blocks: usize = st
@@ -1632,9 +1676,11 @@ impl Writer {
             }
             Err(e) => {
                 self.shared.io_log.report(&self.shared.metrics, &e);
-                lock(&self.shared.state)
-                    .dirty_access
-                    .extend(access.iter().map(|(id, _)| *id));
+                let mut st = lock(&self.shared.state);
+                for (id, _) in &access {
+                    st.mark_access_dirty(id);
+                }
+                drop(st);
                 let msg = e.to_string();
                 replies.extend(
                     metas
@@ -1667,12 +1713,7 @@ impl Writer {
     }
 
     fn take_dirty_access(&self) -> Vec<(SegmentId, u64)> {
-        let mut st = lock(&self.shared.state);
-        let dirty = std::mem::take(&mut st.dirty_access);
-        dirty
-            .into_iter()
-            .filter_map(|id| st.segs.get(&id).map(|e| (id, e.tick)))
-            .collect()
+        lock(&self.shared.state).take_dirty_access()
     }
 
     fn persist_access(&mut self) {
@@ -1781,7 +1822,8 @@ impl Writer {
                 .max_size
                 .load(std::sync::atomic::Ordering::Relaxed);
             while st.used > max {
-                let Some((_, id)) = st.lru.pop_first() else {
+                let state = &mut *st;
+                let Some(id) = state.lru.pop_lru(&mut state.segs) else {
                     break;
                 };
                 if let Some(e) = st.remove_segment(&id) {

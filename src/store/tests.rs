@@ -954,3 +954,40 @@ mod model {
         }
     }
 }
+
+#[tokio::test]
+async fn restart_keeps_the_order_of_last_use_and_evicts_by_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = Store::open(&dir, 1 << 30).await.unwrap();
+    let mut ids = Vec::new();
+    for s in 0..5u8 {
+        let data = pattern(110 + s, 20_000);
+        let (id, meta) = v1_segment(&data);
+        store.put_meta(id, meta).await.unwrap();
+        store.put_block(&id, 0, Bytes::from(data)).await.unwrap();
+        ids.push(id);
+    }
+    // Used (reads, hot-block hits included) in this order, some twice: the
+    // last use of each counts, least recently used first: 3, 0, 4, 1, 2.
+    for i in [1, 3, 2, 0, 4, 4, 1, 2] {
+        assert!(store.get_block(&ids[i], 0).await.unwrap().is_some());
+    }
+    let by_last_use: Vec<SegmentId> = [2, 1, 4, 0, 3].iter().map(|&i| ids[i]).collect();
+    assert_eq!(store.segment_ids(), by_last_use);
+    store.assert_consistent();
+    let one = store.stats().used_bytes / 5;
+    store.close().await.unwrap();
+
+    let store = Store::open(&dir, 1 << 30).await.unwrap();
+    store.assert_consistent();
+    assert_eq!(store.segment_ids(), by_last_use, "order persisted");
+    store.close().await.unwrap();
+
+    // Room for two: the two most recently used stay.
+    let store = Store::open(&dir, 2 * one + one / 2).await.unwrap();
+    store.flush().await.unwrap();
+    store.assert_consistent();
+    assert_eq!(store.segment_ids(), by_last_use[..2].to_vec());
+    store.close().await.unwrap();
+}
