@@ -6,6 +6,7 @@
 #   benches/proxy.sh                # SIZE_MIB=1024 PAR=64 SMALL_COUNT=200 WRK_DURATION=15s MAX_AGE=3600
 #   BIN=/path/to/branchcache benches/proxy.sh   # use that binary, do not build
 #   PROXY_BENCH_PERF=FILE benches/proxy.sh      # also `perf record -g` the proxy during its wrk run
+#   PROXY_BENCH_PERF_HIT=FILE benches/proxy.sh  # ... during its first timed large hit
 #
 # Contenders, all on 127.0.0.1:
 #   origin:      nginx, one worker, sendfile, etags, and the SAME freshness
@@ -233,10 +234,17 @@ NGX_WORKERS=$(pgrep -P "$(cat "$WORK/ngxcache/nginx.pid")" | tr '\n' ' ')
 echo "timing warm hits (best of 3 each)…" >&2
 store0=$(metric "$STORE_BYTES"); origin0=$(metric "$ORIGIN_BYTES")
 ptimes=(); ntimes=(); pcpu=0; ncpu=0
-for _ in 1 2 3; do
+for i in 1 2 3; do
+  if [ -n "${PROXY_BENCH_PERF_HIT:-}" ] && [ "$i" = 1 ]; then
+    # Optional: profile the proxy during its first timed large hit.
+    perf record -q -F "${PROXY_BENCH_PERF_FREQ:-999}" ${PROXY_BENCH_PERF_ARGS:--g} -p "$PROXY_PID" -o "$PROXY_BENCH_PERF_HIT" 2>/dev/null &
+    perf_pid=$!
+    sleep 0.5
+  fi
   c0=$(cpu_ticks "$PROXY_PID")
   ptimes+=("$(curl -sf -o /dev/null -w '%{time_total}' "$PROXY_URL/obj.bin")")
   c1=$(cpu_ticks "$PROXY_PID"); pcpu=$((pcpu + c1 - c0))
+  if [ -n "${PROXY_BENCH_PERF_HIT:-}" ] && [ "$i" = 1 ]; then kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" || true; fi
   # shellcheck disable=SC2086
   c0=$(cpu_ticks $NGX_WORKERS)
   ntimes+=("$(curl -sf -o /dev/null -w '%{time_total}' "$NGX_URL/obj.bin")")
@@ -275,7 +283,7 @@ c0=$(cpu_ticks "$PROXY_PID"); x0=$(ctx_switches "$PROXY_PID")
 wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" -s "$WORK/paths.lua" \
   "$PROXY_URL/" > "$WORK/wrk-proxy.txt" 2>&1 || true
 c1=$(cpu_ticks "$PROXY_PID"); wrk_pcpu=$((c1 - c0)); x1=$(ctx_switches "$PROXY_PID"); wrk_pctx=$((x1 - x0))
-if [ -n "${PROXY_BENCH_PERF:-}" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
+if [ -n "${PROXY_BENCH_PERF:-}" ]; then kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" || true; fi
 hits1=$(metric "$HITS"); fresh1=$(metric "$FRESH")
 # shellcheck disable=SC2086
 c0=$(cpu_ticks $NGX_WORKERS); x0=$(ctx_switches $NGX_WORKERS)
