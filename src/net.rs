@@ -222,6 +222,47 @@ pub fn pem_certificates(
     Ok(certs)
 }
 
+/// The URL a request for `request` goes to behind the upstream `base`:
+/// `base`'s scheme and authority, its path as a prefix of the request's path
+/// and query. `None` when `base` lacks a scheme or authority, or the result
+/// is not a URL. Shared by the proxy and the publisher.
+pub fn upstream_url(base: &http::Uri, request: &http::Uri) -> Option<http::Uri> {
+    http::Uri::builder()
+        .scheme(base.scheme_str()?)
+        .authority(base.authority()?.as_str())
+        .path_and_query(upstream_url_text_parts(base, request).concat())
+        .build()
+        .ok()
+}
+
+/// The text of [`upstream_url`]`(base, request)` when that is a URL, written
+/// straight into one string (no URL parsed or built: the proxy's freshness
+/// key on every hit).
+pub fn upstream_url_text(base: &http::Uri, request: &http::Uri) -> String {
+    let scheme = base.scheme_str().unwrap_or("");
+    let authority = base.authority().map_or("", |a| a.as_str());
+    let parts = upstream_url_text_parts(base, request);
+    let mut text = String::with_capacity(
+        scheme.len() + 3 + authority.len() + parts.iter().map(|p| p.len()).sum::<usize>(),
+    );
+    text.push_str(scheme);
+    text.push_str("://");
+    text.push_str(authority);
+    for p in parts {
+        text.push_str(p);
+    }
+    text
+}
+
+/// The path-and-query of [`upstream_url`] in three pieces: `base`'s path
+/// without trailing slashes, a `/` when the request's does not start with
+/// one, the request's path and query.
+fn upstream_url_text_parts<'a>(base: &'a http::Uri, request: &'a http::Uri) -> [&'a str; 3] {
+    let prefix = base.path().trim_end_matches('/');
+    let pq = request.path_and_query().map_or("/", |pq| pq.as_str());
+    [prefix, if pq.starts_with('/') { "" } else { "/" }, pq]
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -315,5 +356,50 @@ pub(crate) mod tests {
         let got = read_to_close(&mut second).await;
         assert!(got.starts_with("HTTP/1.1 200"), "{got}");
         stop.cancel();
+    }
+
+    proptest::proptest! {
+        /// The text written by hand is exactly the text of the upstream URL
+        /// (the proxy's freshness key must match the one its hyper path
+        /// stores entries under).
+        #[test]
+        fn upstream_url_text_is_the_upstream_urls_text(
+            base in proptest::sample::select(vec![
+                "http://o", "http://o/", "https://o:8443/base", "http://o/base/", "http://u@o:1/a/b//",
+            ]),
+            path in "\\*|(/[a-zA-Z0-9._~%!$&'()*+,;=:@-]{0,8}){1,4}",
+            query in proptest::option::of("[a-zA-Z0-9=&%/?:@-]{0,12}"),
+        ) {
+            let up: http::Uri = base.parse().unwrap();
+            let target = match &query {
+                Some(q) if path != "*" => format!("{path}?{q}"),
+                _ => path.clone(),
+            };
+            let uri: http::Uri = target.parse().unwrap();
+            let url = upstream_url(&up, &uri);
+            proptest::prop_assert!(url.is_some(), "{base} + {target}");
+            proptest::prop_assert_eq!(upstream_url_text(&up, &uri), url.unwrap().to_string());
+        }
+    }
+
+    #[test]
+    fn upstream_url_appends_path_and_query_to_the_prefix() {
+        let cases = [
+            (
+                "http://127.0.0.1:8000/files",
+                "/a/b.iso?x=1",
+                "http://127.0.0.1:8000/files/a/b.iso?x=1",
+            ),
+            ("https://origin.example/", "/x", "https://origin.example/x"),
+            ("http://o/base", "o:80", "http://o/base/"),
+            ("http://o/base/", "*", "http://o/base/*"),
+        ];
+        for (base, req, want) in cases {
+            let (base, req): (http::Uri, http::Uri) = (base.parse().unwrap(), req.parse().unwrap());
+            assert_eq!(upstream_url(&base, &req).unwrap().to_string(), want);
+            assert_eq!(upstream_url_text(&base, &req), want);
+        }
+        // A base without scheme or authority has no URL.
+        assert!(upstream_url(&"/only/path".parse().unwrap(), &"/x".parse().unwrap()).is_none());
     }
 }

@@ -233,7 +233,8 @@ impl Proxy {
                 ProxyError::NoUpstream
             });
         };
-        upstream_url(&up, uri)
+        crate::net::upstream_url(&up, uri)
+            .ok_or(ProxyError::BadRequest("request target does not form a URL"))
     }
 
     /// The freshness key of a request for `uri`: the text of its upstream
@@ -249,7 +250,7 @@ impl Proxy {
             .upstream
             .read()
             .unwrap_or_else(|p| p.into_inner());
-        Some(upstream_url_text(up.as_ref()?, uri))
+        Some(crate::net::upstream_url_text(up.as_ref()?, uri))
     }
 
     /// Forward `req` unchanged and stream the answer back.
@@ -713,42 +714,6 @@ fn identity_headers(
     add_via(headers);
 }
 
-/// The URL a request for `uri` goes to behind the upstream `up`: `up`'s
-/// scheme and authority, its path as a prefix of `uri`'s path and query.
-fn upstream_url(up: &Uri, uri: &Uri) -> Result<Uri, ProxyError> {
-    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
-    let base = up.path().trim_end_matches('/');
-    let mut b = Uri::builder();
-    if let Some(s) = up.scheme() {
-        b = b.scheme(s.clone());
-    }
-    if let Some(a) = up.authority() {
-        b = b.authority(a.clone());
-    }
-    b.path_and_query(format!("{base}{pq}"))
-        .build()
-        .map_err(|_| ProxyError::BadRequest("request target does not form a URL"))
-}
-
-/// The text of [`upstream_url`]`(up, uri)` when that is a URL, written
-/// straight into one string.
-fn upstream_url_text(up: &Uri, uri: &Uri) -> String {
-    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
-    let base = up.path().trim_end_matches('/');
-    let (scheme, authority) = (up.scheme_str(), up.authority().map(|a| a.as_str()));
-    let mut key = String::with_capacity(
-        scheme.map_or(0, |s| s.len() + 3) + authority.map_or(0, str::len) + base.len() + pq.len(),
-    );
-    if let Some(s) = scheme {
-        key.push_str(s);
-        key.push_str("://");
-    }
-    key.push_str(authority.unwrap_or(""));
-    key.push_str(base);
-    key.push_str(pq);
-    key
-}
-
 /// Make a client request head the one sent to `target`: no hop-by-hop
 /// headers, `Via` added, `Host` left to the client (set from the URL).
 fn to_upstream(parts: &mut Parts, target: Uri) {
@@ -1071,46 +1036,5 @@ impl HttpBody for PlannedBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.remaining)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::*;
-
-    proptest! {
-        /// The freshness key written by hand is exactly the text of the
-        /// upstream URL (the key the hyper path stores entries under).
-        #[test]
-        fn upstream_url_text_is_the_upstream_urls_text(
-            base in prop::sample::select(vec![
-                "http://o", "http://o/", "https://o:8443/base", "http://o/base/", "http://u@o:1/a/b//",
-            ]),
-            path in "(/[a-zA-Z0-9._~%!$&'()*+,;=:@-]{0,8}){1,4}",
-            query in prop::option::of("[a-zA-Z0-9=&%/?:@-]{0,12}"),
-        ) {
-            let up: Uri = base.parse().unwrap();
-            let target = match &query {
-                Some(q) => format!("{path}?{q}"),
-                None => path.clone(),
-            };
-            let uri: Uri = target.parse().unwrap();
-            if let Ok(url) = upstream_url(&up, &uri) {
-                prop_assert_eq!(upstream_url_text(&up, &uri), url.to_string());
-            }
-        }
-    }
-
-    #[test]
-    fn upstream_url_text_of_a_bare_authority_is_the_root() {
-        let up: Uri = "http://o/base".parse().unwrap();
-        let uri: Uri = "o:80".parse().unwrap();
-        assert_eq!(
-            upstream_url(&up, &uri).unwrap().to_string(),
-            "http://o/base/"
-        );
-        assert_eq!(upstream_url_text(&up, &uri), "http://o/base/");
     }
 }

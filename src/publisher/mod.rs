@@ -183,7 +183,7 @@ impl Publisher {
         peer: SocketAddr,
     ) -> Response<Body> {
         let (parts, body) = req.into_parts();
-        let Some(url) = origin::upstream_uri(&self.upstream(), &parts.uri) else {
+        let Some(url) = crate::net::upstream_url(&self.upstream(), &parts.uri) else {
             return self.fail(PublisherError::BadTarget);
         };
         let policy = ServerPolicy {

@@ -72,24 +72,6 @@ fn tls_config_with_roots(path: &Path) -> Result<rustls::ClientConfig, TlsSetupEr
         .with_no_client_auth())
 }
 
-/// Map a request target onto the upstream base: `base` path prefix + the
-/// request's path and query. `None` if the result is not a valid URI.
-pub fn upstream_uri(base: &Uri, request: &Uri) -> Option<Uri> {
-    let prefix = base.path().trim_end_matches('/');
-    let pq = request.path_and_query().map_or("/", |pq| pq.as_str());
-    let pq = if pq.starts_with('/') {
-        format!("{prefix}{pq}")
-    } else {
-        format!("{prefix}/{pq}")
-    };
-    Uri::builder()
-        .scheme(base.scheme_str()?)
-        .authority(base.authority()?.as_str())
-        .path_and_query(pq)
-        .build()
-        .ok()
-}
-
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
@@ -153,23 +135,6 @@ pub fn forward_request(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn upstream_uri_appends_path_and_query_to_prefix() {
-        let base: Uri = "http://127.0.0.1:8000/files".parse().unwrap();
-        let req: Uri = "/a/b.iso?x=1".parse().unwrap();
-        assert_eq!(
-            upstream_uri(&base, &req).unwrap().to_string(),
-            "http://127.0.0.1:8000/files/a/b.iso?x=1"
-        );
-        let base: Uri = "https://origin.example/".parse().unwrap();
-        assert_eq!(
-            upstream_uri(&base, &"/x".parse().unwrap())
-                .unwrap()
-                .to_string(),
-            "https://origin.example/x"
-        );
-    }
 
     #[test]
     fn hop_by_hop_headers_and_connection_listed_names_are_removed() {
