@@ -3,7 +3,7 @@
 # large object, small-object requests/s, and the proxy's peak RSS under 64
 # concurrent large downloads, all in one run, printed as ratios.
 #
-#   benches/proxy.sh                # SIZE_MIB=1024 PAR=64 SMALL_COUNT=200 WRK_DURATION=15s MAX_AGE=3600
+#   benches/proxy.sh                # SIZE_MIB=1024 PAR=64 SMALL_COUNT=200 WRK_DURATION=15s WRK_ROUNDS=2 MAX_AGE=3600
 #   BIN=/path/to/branchcache benches/proxy.sh   # use that binary, do not build
 #   PROXY_BENCH_PERF=FILE benches/proxy.sh      # also `perf record -g` the proxy during its wrk run
 #   PROXY_BENCH_PERF_HIT=FILE benches/proxy.sh  # ... during its first timed large hit
@@ -26,7 +26,9 @@
 #   1. warm hit of one SIZE_MIB object: curl -o /dev/null, best of 3 each;
 #      ratio = nginx time / proxy time (target >= 1.0x);
 #   2. 16 KiB objects (SMALL_COUNT files, all warmed first): wrk -t2 -c64
-#      -d$WRK_DURATION, random file per request; the publisher runs with
+#      -d$WRK_DURATION, random file per request, WRK_ROUNDS rounds for each
+#      contender, alternating (proxy, nginx, proxy, …: neither gets the
+#      quieter half of the run); req/s is the mean over the rounds; the publisher runs with
 #      min_size = "4 KiB" so these objects get content information and the
 #      proxy serves them from its store (the default 64 KiB would pass them
 #      through); ratio = proxy req/s / nginx req/s (target >= 1.0x);
@@ -42,6 +44,7 @@ SMALL_COUNT=${SMALL_COUNT:-200}
 WRK_DURATION=${WRK_DURATION:-15s}
 WRK_CONNS=${WRK_CONNS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
+WRK_ROUNDS=${WRK_ROUNDS:-2}
 MAX_AGE=${MAX_AGE:-3600}
 BIN=${BIN:-target/release/branchcache}
 
@@ -271,28 +274,33 @@ request = function()
   return wrk.format("GET", "/small/s" .. math.random(0, $((SMALL_COUNT - 1))) .. ".bin")
 end
 LUA
-echo "wrk: ${WRK_CONNS} connections, ${WRK_DURATION}, proxy then nginx…" >&2
+echo "wrk: ${WRK_CONNS} connections, ${WRK_ROUNDS} rounds of ${WRK_DURATION} each, proxy and nginx alternating…" >&2
 hits0=$(metric "$HITS"); fresh0=$(metric "$FRESH")
-if [ -n "${PROXY_BENCH_PERF:-}" ]; then
-  # Optional: profile the proxy during its wrk run (perf report -i FILE).
-  perf record -q -F "${PROXY_BENCH_PERF_FREQ:-999}" ${PROXY_BENCH_PERF_ARGS:--g} -p "$PROXY_PID" -o "$PROXY_BENCH_PERF" 2>/dev/null &
-  perf_pid=$!
-  sleep 0.5
-fi
-c0=$(cpu_ticks "$PROXY_PID"); x0=$(ctx_switches "$PROXY_PID")
-wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" -s "$WORK/paths.lua" \
-  "$PROXY_URL/" > "$WORK/wrk-proxy.txt" 2>&1 || true
-c1=$(cpu_ticks "$PROXY_PID"); wrk_pcpu=$((c1 - c0)); x1=$(ctx_switches "$PROXY_PID"); wrk_pctx=$((x1 - x0))
-if [ -n "${PROXY_BENCH_PERF:-}" ]; then kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" || true; fi
+wrk_pcpu=0; wrk_ncpu=0; wrk_pctx=0; wrk_nctx=0
+for round in $(seq "$WRK_ROUNDS"); do
+  if [ -n "${PROXY_BENCH_PERF:-}" ] && [ "$round" = 1 ]; then
+    # Optional: profile the proxy during its first wrk round (perf report -i FILE).
+    perf record -q -F "${PROXY_BENCH_PERF_FREQ:-999}" ${PROXY_BENCH_PERF_ARGS:--g} -p "$PROXY_PID" -o "$PROXY_BENCH_PERF" 2>/dev/null &
+    perf_pid=$!
+    sleep 0.5
+  fi
+  c0=$(cpu_ticks "$PROXY_PID"); x0=$(ctx_switches "$PROXY_PID")
+  wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" -s "$WORK/paths.lua" \
+    "$PROXY_URL/" > "$WORK/wrk-proxy-$round.txt" 2>&1 || true
+  c1=$(cpu_ticks "$PROXY_PID"); x1=$(ctx_switches "$PROXY_PID")
+  wrk_pcpu=$((wrk_pcpu + c1 - c0)); wrk_pctx=$((wrk_pctx + x1 - x0))
+  if [ -n "${PROXY_BENCH_PERF:-}" ] && [ "$round" = 1 ]; then
+    kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" || true
+  fi
+  # shellcheck disable=SC2086
+  c0=$(cpu_ticks $NGX_WORKERS); x0=$(ctx_switches $NGX_WORKERS)
+  wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" -s "$WORK/paths.lua" \
+    "$NGX_URL/" > "$WORK/wrk-nginx-$round.txt" 2>&1 || true
+  # shellcheck disable=SC2086
+  c1=$(cpu_ticks $NGX_WORKERS); x1=$(ctx_switches $NGX_WORKERS)
+  wrk_ncpu=$((wrk_ncpu + c1 - c0)); wrk_nctx=$((wrk_nctx + x1 - x0))
+done
 hits1=$(metric "$HITS"); fresh1=$(metric "$FRESH")
-# shellcheck disable=SC2086
-c0=$(cpu_ticks $NGX_WORKERS); x0=$(ctx_switches $NGX_WORKERS)
-wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" -s "$WORK/paths.lua" \
-  "$NGX_URL/" > "$WORK/wrk-nginx.txt" 2>&1 || true
-# shellcheck disable=SC2086
-c1=$(cpu_ticks $NGX_WORKERS); wrk_ncpu=$((c1 - c0))
-# shellcheck disable=SC2086
-x1=$(ctx_switches $NGX_WORKERS); wrk_nctx=$((x1 - x0))
 
 echo "RSS: ${PAR} concurrent warm downloads of the ${SIZE_MIB} MiB object…" >&2
 hwm_reset=no
@@ -319,11 +327,11 @@ cat "$WORK"/par*.txt > "$WORK/par-all.txt"
 python3 - "$SIZE_MIB" "$PAR" "$WORK" "$hwm" "$hwm_reset" "$t0" "$t1" \
   "$store0" "$store1" "$origin0" "$origin1" "$hits0" "$hits1" "$WRK_CONNS" "$WRK_DURATION" "$SMALL_COUNT" \
   "${ptimes[*]}" "${ntimes[*]}" "$fresh0" "$fresh1" "$MAX_AGE" "$pcpu" "$ncpu" "$CLK_TCK" \
-  "$wrk_pcpu" "$wrk_ncpu" "$wrk_pctx" "$wrk_nctx" <<'PY'
+  "$wrk_pcpu" "$wrk_ncpu" "$wrk_pctx" "$wrk_nctx" "$WRK_ROUNDS" <<'PY'
 import re, sys
 (size_mib, par, work, hwm, hwm_reset, t0, t1, store0, store1, origin0, origin1,
  hits0, hits1, conns, dur, small_count, ptimes, ntimes, fresh0, fresh1, max_age,
- pcpu, ncpu, clk_tck, wrk_pcpu, wrk_ncpu, wrk_pctx, wrk_nctx) = sys.argv[1:29]
+ pcpu, ncpu, clk_tck, wrk_pcpu, wrk_ncpu, wrk_pctx, wrk_nctx, nrounds) = sys.argv[1:30]
 size_mib, par = int(size_mib), int(par)
 size = size_mib * 1024 * 1024
 pt = min(float(x) for x in ptimes.split())
@@ -351,10 +359,15 @@ def parse(path):
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
     errs = (int(non2xx.group(1)) if non2xx else 0) + (sum(int(x) for x in sock.groups()) if sock else 0)
     return (float(rps.group(1)) if rps else 0.0), (int(req.group(1)) if req else 0), errs, t
-prps, preq, perr, ptext = parse(f"{work}/wrk-proxy.txt")
-nrps, nreq, nerr, ntext = parse(f"{work}/wrk-nginx.txt")
+def rounds(who):
+    runs = [parse(f"{work}/wrk-{who}-{r}.txt") for r in range(1, int(nrounds) + 1)]
+    rps = [r[0] for r in runs]
+    return (sum(rps) / len(rps), sum(r[1] for r in runs), sum(r[2] for r in runs),
+            "\n".join(r[3] for r in runs), rps)
+prps, preq, perr, ptext, prounds = rounds("proxy")
+nrps, nreq, nerr, ntext, nrounds_rps = rounds("nginx")
 r2 = prps / nrps if nrps else 0.0
-print(f"16 KiB objects, wrk -c{conns} -d{dur}: proxy {prps:.0f} req/s, nginx proxy_cache {nrps:.0f} req/s, "
+print(f"16 KiB objects, wrk -c{conns} -d{dur} x {nrounds} alternating: proxy {prps:.0f} req/s, nginx proxy_cache {nrps:.0f} req/s, "
       f"ratio {r2:.2f}x (target >= 1.0x) {ok(r2 >= 1.0 and perr == 0)}")
 hits = float(hits1) - float(hits0)
 fresh = float(fresh1) - float(fresh0)
@@ -365,6 +378,8 @@ print(f"  (origin Cache-Control: max-age={max_age} for both; publisher min_size 
       f"{small_count} objects, all warmed first; errors proxy {perr}, nginx {nerr})")
 pus = int(wrk_pcpu) / int(clk_tck) / preq * 1e6 if preq else 0.0
 nus = int(wrk_ncpu) / int(clk_tck) / nreq * 1e6 if nreq else 0.0
+print(f"  (req/s per round: proxy {', '.join(f'{x:.0f}' for x in prounds)}; nginx "
+      f"{', '.join(f'{x:.0f}' for x in nrounds_rps)})")
 print(f"  (CPU user+sys per request during wrk: proxy process {pus:.1f} us, nginx proxy_cache "
       f"workers {nus:.1f} us; ratio nginx/proxy {nus / pus if pus else 0.0:.2f}; context switches "
       f"per request: proxy {int(wrk_pctx) / max(preq, 1):.2f}, nginx {int(wrk_nctx) / max(nreq, 1):.2f})")
