@@ -23,7 +23,9 @@
 #                more generous policy than the proxy's); a warm request is a
 #                cache HIT with no upstream traffic.
 # Measures:
-#   1. warm hit of one SIZE_MIB object: curl -o /dev/null, best of 3 each;
+#   1. warm hit of one SIZE_MIB object: curl -o /dev/null, HIT_RUNS (default 5)
+#      each, interleaved, the median time of each (robust to the odd lucky or
+#      unlucky run of either contender on a shared machine; best times printed too);
 #      ratio = nginx time / proxy time (target >= 1.0x);
 #   2. 16 KiB objects (SMALL_COUNT files, all warmed first): wrk -t2 -c64
 #      -d$WRK_DURATION, random file per request, WRK_ROUNDS rounds for each
@@ -45,6 +47,7 @@ WRK_DURATION=${WRK_DURATION:-15s}
 WRK_CONNS=${WRK_CONNS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
 WRK_ROUNDS=${WRK_ROUNDS:-2}
+HIT_RUNS=${HIT_RUNS:-5}
 MAX_AGE=${MAX_AGE:-3600}
 BIN=${BIN:-target/release/branchcache}
 
@@ -234,10 +237,10 @@ cpu_ticks() { # $@ = pids; prints summed utime + stime in clock ticks
   echo "$t"
 }
 NGX_WORKERS=$(pgrep -P "$(cat "$WORK/ngxcache/nginx.pid")" | tr '\n' ' ')
-echo "timing warm hits (best of 3 each)…" >&2
+echo "timing warm hits (median of $HIT_RUNS each, interleaved)…" >&2
 store0=$(metric "$STORE_BYTES"); origin0=$(metric "$ORIGIN_BYTES")
 ptimes=(); ntimes=(); pcpu=0; ncpu=0
-for i in 1 2 3; do
+for i in $(seq "$HIT_RUNS"); do
   if [ -n "${PROXY_BENCH_PERF_HIT:-}" ] && [ "$i" = 1 ]; then
     # Optional: profile the proxy during its first timed large hit.
     perf record -q -F "${PROXY_BENCH_PERF_FREQ:-999}" ${PROXY_BENCH_PERF_ARGS:--g} -p "$PROXY_PID" -o "$PROXY_BENCH_PERF_HIT" 2>/dev/null &
@@ -334,22 +337,25 @@ import re, sys
  pcpu, ncpu, clk_tck, wrk_pcpu, wrk_ncpu, wrk_pctx, wrk_nctx, nrounds) = sys.argv[1:30]
 size_mib, par = int(size_mib), int(par)
 size = size_mib * 1024 * 1024
-pt = min(float(x) for x in ptimes.split())
-nt = min(float(x) for x in ntimes.split())
+import statistics
+pts = [float(x) for x in ptimes.split()]
+nts = [float(x) for x in ntimes.split()]
+runs = len(pts)
+pt, nt = statistics.median(pts), statistics.median(nts)
 def ok(c): return "ok" if c else "MISSED"
 label = "1 GiB" if size_mib == 1024 else f"{size_mib} MiB"
 r1 = nt / pt
-print(f"warm {label} hit: proxy {pt:.2f} s, nginx proxy_cache {nt:.2f} s, ratio {r1:.2f}x "
-      f"(target >= 1.0x) {ok(r1 >= 1.0)}")
+print(f"warm {label} hit (median of {runs}): proxy {pt:.2f} s, nginx proxy_cache {nt:.2f} s, "
+      f"ratio {r1:.2f}x (target >= 1.0x) {ok(r1 >= 1.0)}")
 pcpu_s, ncpu_s = int(pcpu) / int(clk_tck), int(ncpu) / int(clk_tck)
-print(f"  (CPU user+sys over the 3 timed downloads: proxy process {pcpu_s:.2f} s, nginx proxy_cache "
-      f"workers {ncpu_s:.2f} s; per GiB: proxy {pcpu_s / 3 / (size / 2**30):.2f} s, nginx "
-      f"{ncpu_s / 3 / (size / 2**30):.2f} s; less noisy than wall time on a shared machine)")
+print(f"  (CPU user+sys over the {runs} timed downloads: proxy process {pcpu_s:.2f} s, nginx proxy_cache "
+      f"workers {ncpu_s:.2f} s; per GiB: proxy {pcpu_s / runs / (size / 2**30):.2f} s, nginx "
+      f"{ncpu_s / runs / (size / 2**30):.2f} s; less noisy than wall time on a shared machine)")
 served_store = float(store1) - float(store0)
 served_origin = float(origin1) - float(origin0)
-print(f"  (3 timed proxy downloads: {served_store / 2**20:.0f} MiB from the store, "
-      f"{served_origin / 2**20:.0f} MiB from the origin; best of 3, all times proxy "
-      f"[{ptimes}] s, nginx [{ntimes}] s)")
+print(f"  ({runs} timed proxy downloads: {served_store / 2**20:.0f} MiB from the store, "
+      f"{served_origin / 2**20:.0f} MiB from the origin; best proxy {min(pts):.2f} s, nginx "
+      f"{min(nts):.2f} s (ratio {min(nts) / min(pts):.2f}x); all times proxy [{ptimes}] s, nginx [{ntimes}] s)")
 
 def parse(path):
     t = open(path).read()
