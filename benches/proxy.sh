@@ -239,7 +239,7 @@ cpu_ticks() { # $@ = pids; prints summed utime + stime in clock ticks
 NGX_WORKERS=$(pgrep -P "$(cat "$WORK/ngxcache/nginx.pid")" | tr '\n' ' ')
 echo "timing warm hits (median of $HIT_RUNS each, interleaved)…" >&2
 store0=$(metric "$STORE_BYTES"); origin0=$(metric "$ORIGIN_BYTES")
-ptimes=(); ntimes=(); pcpu=0; ncpu=0
+ptimes=(); ntimes=(); pcpu=0; ncpu=0; pctx=0; nctx=0
 for i in $(seq "$HIT_RUNS"); do
   if [ -n "${PROXY_BENCH_PERF_HIT:-}" ] && [ "$i" = 1 ]; then
     # Optional: profile the proxy during its first timed large hit.
@@ -247,15 +247,17 @@ for i in $(seq "$HIT_RUNS"); do
     perf_pid=$!
     sleep 0.5
   fi
-  c0=$(cpu_ticks "$PROXY_PID")
+  c0=$(cpu_ticks "$PROXY_PID"); x0=$(ctx_switches "$PROXY_PID")
   ptimes+=("$(curl -sf -o /dev/null -w '%{time_total}' "$PROXY_URL/obj.bin")")
-  c1=$(cpu_ticks "$PROXY_PID"); pcpu=$((pcpu + c1 - c0))
+  c1=$(cpu_ticks "$PROXY_PID"); x1=$(ctx_switches "$PROXY_PID")
+  pcpu=$((pcpu + c1 - c0)); pctx=$((pctx + x1 - x0))
   if [ -n "${PROXY_BENCH_PERF_HIT:-}" ] && [ "$i" = 1 ]; then kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" || true; fi
   # shellcheck disable=SC2086
-  c0=$(cpu_ticks $NGX_WORKERS)
+  c0=$(cpu_ticks $NGX_WORKERS); x0=$(ctx_switches $NGX_WORKERS)
   ntimes+=("$(curl -sf -o /dev/null -w '%{time_total}' "$NGX_URL/obj.bin")")
   # shellcheck disable=SC2086
-  c1=$(cpu_ticks $NGX_WORKERS); ncpu=$((ncpu + c1 - c0))
+  c1=$(cpu_ticks $NGX_WORKERS); x1=$(ctx_switches $NGX_WORKERS)
+  ncpu=$((ncpu + c1 - c0)); nctx=$((nctx + x1 - x0))
 done
 CLK_TCK=$(getconf CLK_TCK)
 store1=$(metric "$STORE_BYTES"); origin1=$(metric "$ORIGIN_BYTES")
@@ -330,11 +332,11 @@ cat "$WORK"/par*.txt > "$WORK/par-all.txt"
 python3 - "$SIZE_MIB" "$PAR" "$WORK" "$hwm" "$hwm_reset" "$t0" "$t1" \
   "$store0" "$store1" "$origin0" "$origin1" "$hits0" "$hits1" "$WRK_CONNS" "$WRK_DURATION" "$SMALL_COUNT" \
   "${ptimes[*]}" "${ntimes[*]}" "$fresh0" "$fresh1" "$MAX_AGE" "$pcpu" "$ncpu" "$CLK_TCK" \
-  "$wrk_pcpu" "$wrk_ncpu" "$wrk_pctx" "$wrk_nctx" "$WRK_ROUNDS" <<'PY'
+  "$wrk_pcpu" "$wrk_ncpu" "$wrk_pctx" "$wrk_nctx" "$WRK_ROUNDS" "$pctx" "$nctx" <<'PY'
 import re, sys
 (size_mib, par, work, hwm, hwm_reset, t0, t1, store0, store1, origin0, origin1,
  hits0, hits1, conns, dur, small_count, ptimes, ntimes, fresh0, fresh1, max_age,
- pcpu, ncpu, clk_tck, wrk_pcpu, wrk_ncpu, wrk_pctx, wrk_nctx, nrounds) = sys.argv[1:30]
+ pcpu, ncpu, clk_tck, wrk_pcpu, wrk_ncpu, wrk_pctx, wrk_nctx, nrounds, pctx, nctx) = sys.argv[1:32]
 size_mib, par = int(size_mib), int(par)
 size = size_mib * 1024 * 1024
 import statistics
@@ -350,7 +352,9 @@ print(f"warm {label} hit (median of {runs}): proxy {pt:.2f} s, nginx proxy_cache
 pcpu_s, ncpu_s = int(pcpu) / int(clk_tck), int(ncpu) / int(clk_tck)
 print(f"  (CPU user+sys over the {runs} timed downloads: proxy process {pcpu_s:.2f} s, nginx proxy_cache "
       f"workers {ncpu_s:.2f} s; per GiB: proxy {pcpu_s / runs / (size / 2**30):.2f} s, nginx "
-      f"{ncpu_s / runs / (size / 2**30):.2f} s; less noisy than wall time on a shared machine)")
+      f"{ncpu_s / runs / (size / 2**30):.2f} s; less noisy than wall time on a shared machine; "
+      f"context switches per GiB: proxy {int(pctx) / runs / (size / 2**30):.0f}, nginx "
+      f"{int(nctx) / runs / (size / 2**30):.0f})")
 served_store = float(store1) - float(store0)
 served_origin = float(origin1) - float(origin0)
 print(f"  ({runs} timed proxy downloads: {served_store / 2**20:.0f} MiB from the store, "
