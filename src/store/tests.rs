@@ -31,6 +31,16 @@ fn one_block_segments(seed: u8, n: u8) -> (Vec<(SegmentId, SegmentMeta, Vec<u8>)
     (segs, one)
 }
 
+/// Store a one-block v1 segment of `pattern(seed, len)` (`len` ≤ 64 KiB)
+/// with its block; its id.
+async fn put_one_block(store: &Store, seed: u8, len: usize) -> SegmentId {
+    let data = pattern(seed, len);
+    let (id, meta) = v1_segment(&data);
+    store.put_meta(id, meta).await.unwrap();
+    store.put_block(&id, 0, Bytes::from(data)).await.unwrap();
+    id
+}
+
 #[tokio::test]
 async fn put_then_get_returns_the_block() {
     let store = Store::open_in_memory(1 << 30);
@@ -642,10 +652,7 @@ async fn reopening_with_a_smaller_bound_evicts_and_orphan_files_are_removed() {
     let store = Store::open(&dir, 1 << 30).await.unwrap();
     let mut ids = Vec::new();
     for s in 0..4u8 {
-        let data = pattern(70 + s, 60_000);
-        let (id, meta) = v1_segment(&data);
-        store.put_meta(id, meta).await.unwrap();
-        store.put_block(&id, 0, Bytes::from(data)).await.unwrap();
+        let id = put_one_block(&store, 70 + s, 60_000).await;
         ids.push(id);
     }
     // The most recently used segment must survive the smaller bound.
@@ -670,10 +677,7 @@ async fn restart_without_persisted_access_ticks_keeps_lru_consistent() {
     let store = Store::open(&dir, 1 << 30).await.unwrap();
     let mut ids = Vec::new();
     for s in 0..5u8 {
-        let data = pattern(90 + s, 20_000);
-        let (id, meta) = v1_segment(&data);
-        store.put_meta(id, meta).await.unwrap();
-        store.put_block(&id, 0, Bytes::from(data)).await.unwrap();
+        let id = put_one_block(&store, 90 + s, 20_000).await;
         ids.push(id);
     }
     store.close().await.unwrap();
@@ -690,10 +694,7 @@ async fn restart_without_persisted_access_ticks_keeps_lru_consistent() {
     let store = Store::open(&dir, 1 << 30).await.unwrap();
     store.assert_consistent();
     assert_eq!(store.segment_ids().len(), 5);
-    let data = pattern(99, 20_000);
-    let (id, meta) = v1_segment(&data);
-    store.put_meta(id, meta).await.unwrap();
-    store.put_block(&id, 0, Bytes::from(data)).await.unwrap();
+    let id = put_one_block(&store, 99, 20_000).await;
     store.assert_consistent();
     assert_eq!(
         store.segment_ids().first(),
@@ -962,10 +963,7 @@ async fn restart_keeps_the_order_of_last_use_and_evicts_by_it() {
     let store = Store::open(&dir, 1 << 30).await.unwrap();
     let mut ids = Vec::new();
     for s in 0..5u8 {
-        let data = pattern(110 + s, 20_000);
-        let (id, meta) = v1_segment(&data);
-        store.put_meta(id, meta).await.unwrap();
-        store.put_block(&id, 0, Bytes::from(data)).await.unwrap();
+        let id = put_one_block(&store, 110 + s, 20_000).await;
         ids.push(id);
     }
     // Used (reads, hot-block hits included) in this order, some twice: the
