@@ -272,7 +272,7 @@ pub async fn write_head(
     body: &[u8],
 ) -> io::Result<()> {
     let mut head = Vec::with_capacity(256 + headers.len() * 48);
-    push_head(&mut head, status, headers);
+    push_head(&mut head, status, headers, None);
     push_tail(
         &mut head,
         None,
@@ -296,13 +296,7 @@ impl CachedHead {
     /// [`write_cached_head`] writes the current one).
     pub fn new(status: StatusCode, headers: &HeaderMap) -> CachedHead {
         let mut bytes = Vec::with_capacity(64 + headers.len() * 48);
-        bytes.extend_from_slice(b"HTTP/1.1 ");
-        push_status(&mut bytes, status);
-        for (name, value) in headers {
-            if name != header::AGE {
-                push_field(&mut bytes, name.as_str().as_bytes(), value.as_bytes());
-            }
-        }
+        push_head(&mut bytes, status, headers, Some(&header::AGE));
         CachedHead {
             bytes,
             has_date: headers.contains_key(header::DATE),
@@ -325,29 +319,26 @@ pub async fn write_cached_head(
     write_all_three(out, &head.bytes, &tail, body).await
 }
 
-/// Append the status line and the header fields.
-fn push_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap) {
+/// Append the status line and the header fields (but `skip`).
+fn push_head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    skip: Option<&HeaderName>,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
-    push_status(out, status);
-    for (name, value) in headers {
-        push_field(out, name.as_str().as_bytes(), value.as_bytes());
-    }
-}
-
-/// Append `NNN Reason\r\n`.
-fn push_status(out: &mut Vec<u8>, status: StatusCode) {
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-}
-
-/// Append `name: value\r\n`.
-fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if Some(name) != skip {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
 }
 
 /// Append the fields that change per answer and the blank line ending the head.
