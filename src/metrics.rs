@@ -71,23 +71,26 @@ impl<const N: usize> LabelCounters<N> {
         &self.family
     }
 
+    /// The counter for `value` if it is one of the resolved values.
+    fn resolved(&self, value: &'static str) -> Option<&Counter> {
+        let i = self.values.iter().position(|v| *v == value)?;
+        let slot = self.resolved.get(i)?;
+        Some(slot.get_or_init(|| self.family.get_or_create(&[(self.label, value)]).clone()))
+    }
+
     /// The counter for `value`.
     pub fn counter(&self, value: &'static str) -> Counter {
-        match self.values.iter().position(|v| *v == value) {
-            Some(i) => self.resolved[i]
-                .get_or_init(|| self.family.get_or_create(&[(self.label, value)]).clone())
-                .clone(),
+        match self.resolved(value) {
+            Some(c) => c.clone(),
             None => self.family.get_or_create(&[(self.label, value)]).clone(),
         }
     }
 
     /// Add `n` to the counter for `value`.
     pub fn inc_by(&self, value: &'static str, n: u64) {
-        match self.values.iter().position(|v| *v == value) {
-            Some(i) => {
-                self.resolved[i]
-                    .get_or_init(|| self.family.get_or_create(&[(self.label, value)]).clone())
-                    .inc_by(n);
+        match self.resolved(value) {
+            Some(c) => {
+                c.inc_by(n);
             }
             None => {
                 self.family.get_or_create(&[(self.label, value)]).inc_by(n);
