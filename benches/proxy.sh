@@ -222,12 +222,21 @@ got=$(curl -sf "$NGX_URL/obj.bin" | sha256sum | cut -c1-64)
 status=$(curl -s -o /dev/null -D - "$NGX_URL/obj.bin" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache-status"{print $2}')
 [ "$status" = "HIT" ] || { echo "nginx proxy_cache did not hit (X-Cache-Status '$status')" >&2; exit 1; }
 
-ctx_switches() { # $@ = pids; prints summed context switches of all their threads
-  local t=0 p
+ctx_switches() { # $@ = pids; prints "tid:switches" for each of their threads
+  local p f
   for p in "$@"; do
-    t=$((t + $(cat /proc/"$p"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n + 0}')))
+    for f in /proc/"$p"/task/*/status; do
+      awk -v f="$f" '/ctxt_switches/ {n += $2} END {split(f, a, "/"); printf "%s:%d ", a[5], n}' "$f" 2>/dev/null || true
+    done
   done
-  echo "$t"
+  echo
+}
+ctx_delta() { # $1, $2 = ctx_switches before and after; prints the switches in between
+  # (threads that exited in between are not counted; new ones count from zero)
+  awk -v a="$1" -v b="$2" 'BEGIN {
+    n = split(a, x, " "); for (i = 1; i <= n; i++) { split(x[i], kv, ":"); before[kv[1]] = kv[2] }
+    n = split(b, y, " "); for (i = 1; i <= n; i++) { split(y[i], kv, ":"); d += kv[2] - before[kv[1]] }
+    print d + 0 }'
 }
 cpu_ticks() { # $@ = pids; prints summed utime + stime in clock ticks
   local t=0 p
@@ -250,14 +259,14 @@ for i in $(seq "$HIT_RUNS"); do
   c0=$(cpu_ticks "$PROXY_PID"); x0=$(ctx_switches "$PROXY_PID")
   ptimes+=("$(curl -sf -o /dev/null -w '%{time_total}' "$PROXY_URL/obj.bin")")
   c1=$(cpu_ticks "$PROXY_PID"); x1=$(ctx_switches "$PROXY_PID")
-  pcpu=$((pcpu + c1 - c0)); pctx=$((pctx + x1 - x0))
+  pcpu=$((pcpu + c1 - c0)); pctx=$((pctx + $(ctx_delta "$x0" "$x1")))
   if [ -n "${PROXY_BENCH_PERF_HIT:-}" ] && [ "$i" = 1 ]; then kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" || true; fi
   # shellcheck disable=SC2086
   c0=$(cpu_ticks $NGX_WORKERS); x0=$(ctx_switches $NGX_WORKERS)
   ntimes+=("$(curl -sf -o /dev/null -w '%{time_total}' "$NGX_URL/obj.bin")")
   # shellcheck disable=SC2086
   c1=$(cpu_ticks $NGX_WORKERS); x1=$(ctx_switches $NGX_WORKERS)
-  ncpu=$((ncpu + c1 - c0)); nctx=$((nctx + x1 - x0))
+  ncpu=$((ncpu + c1 - c0)); nctx=$((nctx + $(ctx_delta "$x0" "$x1")))
 done
 CLK_TCK=$(getconf CLK_TCK)
 store1=$(metric "$STORE_BYTES"); origin1=$(metric "$ORIGIN_BYTES")
@@ -293,7 +302,7 @@ for round in $(seq "$WRK_ROUNDS"); do
   wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" -s "$WORK/paths.lua" \
     "$PROXY_URL/" > "$WORK/wrk-proxy-$round.txt" 2>&1 || true
   c1=$(cpu_ticks "$PROXY_PID"); x1=$(ctx_switches "$PROXY_PID")
-  wrk_pcpu=$((wrk_pcpu + c1 - c0)); wrk_pctx=$((wrk_pctx + x1 - x0))
+  wrk_pcpu=$((wrk_pcpu + c1 - c0)); wrk_pctx=$((wrk_pctx + $(ctx_delta "$x0" "$x1")))
   if [ -n "${PROXY_BENCH_PERF:-}" ] && [ "$round" = 1 ]; then
     kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" || true
   fi
@@ -303,7 +312,7 @@ for round in $(seq "$WRK_ROUNDS"); do
     "$NGX_URL/" > "$WORK/wrk-nginx-$round.txt" 2>&1 || true
   # shellcheck disable=SC2086
   c1=$(cpu_ticks $NGX_WORKERS); x1=$(ctx_switches $NGX_WORKERS)
-  wrk_ncpu=$((wrk_ncpu + c1 - c0)); wrk_nctx=$((wrk_nctx + x1 - x0))
+  wrk_ncpu=$((wrk_ncpu + c1 - c0)); wrk_nctx=$((wrk_nctx + $(ctx_delta "$x0" "$x1")))
 done
 hits1=$(metric "$HITS"); fresh1=$(metric "$FRESH")
 
