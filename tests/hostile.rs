@@ -609,6 +609,14 @@ async fn start_node(
 }
 
 impl Node {
+    /// The last lines of the daemon's log (for failure messages).
+    fn log_tail(&self) -> String {
+        let log = self.config.with_file_name("daemon.log");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
     /// SIGTERM and wait (the store closes cleanly, so the CLI can open it).
     fn stop(&mut self) {
         let Some(mut d) = self.proc.take() else {
@@ -715,6 +723,7 @@ fn blk_list_ranges(resp: &[u8]) -> Option<usize> {
 }
 
 async fn wait_listed(
+    node: &Node,
     listener: SocketAddr,
     from: Option<std::net::IpAddr>,
     ask: &[u8],
@@ -722,13 +731,16 @@ async fn wait_listed(
 ) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let got = blk_list_ranges(&raw_from(from, listener, ask).await);
+        let answer = raw_from(from, listener, ask).await;
+        let got = blk_list_ranges(&answer);
         if got == Some(want) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{listener}: BLKLIST never had {want} ranges (last: {got:?})"
+            "{listener}: BLKLIST never had {want} ranges (last: {got:?}, status {}; daemon log:\n{})",
+            status_of(&answer),
+            node.log_tail()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -759,7 +771,7 @@ async fn pccrr_listeners_cap_each_client_and_refuse_big_bodies() {
     let other_client = Some(std::net::IpAddr::from([127, 0, 0, 2]));
 
     for listener in [node.peer, node.hc] {
-        wait_listed(listener, None, &ask, 1).await;
+        wait_listed(&node, listener, None, &ask, 1).await;
         let refusals = metric(
             &node.metrics().await,
             "branchcache_retrieval_refusals_total",
@@ -776,7 +788,7 @@ async fn pccrr_listeners_cap_each_client_and_refuse_big_bodies() {
             holders.push(s);
         }
         // 127.0.0.1 is at its cap: empty lists, never an error…
-        wait_listed(listener, None, &ask, 0).await;
+        wait_listed(&node, listener, None, &ask, 0).await;
         // …while another client address is served in full.
         assert_eq!(
             blk_list_ranges(&raw_from(other_client, listener, &ask).await),
@@ -789,7 +801,7 @@ async fn pccrr_listeners_cap_each_client_and_refuse_big_bodies() {
             "{m}"
         );
         drop(holders);
-        wait_listed(listener, None, &ask, 1).await;
+        wait_listed(&node, listener, None, &ask, 1).await;
     }
 
     let mut chunked = format!(
