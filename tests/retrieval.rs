@@ -398,16 +398,7 @@ async fn client_accepts_full_kp_aes256_reading() {
         async move {
             let iv = [5u8; 16];
             let cipher = encrypt_block(CryptoAlgoId::AES_256, &s.kp, iv, &s.blocks[0]).unwrap();
-            let resp = Response::Blk(Blk {
-                crypto_algo: CryptoAlgoId::AES_128,
-                segment_id: s.id,
-                block_index: 0,
-                next_block_index: 0,
-                block: &cipher,
-                vrf: &[],
-                iv: &iv,
-            });
-            hyper::Response::new(full(resp.encode()))
+            aes128_blk(s.id, 0, &iv, &cipher)
         }
     })
     .await;
@@ -445,16 +436,7 @@ async fn verify_blocks_judges_each_block_of_a_batch() {
                 CryptoAlgoId::AES_128
             };
             let cipher = encrypt_block(algo, &s.kp, iv, &plain).unwrap();
-            let resp = Response::Blk(Blk {
-                crypto_algo: CryptoAlgoId::AES_128,
-                segment_id: s.id,
-                block_index: index,
-                next_block_index: 0,
-                block: &cipher,
-                vrf: &[],
-                iv: &iv,
-            });
-            hyper::Response::new(full(resp.encode()))
+            aes128_blk(s.id, index, &iv, &cipher)
         }
     })
     .await;
@@ -760,4 +742,19 @@ async fn daemon_peer_role_serves_blocks_from_its_store() {
         .render()
         .contains("branchcache_retrieval_blocks_served_total 1"));
     app.shutdown().await;
+}
+
+/// An HTTP answer carrying a MSG_BLK labelled AES-128 (whatever `cipher` was
+/// really encrypted with) for block `index` of `id`.
+fn aes128_blk(id: SegmentId, index: u32, iv: &[u8], cipher: &[u8]) -> hyper::Response<Body> {
+    let resp = Response::Blk(Blk {
+        crypto_algo: CryptoAlgoId::AES_128,
+        segment_id: id,
+        block_index: index,
+        next_block_index: 0,
+        block: cipher,
+        vrf: &[],
+        iv,
+    });
+    hyper::Response::new(full(resp.encode()))
 }

@@ -31,6 +31,21 @@ fn one_block_segments(seed: u8, n: u8) -> (Vec<(SegmentId, SegmentMeta, Vec<u8>)
     (segs, one)
 }
 
+/// Store `n` one-block v1 segments of `pattern(first_seed + i, len)`, in
+/// order; their ids.
+async fn put_one_block_segments(
+    store: &Store,
+    first_seed: u8,
+    n: u8,
+    len: usize,
+) -> Vec<SegmentId> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(put_one_block(store, first_seed + i, len).await);
+    }
+    ids
+}
+
 /// Store a one-block v1 segment of `pattern(seed, len)` (`len` ≤ 64 KiB)
 /// with its block; its id.
 async fn put_one_block(store: &Store, seed: u8, len: usize) -> SegmentId {
@@ -650,11 +665,7 @@ async fn reopening_with_a_smaller_bound_evicts_and_orphan_files_are_removed() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     let store = Store::open(&dir, 1 << 30).await.unwrap();
-    let mut ids = Vec::new();
-    for s in 0..4u8 {
-        let id = put_one_block(&store, 70 + s, 60_000).await;
-        ids.push(id);
-    }
+    let ids = put_one_block_segments(&store, 70, 4, 60_000).await;
     // The most recently used segment must survive the smaller bound.
     assert!(store.get_block(&ids[0], 0).await.unwrap().is_some());
     store.close().await.unwrap();
@@ -675,11 +686,7 @@ async fn restart_without_persisted_access_ticks_keeps_lru_consistent() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     let store = Store::open(&dir, 1 << 30).await.unwrap();
-    let mut ids = Vec::new();
-    for s in 0..5u8 {
-        let id = put_one_block(&store, 90 + s, 20_000).await;
-        ids.push(id);
-    }
+    put_one_block_segments(&store, 90, 5, 20_000).await;
     store.close().await.unwrap();
     // Simulate a crash before any tick was persisted: every tick reads as 0.
     {
@@ -961,11 +968,7 @@ async fn restart_keeps_the_order_of_last_use_and_evicts_by_it() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     let store = Store::open(&dir, 1 << 30).await.unwrap();
-    let mut ids = Vec::new();
-    for s in 0..5u8 {
-        let id = put_one_block(&store, 110 + s, 20_000).await;
-        ids.push(id);
-    }
+    let ids = put_one_block_segments(&store, 110, 5, 20_000).await;
     // Used (reads, hot-block hits included) in this order, some twice: the
     // last use of each counts, least recently used first: 3, 0, 4, 1, 2.
     for i in [1, 3, 2, 0, 4, 4, 1, 2] {
