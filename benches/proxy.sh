@@ -222,6 +222,18 @@ got=$(curl -sf "$NGX_URL/obj.bin" | sha256sum | cut -c1-64)
 status=$(curl -s -o /dev/null -D - "$NGX_URL/obj.bin" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache-status"{print $2}')
 [ "$status" = "HIT" ] || { echo "nginx proxy_cache did not hit (X-Cache-Status '$status')" >&2; exit 1; }
 
+perf_pid=
+perf_start() { # $1 = output file (empty: no profile); records the proxy until perf_stop
+  [ -n "$1" ] || return 0
+  perf record -q -F "${PROXY_BENCH_PERF_FREQ:-999}" ${PROXY_BENCH_PERF_ARGS:--g} -p "$PROXY_PID" -o "$1" 2>/dev/null &
+  perf_pid=$!
+  sleep 0.5
+}
+perf_stop() {
+  [ -n "$perf_pid" ] || return 0
+  kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" || true
+  perf_pid=
+}
 ctx_switches() { # $@ = pids; prints "tid:switches" for each of their threads
   local p f
   for p in "$@"; do
@@ -250,17 +262,13 @@ echo "timing warm hits (median of $HIT_RUNS each, interleaved)…" >&2
 store0=$(metric "$STORE_BYTES"); origin0=$(metric "$ORIGIN_BYTES")
 ptimes=(); ntimes=(); pcpu=0; ncpu=0; pctx=0; nctx=0
 for i in $(seq "$HIT_RUNS"); do
-  if [ -n "${PROXY_BENCH_PERF_HIT:-}" ] && [ "$i" = 1 ]; then
-    # Optional: profile the proxy during its first timed large hit.
-    perf record -q -F "${PROXY_BENCH_PERF_FREQ:-999}" ${PROXY_BENCH_PERF_ARGS:--g} -p "$PROXY_PID" -o "$PROXY_BENCH_PERF_HIT" 2>/dev/null &
-    perf_pid=$!
-    sleep 0.5
-  fi
+  # Optional: profile the proxy during its first timed large hit.
+  [ "$i" = 1 ] && perf_start "${PROXY_BENCH_PERF_HIT:-}"
   c0=$(cpu_ticks "$PROXY_PID"); x0=$(ctx_switches "$PROXY_PID")
   ptimes+=("$(curl -sf -o /dev/null -w '%{time_total}' "$PROXY_URL/obj.bin")")
   c1=$(cpu_ticks "$PROXY_PID"); x1=$(ctx_switches "$PROXY_PID")
   pcpu=$((pcpu + c1 - c0)); pctx=$((pctx + $(ctx_delta "$x0" "$x1")))
-  if [ -n "${PROXY_BENCH_PERF_HIT:-}" ] && [ "$i" = 1 ]; then kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" || true; fi
+  perf_stop
   # shellcheck disable=SC2086
   c0=$(cpu_ticks $NGX_WORKERS); x0=$(ctx_switches $NGX_WORKERS)
   ntimes+=("$(curl -sf -o /dev/null -w '%{time_total}' "$NGX_URL/obj.bin")")
@@ -292,20 +300,14 @@ echo "wrk: ${WRK_CONNS} connections, ${WRK_ROUNDS} rounds of ${WRK_DURATION} eac
 hits0=$(metric "$HITS"); fresh0=$(metric "$FRESH")
 wrk_pcpu=0; wrk_ncpu=0; wrk_pctx=0; wrk_nctx=0
 for round in $(seq "$WRK_ROUNDS"); do
-  if [ -n "${PROXY_BENCH_PERF:-}" ] && [ "$round" = 1 ]; then
-    # Optional: profile the proxy during its first wrk round (perf report -i FILE).
-    perf record -q -F "${PROXY_BENCH_PERF_FREQ:-999}" ${PROXY_BENCH_PERF_ARGS:--g} -p "$PROXY_PID" -o "$PROXY_BENCH_PERF" 2>/dev/null &
-    perf_pid=$!
-    sleep 0.5
-  fi
+  # Optional: profile the proxy during its first wrk round (perf report -i FILE).
+  [ "$round" = 1 ] && perf_start "${PROXY_BENCH_PERF:-}"
   c0=$(cpu_ticks "$PROXY_PID"); x0=$(ctx_switches "$PROXY_PID")
   wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" -s "$WORK/paths.lua" \
     "$PROXY_URL/" > "$WORK/wrk-proxy-$round.txt" 2>&1 || true
   c1=$(cpu_ticks "$PROXY_PID"); x1=$(ctx_switches "$PROXY_PID")
   wrk_pcpu=$((wrk_pcpu + c1 - c0)); wrk_pctx=$((wrk_pctx + $(ctx_delta "$x0" "$x1")))
-  if [ -n "${PROXY_BENCH_PERF:-}" ] && [ "$round" = 1 ]; then
-    kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" || true
-  fi
+  perf_stop
   # shellcheck disable=SC2086
   c0=$(cpu_ticks $NGX_WORKERS); x0=$(ctx_switches $NGX_WORKERS)
   wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" -s "$WORK/paths.lua" \
