@@ -32,6 +32,8 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use bytes::Bytes;
 
+use crate::bufpool::BufPool;
+
 use crate::proto::pccrc::{
     check_algo, hash_v1_blocks, hash_v2_segments, server_secret, v1_segment_from_blocks,
     BuildError, Chunker, ContentHashes, Digest, HashAlgo, SegmentHashes, ServerSecret, Version,
@@ -297,7 +299,10 @@ fn hash_reader_with<R: Read>(
     };
     let mut splitter = Splitter::new(version, job_target);
     // Enough buffers for every job in flight, so steady state allocates nothing.
-    let pool = BufPool::new((2 * threads + 2) * (splitter.job_target as usize / READ_CHUNK + 1));
+    let pool = BufPool::new(
+        READ_CHUNK,
+        (2 * threads + 2) * (splitter.job_target as usize / READ_CHUNK + 1),
+    );
     let ks = *ks;
     let mut results: Vec<(u64, Done)> = Vec::new();
     std::thread::scope(|scope| -> io::Result<()> {
@@ -334,7 +339,7 @@ fn hash_reader_with<R: Read>(
             Ok(())
         };
         loop {
-            let buf = pool.read_chunk(&mut r)?;
+            let buf = read_chunk(&pool, &mut r)?;
             if buf.is_empty() {
                 break;
             }
@@ -353,62 +358,17 @@ fn hash_reader_with<R: Read>(
     Ok(assemble(version, algo, &ks, splitter.total_len, done))
 }
 
-/// Recycles read buffers: fresh memory costs a page fault per 4 KiB (~15 % of
-/// the CPU time of v1 hashing when every chunk was newly allocated).
-#[derive(Debug)]
-struct BufPool {
-    free: Mutex<Vec<Vec<u8>>>,
-    max: usize,
-}
-
-/// A read buffer that goes back to its pool when the last [`Bytes`] view of it
-/// is dropped (by the worker that hashed it).
-struct PooledBuf {
-    buf: Vec<u8>,
-    pool: Arc<BufPool>,
-}
-
-impl AsRef<[u8]> for PooledBuf {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf
-    }
-}
-
-impl Drop for PooledBuf {
-    fn drop(&mut self) {
-        if let Ok(mut free) = self.pool.free.lock() {
-            if free.len() < self.pool.max {
-                free.push(std::mem::take(&mut self.buf));
-            }
-        }
-    }
-}
-
-impl BufPool {
-    fn new(max: usize) -> Arc<Self> {
-        Arc::new(BufPool {
-            free: Mutex::new(Vec::new()),
-            max,
-        })
-    }
-
-    /// Read up to [`READ_CHUNK`] bytes (fewer only at end of file) into a
-    /// recycled buffer. `read_to_end` on a `Take` lets readers such as `File`
-    /// fill spare capacity without zeroing it first, and retries `Interrupted`.
-    fn read_chunk<R: Read>(self: &Arc<Self>, r: &mut R) -> io::Result<Bytes> {
-        let mut buf = self
-            .free
-            .lock()
-            .ok()
-            .and_then(|mut free| free.pop())
-            .unwrap_or_else(|| Vec::with_capacity(READ_CHUNK));
-        buf.clear();
-        r.by_ref().take(READ_CHUNK as u64).read_to_end(&mut buf)?;
-        Ok(Bytes::from_owner(PooledBuf {
-            buf,
-            pool: Arc::clone(self),
-        }))
-    }
+/// Read up to [`READ_CHUNK`] bytes (fewer only at end of file) into a
+/// recycled buffer: fresh memory costs a page fault per 4 KiB (~15 % of the
+/// CPU time of v1 hashing when every chunk was newly allocated). The buffer
+/// goes back to `pool` when the last [`Bytes`] view of it is dropped (by
+/// the worker that hashed it). `read_to_end` on a `Take` lets readers such
+/// as `File` fill spare capacity without zeroing it first, and retries
+/// `Interrupted`.
+fn read_chunk<R: Read>(pool: &Arc<BufPool>, r: &mut R) -> io::Result<Bytes> {
+    let mut buf = pool.take_empty();
+    r.by_ref().take(READ_CHUNK as u64).read_to_end(&mut buf)?;
+    Ok(Bytes::from_owner(buf))
 }
 
 /// Push-style parallel hasher for async producers.

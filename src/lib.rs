@@ -41,6 +41,7 @@
 pub mod activity;
 pub mod admin;
 pub mod app;
+pub mod bufpool;
 pub mod config;
 pub mod demo;
 pub mod discovery;

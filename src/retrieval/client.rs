@@ -18,6 +18,7 @@ use bytes::Bytes;
 use hyper::StatusCode;
 
 use super::http1::Http1Pool;
+use crate::bufpool::PooledBuf;
 
 use crate::metrics::Metrics;
 use crate::proto::codec::DecodeError;
@@ -336,7 +337,7 @@ impl PeerClient {
         &self,
         peer: SocketAddr,
         body: Vec<u8>,
-    ) -> Result<(Vec<u8>, Range<usize>), RetrievalError> {
+    ) -> Result<(PooledBuf, Range<usize>), RetrievalError> {
         let after = self.config.request_timeout;
         let work = async {
             let resp = self
@@ -429,7 +430,7 @@ impl PeerClient {
         peer: SocketAddr,
         segment_id: SegmentId,
         index: u32,
-    ) -> Result<(Vec<u8>, BlkAt), RetrievalError> {
+    ) -> Result<(PooledBuf, BlkAt), RetrievalError> {
         let req = Request::GetBlks(GetBlks {
             crypto_algo: self.config.crypto,
             segment_id,
@@ -503,7 +504,7 @@ impl PeerClient {
             let raw = RawBlock {
                 crypto_algo: at.crypto_algo,
                 iv: at.iv,
-                block: Bytes::from(body).slice(at.block),
+                block: Bytes::from_owner(body).slice(at.block),
             };
             raw.plausible(max_plain)
                 .map_err(|what| RetrievalError::Unexpected { peer, what })?;
@@ -536,7 +537,7 @@ impl PeerClient {
             Ok(Unverified {
                 peer,
                 want: want.clone(),
-                message: Bytes::from(body),
+                message: Bytes::from_owner(body),
                 at,
             })
         }

@@ -21,11 +21,13 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::bufpool::{BufPool, PooledBuf};
 
 /// Longest response head accepted (status line and headers).
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -35,6 +37,18 @@ const MAX_HEADERS: usize = 64;
 const MAX_POOLED_PEERS: usize = 256;
 /// First read's buffer: a whole MSG_BLK of a 64 KiB block and its head.
 const FIRST_READ: usize = 80 * 1024;
+/// Response buffers kept for reuse: a bulk peer transfer has up to 32
+/// exchanges per peer in flight and their blocks queued for the store.
+const POOLED_RESPONSES: usize = 128;
+
+/// Recycled response buffers. One fresh 80 KiB allocation per 64 KiB block
+/// faulted zeroed pages in (2 MiB at a time with transparent huge pages):
+/// 6 % of the receiving daemon's samples in a 1 GiB peer transfer.
+fn response_pool() -> &'static Arc<BufPool> {
+    static POOL: LazyLock<Arc<BufPool>> =
+        LazyLock::new(|| BufPool::new(FIRST_READ, POOLED_RESPONSES));
+    &POOL
+}
 
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +69,8 @@ pub enum Http1Error {
 pub struct Http1Response {
     /// Status code.
     pub status: u16,
-    /// The read buffer; the body is `buf[body]`.
-    pub buf: Vec<u8>,
+    /// The read buffer (recycled when dropped); the body is `buf[body]`.
+    pub buf: PooledBuf,
     /// Where the body is in `buf`.
     pub body: Range<usize>,
 }
@@ -190,7 +204,8 @@ async fn exchange(
     if stream.write_all(request).await.is_err() {
         return Err(Attempt::Stale);
     }
-    let mut buf: Vec<u8> = Vec::with_capacity(FIRST_READ);
+    let mut pooled = response_pool().take_empty();
+    let buf: &mut Vec<u8> = &mut pooled;
     let mut start = 0usize;
     loop {
         // Read until a complete head is in buf[start..].
@@ -208,7 +223,7 @@ async fn exchange(
             if buf.len() - start > MAX_HEAD {
                 return Err(Http1Error::Malformed("response head too long").into());
             }
-            match read_more(stream, &mut buf, 4096).await {
+            match read_more(stream, buf, 4096).await {
                 Ok(0) if buf.is_empty() => return Err(Attempt::Stale),
                 Err(_) if buf.is_empty() => return Err(Attempt::Stale),
                 Ok(0) => return Err(Http1Error::Malformed("connection closed in the head").into()),
@@ -232,7 +247,7 @@ async fn exchange(
                     buf.reserve_exact(end - buf.len());
                 }
                 while buf.len() < end {
-                    let got = stream.read_buf(&mut buf).await.map_err(Http1Error::Io)?;
+                    let got = stream.read_buf(&mut *buf).await.map_err(Http1Error::Io)?;
                     if got == 0 {
                         return Err(Http1Error::Malformed("connection closed in the body").into());
                     }
@@ -243,7 +258,7 @@ async fn exchange(
                 (body_start..end, keep)
             }
             Framing::Chunked => {
-                let body = read_chunked(stream, &mut buf, body_start, limit).await?;
+                let body = read_chunked(stream, buf, body_start, limit).await?;
                 (body, keep)
             }
             Framing::UntilClose => {
@@ -251,7 +266,7 @@ async fn exchange(
                     if buf.len() - body_start > limit {
                         return Err(Http1Error::TooLarge(limit).into());
                     }
-                    let n = read_more(stream, &mut buf, 16 * 1024)
+                    let n = read_more(stream, buf, 16 * 1024)
                         .await
                         .map_err(Http1Error::Io)?;
                     if n == 0 {
@@ -261,7 +276,14 @@ async fn exchange(
                 (body_start..buf.len(), false)
             }
         };
-        return Ok((Http1Response { status, buf, body }, keep));
+        return Ok((
+            Http1Response {
+                status,
+                buf: pooled,
+                body,
+            },
+            keep,
+        ));
     }
 }
 

@@ -35,7 +35,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -45,6 +45,7 @@ pub use backend::{Backend, FaultOp, FaultyBackend, FsBackend, MemBackend};
 pub use index::FORMAT_VERSION;
 pub use meta::SegmentMeta;
 
+use crate::bufpool::{BufPool, PooledBuf};
 use crate::lru::{LruOrder, Stamp, Stamped};
 use crate::metrics::StoreMetrics;
 use crate::proto::pccrc::{Digest, SegmentId};
@@ -902,7 +903,7 @@ impl Store {
         let mut inline = None;
         if len as usize <= INLINE_READ_MAX {
             // Recycled: no zero-filling and no fresh pages per block read.
-            let mut buf = ReadPool::take(len as usize);
+            let mut buf = read_pool().take(len as usize);
             match backend.read_at_cached(&file, offset, &mut buf) {
                 Ok(true) => inline = Some(Ok((crc32c::crc32c(&buf) == crc, buf))),
                 Ok(false) => {}
@@ -915,7 +916,7 @@ impl Store {
                 let read_file = file.clone();
                 let _permit = self.shared.read_permits.acquire().await;
                 tokio::task::spawn_blocking(move || {
-                    let mut buf = ReadPool::take(len as usize);
+                    let mut buf = read_pool().take(len as usize);
                     backend
                         .read_at(&read_file, offset, &mut buf)
                         .map(|()| (crc32c::crc32c(&buf) == crc, buf))
@@ -1015,7 +1016,7 @@ impl Store {
         if run.blocks.len() == 1 {
             return Ok(self.get_block(&id, first).await?.into_iter().collect());
         }
-        let mut buf = ReadPool::take(run.total());
+        let mut buf = read_pool().take(run.total());
         let res = match self
             .shared
             .backend
@@ -1055,7 +1056,7 @@ impl Store {
             self.shared.metrics.misses.inc();
             return Some(Vec::new());
         };
-        let mut buf = ReadPool::take(run.total());
+        let mut buf = read_pool().take(run.total());
         match self
             .shared
             .backend
@@ -1390,12 +1391,6 @@ fn data_backend(dir: &Path) -> Result<Arc<dyn Backend>, StoreError> {
     Ok(Arc::new(backend))
 }
 
-/// A small pool of read buffers for [`Store::get_blocks`] and
-/// [`Store::get_block`]. A run of blocks (or one block) is read into one buffer, handed out as `Bytes` slices (hyper writes them
-/// to sockets without copying), and returned here when the last slice is
-/// dropped. Recycling keeps the warm hit path from churning large
-/// allocations through glibc's per-thread arenas (the blocking-pool threads
-/// each get one), which let the RSS of 64 concurrent downloads creep up.
 /// One run of present, contiguous blocks in a segment's data file.
 struct RunLoc {
     file: String,
@@ -1431,65 +1426,17 @@ impl RunLoc {
     }
 }
 
-struct ReadPool;
-
-static READ_POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-
-impl ReadPool {
-    /// A buffer of `len` bytes (pooled when it fits). A recycled buffer
-    /// keeps its old bytes: callers overwrite all of it (a read that comes
-    /// up short is an error) and never hand out unread bytes.
-    fn take(len: usize) -> PooledBuf {
-        let mut v = if len <= READ_POOL_BUFFER_BYTES {
-            READ_POOL
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop()
-                .unwrap_or_else(|| Vec::with_capacity(READ_POOL_BUFFER_BYTES))
-        } else {
-            Vec::with_capacity(len)
-        };
-        // Every byte is overwritten by the read; only grow with zeros.
-        if v.len() < len {
-            v.resize(len, 0);
-        } else {
-            v.truncate(len);
-        }
-        PooledBuf(v)
-    }
-}
-
-/// A read buffer that goes back to the [`ReadPool`] when dropped.
-struct PooledBuf(Vec<u8>);
-
-impl std::ops::Deref for PooledBuf {
-    type Target = Vec<u8>;
-    fn deref(&self) -> &Vec<u8> {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for PooledBuf {
-    fn deref_mut(&mut self) -> &mut Vec<u8> {
-        &mut self.0
-    }
-}
-
-impl AsRef<[u8]> for PooledBuf {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl Drop for PooledBuf {
-    fn drop(&mut self) {
-        if self.0.capacity() == READ_POOL_BUFFER_BYTES {
-            let mut pool = READ_POOL.lock().unwrap_or_else(|e| e.into_inner());
-            if pool.len() < READ_POOL_BUFFERS {
-                pool.push(std::mem::take(&mut self.0));
-            }
-        }
-    }
+/// The store's read buffers, for [`Store::get_blocks`] and
+/// [`Store::get_block`]. A run of blocks (or one block) is read into one
+/// buffer, handed out as `Bytes` slices (written to sockets without
+/// copying), and recycled when the last slice is dropped. Recycling keeps
+/// the warm hit path from churning large allocations through the allocator
+/// (fresh pages fault in zeroed; glibc's per-thread arenas on the blocking
+/// pool let the RSS of 64 concurrent downloads creep up).
+fn read_pool() -> &'static Arc<BufPool> {
+    static POOL: LazyLock<Arc<BufPool>> =
+        LazyLock::new(|| BufPool::new(READ_POOL_BUFFER_BYTES, READ_POOL_BUFFERS));
+    &POOL
 }
 
 /// The single writer: owns the index database.
