@@ -12,7 +12,9 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 pub mod direct;
@@ -31,6 +33,10 @@ pub fn full(data: impl Into<Bytes>) -> Body {
 
 /// How long in-flight connections get to finish after shutdown is requested.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest a client of a TLS listener ([`serve_tls`]) may take to finish
+/// the handshake; stops idle half-open connections from holding slots.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bounds every listener puts on its clients (request bodies are bounded
 /// by each handler: the PCCRR and PCHC handlers read at most their message
@@ -98,7 +104,15 @@ where
     H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    serve_inner(listener, handler, None, limits, shutdown, drain).await
+    serve_inner(
+        listener,
+        handler,
+        Front::Plain(None),
+        limits,
+        shutdown,
+        drain,
+    )
+    .await
 }
 
 /// [`serve_with`] where `direct` gets each connection's requests first
@@ -116,13 +130,79 @@ where
     H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    serve_inner(listener, handler, Some(direct), limits, shutdown, drain).await
+    serve_inner(
+        listener,
+        handler,
+        Front::Plain(Some(direct)),
+        limits,
+        shutdown,
+        drain,
+    )
+    .await
+}
+
+/// [`serve_with`] over TLS: each connection first completes a handshake
+/// with `acceptor` within [`HANDSHAKE_TIMEOUT`] (holding one of the
+/// `max_connections` slots meanwhile), then hyper serves it under the same
+/// header limits and drain as a plain listener.
+pub async fn serve_tls<H, F>(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    handler: H,
+    limits: Limits,
+    shutdown: CancellationToken,
+    drain: Duration,
+) -> Duration
+where
+    H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    serve_inner(
+        listener,
+        handler,
+        Front::Tls(acceptor),
+        limits,
+        shutdown,
+        drain,
+    )
+    .await
+}
+
+/// What stands between an accepted socket and hyper.
+#[derive(Clone)]
+enum Front {
+    /// Nothing, or a [`direct`] path that answers what it can first.
+    Plain(Option<SharedDirect>),
+    /// A TLS handshake.
+    Tls(TlsAcceptor),
+}
+
+/// Serve one connection with hyper until it ends (or the drain ends it).
+async fn serve_connection<I, S>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    watcher: Watcher,
+    peer: std::net::SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "connection ended with error");
+    }
 }
 
 async fn serve_inner<H, F>(
     listener: TcpListener,
     handler: H,
-    direct: Option<SharedDirect>,
+    front: Front,
     limits: Limits,
     shutdown: CancellationToken,
     drain: Duration,
@@ -174,21 +254,41 @@ where
         // while the direct path still has it.
         let watcher = graceful.watcher();
         let builder = builder.clone();
-        let direct = direct.clone();
+        let front = front.clone();
         let token = shutdown.clone();
         tokio::spawn(async move {
-            let io = match &direct {
-                Some(d) => match direct::serve(stream, peer, d.as_ref(), limits, &token).await {
-                    Some(io) => io,
-                    None => return drop(permit),
-                },
-                None => Prefixed::new(bytes::BytesMut::new(), stream),
-            };
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(io), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "connection ended with error");
+            match front {
+                Front::Plain(direct) => {
+                    let io = match &direct {
+                        Some(d) => {
+                            match direct::serve(stream, peer, d.as_ref(), limits, &token).await {
+                                Some(io) => io,
+                                None => return drop(permit),
+                            }
+                        }
+                        None => Prefixed::new(bytes::BytesMut::new(), stream),
+                    };
+                    serve_connection(&builder, io, service, watcher, peer).await;
+                }
+                Front::Tls(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let tls = tokio::select! {
+                        _ = token.cancelled() => return drop(permit),
+                        r = handshake => match r {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return drop(permit);
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return drop(permit);
+                            }
+                        },
+                    };
+                    serve_connection(&builder, tls, service, watcher, peer).await;
+                }
             }
             drop(permit);
         });
@@ -354,6 +454,117 @@ pub(crate) mod tests {
         assert!(waited.is_err(), "served beyond the cap: {out:?}");
         drop(first);
         let got = read_to_close(&mut second).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        stop.cancel();
+    }
+
+    /// A TLS listener with a fresh self-signed certificate for `localhost`,
+    /// and a client configuration trusting exactly it.
+    async fn start_tls(
+        limits: Limits,
+    ) -> (
+        std::net::SocketAddr,
+        CancellationToken,
+        Arc<rustls::ClientConfig>,
+        tempfile::TempDir,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = crate::hosted_cache::tls::self_signed(&["localhost".into()]).unwrap();
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, cert).unwrap();
+        std::fs::write(&key_path, key).unwrap();
+        let server = crate::hosted_cache::tls::server_config(&cert_path, &key_path).unwrap();
+        let client = crate::hosted_cache::tls::client_config(Some(&cert_path)).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve_tls(
+            listener,
+            TlsAcceptor::from(server),
+            |_req, _peer| async { Response::new(full("ok")) },
+            limits,
+            stop.clone(),
+            DRAIN_TIMEOUT,
+        ));
+        (addr, stop, client, dir)
+    }
+
+    async fn tls_connect(
+        addr: std::net::SocketAddr,
+        client: &Arc<rustls::ClientConfig>,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        tokio_rustls::TlsConnector::from(client.clone())
+            .connect(name, tcp)
+            .await
+    }
+
+    /// What the server sends until it closes (an abrupt close without
+    /// `close_notify` counts as closed); 10 s without a close fails the test.
+    async fn tls_read_to_close<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        assert!(read.is_ok(), "connection not closed by the server");
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn the_tls_listener_serves_and_cuts_off_trickling_headers() {
+        let (addr, stop, client, _dir) = start_tls(Limits {
+            header_read_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        })
+        .await;
+        let mut ok = tls_connect(addr, &client).await.unwrap();
+        ok.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let got = tls_read_to_close(&mut ok).await;
+        assert!(
+            got.starts_with("HTTP/1.1 200") && got.ends_with("ok"),
+            "{got}"
+        );
+        let mut slow = tls_connect(addr, &client).await.unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let got = tls_read_to_close(&mut slow).await;
+        assert!(!got.contains("200 OK"), "{got}");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn tls_connections_beyond_the_cap_wait_for_a_free_slot() {
+        let (addr, stop, client, _dir) = start_tls(Limits {
+            max_connections: 1,
+            ..Limits::default()
+        })
+        .await;
+        let mut first = tls_connect(addr, &client).await.unwrap();
+        first
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let n = first.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        // The first connection stays open (keep-alive): the second client's
+        // handshake is not even started while it holds the only slot.
+        let second = tokio::spawn(async move {
+            let mut s = tls_connect(addr, &client).await.unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            tls_read_to_close(&mut s).await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!second.is_finished(), "served beyond the cap");
+        drop(first);
+        let got = tokio::time::timeout(Duration::from_secs(10), second)
+            .await
+            .expect("the second client is served once the slot is free")
+            .unwrap();
         assert!(got.starts_with("HTTP/1.1 200"), "{got}");
         stop.cancel();
     }

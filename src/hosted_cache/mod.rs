@@ -188,12 +188,17 @@ impl HostedCacheServer {
         if let Some((listener, tls)) = https {
             https_addr = Some(listener.local_addr()?);
             let service = service.clone();
-            tasks.push(tokio::spawn(tls::serve_tls(
-                listener,
-                tokio_rustls::TlsAcceptor::from(tls),
-                move |req, peer| handle(req, peer, Major::V1, service.clone()),
-                shutdown.clone(),
-            )));
+            tasks.push(tokio::spawn(async move {
+                crate::net::serve_tls(
+                    listener,
+                    tokio_rustls::TlsAcceptor::from(tls),
+                    move |req, peer| handle(req, peer, Major::V1, service.clone()),
+                    crate::net::Limits::default(),
+                    shutdown,
+                    crate::net::DRAIN_TIMEOUT,
+                )
+                .await;
+            }));
         }
         Ok(HostedCacheServer {
             http_addr,

@@ -1,28 +1,12 @@
-//! TLS for the PCHC v1 listener: load a PEM certificate chain and key, and
-//! serve hyper over tokio-rustls with the same graceful drain as `net::serve`.
+//! TLS for PCHC v1: the listener's certificate chain and key (PEM), lab
+//! certificates, and the offering client's trust anchors. The listener
+//! itself is [`crate::net::serve_tls`], with the limits of every other one.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
-
-use crate::net::{Body, DRAIN_TIMEOUT};
-
-/// Longest a client may take to finish the TLS handshake; stops idle
-/// half-open connections from holding sockets.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -116,68 +100,4 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(Arc::new(config))
-}
-
-/// Like `net::serve`, with a TLS handshake (bounded by [`HANDSHAKE_TIMEOUT`])
-/// before HTTP. Returns after `shutdown` fires and connections drained.
-pub async fn serve_tls<H, F>(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    handler: H,
-    shutdown: CancellationToken,
-) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
-{
-    let handler = Arc::new(handler);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let (acceptor, handler, watcher) = (acceptor.clone(), handler.clone(), graceful.watcher());
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let tls = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => match r {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                },
-            };
-            let service = hyper::service::service_fn(move |req| {
-                let handler = handler.clone();
-                async move { Ok::<_, Infallible>(handler(req, peer).await) }
-            });
-            let conn = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "TLS connection ended with error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("TLS connections still open after drain timeout; closing them");
-    }
 }
