@@ -294,13 +294,13 @@ impl App {
             proxy_handle = Some(proxy.clone());
             let drain = pc.shutdown_timeout;
             let direct = Arc::new(crate::proxy::DirectHits(proxy.clone()));
-            let serve = crate::net::serve_direct(
+            let serve = crate::net::serve_on(
                 listener,
+                crate::net::Front::Direct(direct),
                 move |req, peer| {
                     let proxy = proxy.clone();
                     async move { proxy.handle(req, peer).await }
                 },
-                direct,
                 crate::net::Limits::default(),
                 shutdown.child_token(),
                 drain,

@@ -34,7 +34,7 @@ pub fn full(data: impl Into<Bytes>) -> Body {
 /// How long in-flight connections get to finish after shutdown is requested.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Longest a client of a TLS listener ([`serve_tls`]) may take to finish
+/// Longest a client of a TLS listener ([`Front::Tls`]) may take to finish
 /// the handshake; stops idle half-open connections from holding slots.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -72,109 +72,59 @@ where
     H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    serve_draining(listener, handler, shutdown, DRAIN_TIMEOUT).await;
-}
-
-/// [`serve`] with its own drain time: after `shutdown` fires, open
-/// connections get up to `drain` to finish their in-flight requests (a
-/// response body being sent is completed; keep-alive ends). Returns the part
-/// of `drain` left unused, for follow-up work with the same deadline.
-pub async fn serve_draining<H, F>(
-    listener: TcpListener,
-    handler: H,
-    shutdown: CancellationToken,
-    drain: Duration,
-) -> Duration
-where
-    H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
-{
-    serve_with(listener, handler, Limits::default(), shutdown, drain).await
-}
-
-/// [`serve_draining`] with explicit [`Limits`].
-pub async fn serve_with<H, F>(
-    listener: TcpListener,
-    handler: H,
-    limits: Limits,
-    shutdown: CancellationToken,
-    drain: Duration,
-) -> Duration
-where
-    H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
-{
-    serve_inner(
+    serve_on(
         listener,
+        Front::Plain,
         handler,
-        Front::Plain(None),
-        limits,
+        Limits::default(),
         shutdown,
-        drain,
+        DRAIN_TIMEOUT,
     )
-    .await
-}
-
-/// [`serve_with`] where `direct` gets each connection's requests first
-/// and answers those it can on the socket itself (see [`direct`]); hyper
-/// serves the rest with `handler`.
-pub async fn serve_direct<H, F>(
-    listener: TcpListener,
-    handler: H,
-    direct: SharedDirect,
-    limits: Limits,
-    shutdown: CancellationToken,
-    drain: Duration,
-) -> Duration
-where
-    H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
-{
-    serve_inner(
-        listener,
-        handler,
-        Front::Plain(Some(direct)),
-        limits,
-        shutdown,
-        drain,
-    )
-    .await
-}
-
-/// [`serve_with`] over TLS: each connection first completes a handshake
-/// with `acceptor` within [`HANDSHAKE_TIMEOUT`] (holding one of the
-/// `max_connections` slots meanwhile), then hyper serves it under the same
-/// header limits and drain as a plain listener.
-pub async fn serve_tls<H, F>(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    handler: H,
-    limits: Limits,
-    shutdown: CancellationToken,
-    drain: Duration,
-) -> Duration
-where
-    H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
-{
-    serve_inner(
-        listener,
-        handler,
-        Front::Tls(acceptor),
-        limits,
-        shutdown,
-        drain,
-    )
-    .await
+    .await;
 }
 
 /// What stands between an accepted socket and hyper.
 #[derive(Clone)]
-enum Front {
-    /// Nothing, or a [`direct`] path that answers what it can first.
-    Plain(Option<SharedDirect>),
-    /// A TLS handshake.
+pub enum Front {
+    /// Nothing: hyper serves the connection.
+    Plain,
+    /// A [`direct`] path gets each connection's requests first and answers
+    /// those it can on the socket itself; hyper serves the rest.
+    Direct(SharedDirect),
+    /// A TLS handshake with this acceptor, within [`HANDSHAKE_TIMEOUT`]
+    /// (holding one of the `max_connections` slots meanwhile); then hyper
+    /// serves the connection under the same limits as a plain one.
     Tls(TlsAcceptor),
+}
+
+impl std::fmt::Debug for Front {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Front::Plain => "Plain",
+            Front::Direct(_) => "Direct",
+            Front::Tls(_) => "Tls",
+        })
+    }
+}
+
+/// [`serve`] with a [`Front`], explicit [`Limits`] and its own drain time:
+/// after `shutdown` fires, open connections get up to `drain` to finish
+/// their in-flight requests (a response body being sent is completed;
+/// keep-alive ends). Returns the part of `drain` left unused, for
+/// follow-up work with the same deadline.
+pub async fn serve_on<H, F>(
+    listener: TcpListener,
+    front: Front,
+    handler: H,
+    limits: Limits,
+    shutdown: CancellationToken,
+    drain: Duration,
+) -> Duration
+where
+    H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    serve_inner(listener, handler, front, limits, shutdown, drain).await
 }
 
 /// Serve one connection with hyper until it ends (or the drain ends it).
@@ -258,15 +208,14 @@ where
         let token = shutdown.clone();
         tokio::spawn(async move {
             match front {
-                Front::Plain(direct) => {
-                    let io = match &direct {
-                        Some(d) => {
-                            match direct::serve(stream, peer, d.as_ref(), limits, &token).await {
-                                Some(io) => io,
-                                None => return drop(permit),
-                            }
-                        }
-                        None => Prefixed::new(bytes::BytesMut::new(), stream),
+                Front::Plain => {
+                    let io = Prefixed::new(bytes::BytesMut::new(), stream);
+                    serve_connection(&builder, io, service, watcher, peer).await;
+                }
+                Front::Direct(d) => {
+                    let Some(io) = direct::serve(stream, peer, d.as_ref(), limits, &token).await
+                    else {
+                        return drop(permit);
                     };
                     serve_connection(&builder, io, service, watcher, peer).await;
                 }
@@ -372,8 +321,9 @@ pub(crate) mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        tokio::spawn(serve_with(
+        tokio::spawn(serve_on(
             listener,
+            Front::Plain,
             |_req, _peer| async { Response::new(full("ok")) },
             limits,
             stop.clone(),
@@ -478,9 +428,9 @@ pub(crate) mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        tokio::spawn(serve_tls(
+        tokio::spawn(serve_on(
             listener,
-            TlsAcceptor::from(server),
+            Front::Tls(TlsAcceptor::from(server)),
             |_req, _peer| async { Response::new(full("ok")) },
             limits,
             stop.clone(),

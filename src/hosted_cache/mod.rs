@@ -189,9 +189,9 @@ impl HostedCacheServer {
             https_addr = Some(listener.local_addr()?);
             let service = service.clone();
             tasks.push(tokio::spawn(async move {
-                crate::net::serve_tls(
+                crate::net::serve_on(
                     listener,
-                    tokio_rustls::TlsAcceptor::from(tls),
+                    crate::net::Front::Tls(tokio_rustls::TlsAcceptor::from(tls)),
                     move |req, peer| handle(req, peer, Major::V1, service.clone()),
                     crate::net::Limits::default(),
                     shutdown,

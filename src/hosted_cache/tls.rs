@@ -1,6 +1,6 @@
 //! TLS for PCHC v1: the listener's certificate chain and key (PEM), lab
 //! certificates, and the offering client's trust anchors. The listener
-//! itself is [`crate::net::serve_tls`], with the limits of every other one.
+//! itself is [`crate::net::serve_on`] with [`crate::net::Front::Tls`]: the limits of every other one.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -461,7 +461,7 @@ mod tests {
 
     use super::*;
     use crate::net::tests::read_to_close;
-    use crate::net::{full, serve_direct, DRAIN_TIMEOUT};
+    use crate::net::{full, serve_on, Front, DRAIN_TIMEOUT};
 
     /// Answers `GET /direct…` itself with `direct <path>`; declines the rest.
     struct Echo;
@@ -493,8 +493,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        tokio::spawn(serve_direct(
+        tokio::spawn(serve_on(
             listener,
+            Front::Direct(Arc::new(Echo)),
             |req: Request<hyper::body::Incoming>, _peer| async move {
                 use http_body_util::BodyExt;
                 let (parts, body) = req.into_parts();
@@ -502,7 +503,6 @@ mod tests {
                 let text = format!("hyper {} {} {n}", parts.method, parts.uri.path());
                 Response::new(full(text))
             },
-            Arc::new(Echo),
             limits,
             stop.clone(),
             DRAIN_TIMEOUT,
