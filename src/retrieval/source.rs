@@ -334,6 +334,38 @@ impl PeerSource {
             .clone()
     }
 
+    /// The blocks `wanted` names, each with the peers to ask in order, in
+    /// that order: at most [`BLOCKS_IN_FLIGHT_PER_RUN`] exchanges at once,
+    /// hash-checked [`VERIFY_BATCH`] at a time. `None` for a block no peer
+    /// delivered verified.
+    fn fetch_verified<W, P>(
+        &self,
+        seg: Arc<SegmentPlan>,
+        wanted: W,
+    ) -> BoxStream<'static, Option<Block>>
+    where
+        W: IntoIterator<Item = (u32, P)>,
+        W::IntoIter: Send + 'static,
+        P: AsRef<[SocketAddr]> + Send + 'static,
+    {
+        let this = self.clone();
+        let verify = (self.clone(), seg.clone());
+        stream::iter(wanted)
+            .map(move |(index, who)| {
+                let this = this.clone();
+                let seg = seg.clone();
+                async move { this.first_unverified(&seg, who.as_ref(), index).await }
+            })
+            .buffered(BLOCKS_IN_FLIGHT_PER_RUN)
+            .chunks(VERIFY_BATCH)
+            .then(move |batch| {
+                let (this, seg) = verify.clone();
+                async move { this.verify_batch(&seg, batch).await }
+            })
+            .flat_map(stream::iter)
+            .boxed()
+    }
+
     /// Block `index` from the first peer that delivers it verified.
     async fn one_block(
         &self,
@@ -406,43 +438,12 @@ impl BlockSource for PeerSource {
                         async move { this.holders(&seg, &peers, &blocks).await }
                     };
                     return stream::once(listed)
-                        .flat_map(move |held| {
-                            let this = this.clone();
-                            let seg = seg.clone();
-                            let verify = (this.clone(), seg.clone());
-                            stream::iter(held)
-                                .map(move |(index, who)| {
-                                    let this = this.clone();
-                                    let seg = seg.clone();
-                                    async move { this.first_unverified(&seg, &who, index).await }
-                                })
-                                .buffered(BLOCKS_IN_FLIGHT_PER_RUN)
-                                .chunks(VERIFY_BATCH)
-                                .then(move |batch| {
-                                    let (this, seg) = verify.clone();
-                                    async move { this.verify_batch(&seg, batch).await }
-                                })
-                                .flat_map(stream::iter)
-                                .filter_map(|b| std::future::ready(b.map(Ok)))
-                        })
+                        .flat_map(move |held| this.fetch_verified(seg.clone(), held))
+                        .filter_map(|b| std::future::ready(b.map(Ok)))
                         .boxed();
                 }
                 let peers: Arc<[SocketAddr]> = peers.into();
-                let verify = (this.clone(), seg.clone());
-                stream::iter(blocks)
-                    .map(move |index| {
-                        let this = this.clone();
-                        let seg = seg.clone();
-                        let peers = peers.clone();
-                        async move { this.first_unverified(&seg, &peers, index).await }
-                    })
-                    .buffered(BLOCKS_IN_FLIGHT_PER_RUN)
-                    .chunks(VERIFY_BATCH)
-                    .then(move |batch| {
-                        let (this, seg) = verify.clone();
-                        async move { this.verify_batch(&seg, batch).await }
-                    })
-                    .flat_map(stream::iter)
+                this.fetch_verified(seg, blocks.map(move |index| (index, peers.clone())))
                     // The first block no peer has ends a short run: the
                     // planner takes the rest from the next source.
                     .take_while(|b| std::future::ready(b.is_some()))
