@@ -28,9 +28,8 @@
 #                            writes DIR.conf and starts nginx with it and prefix
 #                            DIR as a background job (daemon off, so it stays
 #                            our child; pid added to pids). Config: `daemon off;`,
-#                            MAIN
-#                            (main-context directives, e.g. "worker_processes 1;"),
-#                            error log and pid in DIR, `events { worker_connections
+#                            MAIN (main-context directives, e.g. "worker_processes
+#                            1;"), error log and pid in DIR, `events { worker_connections
 #                            CONNECTIONS; }`, and `http { access_log off; sendfile
 #                            on;` HTTP (further http directives, e.g. "tcp_nopush
 #                            on;"), the *_temp_path dirs in DIR, `default_type
