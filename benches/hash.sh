@@ -2,6 +2,8 @@
 # End-to-end hashing throughput of `branchcache hash` against `openssl dgst` on the same file.
 #
 # usage: benches/hash.sh [SIZE_MIB]        (default 1024 = 1 GiB; file in $TMPDIR or /tmp)
+#        BIN=/path/to/branchcache benches/hash.sh [SIZE_MIB]   (use that binary, do not build;
+#        unset or target/release/branchcache: cargo build --release first)
 #
 # One run, in this order: openssl dgst -sha256, branchcache v1 SHA-256 (all cores, --threads 1),
 # openssl dgst -sha512, branchcache v2 (all cores, --threads 1). The file is read once first so
@@ -11,12 +13,12 @@
 # CPU-heavy: run it once, on a quiet machine if you can, and note the load average it prints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 size_mib=${1:-1024}
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/branchcache-hash-bench.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-file=$tmp/content.bin
-key=$tmp/server.key
+bench_workdir branchcache-hash-bench "${TMPDIR:-/tmp}"
+file=$WORK/content.bin
+key=$WORK/server.key
 
 command -v openssl >/dev/null || { echo "openssl is required" >&2; exit 1; }
 printf 'branchcache bench key' >"$key"
@@ -25,8 +27,7 @@ head -c $((size_mib * 1024 * 1024)) /dev/zero |
   openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass pass:branchcache-bench >"$file"
 bytes=$(stat -c %s "$file")
 
-cargo build --release --locked --quiet
-bin=target/release/branchcache
+bench_bin
 cat "$file" >/dev/null # warm the page cache
 
 declare -A wall
@@ -46,11 +47,11 @@ echo "file: $bytes bytes, $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo |
 echo "sha_ni: $(grep -qw sha_ni /proc/cpuinfo && echo yes || echo no), avx2: $(grep -qw avx2 /proc/cpuinfo && echo yes || echo no), load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "$(openssl version), branchcache $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 measure "openssl dgst -sha256" openssl dgst -sha256 "$file"
-measure "branchcache hash v1 sha256 (all)" "$bin" hash "$file" --key-file "$key" --content-version 1
-measure "branchcache hash v1 sha256 (1 thr)" "$bin" hash "$file" --key-file "$key" --content-version 1 --threads 1
+measure "branchcache hash v1 sha256 (all)" "$BIN" hash "$file" --key-file "$key" --content-version 1
+measure "branchcache hash v1 sha256 (1 thr)" "$BIN" hash "$file" --key-file "$key" --content-version 1 --threads 1
 measure "openssl dgst -sha512" openssl dgst -sha512 "$file"
-measure "branchcache hash v2 (all)" "$bin" hash "$file" --key-file "$key" --content-version 2
-measure "branchcache hash v2 (1 thr)" "$bin" hash "$file" --key-file "$key" --content-version 2 --threads 1
+measure "branchcache hash v2 (all)" "$BIN" hash "$file" --key-file "$key" --content-version 2
+measure "branchcache hash v2 (1 thr)" "$BIN" hash "$file" --key-file "$key" --content-version 2 --threads 1
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 ratio() { # label numerator-run denominator-run target

@@ -16,6 +16,7 @@
 # (VmRSS) and its peak (VmHWM) read at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 CONNS=${CONNS:-1000}
 DURATION=${DURATION:-60s}
@@ -23,102 +24,33 @@ OBJECTS=${OBJECTS:-200}
 OBJ_KIB=${OBJ_KIB:-256}
 THREADS=${THREADS:-2}
 
-need=()
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]}…" >&2
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-ulimit -n 65536 2>/dev/null || ulimit -n 8192
+bench_tools nginx wrk
+bench_nofile
 
-WORK=$(mktemp -d /tmp/bc-load-bench.XXXXXX)
-chmod 755 "$WORK"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_workdir bc-load-bench
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ORIGIN_PORT=$(free_port); PUB_PORT=$(free_port); PROXY_PORT=$(free_port)
 PUB_ADMIN=$(free_port); PROXY_ADMIN=$(free_port)
 
-BIN=${BIN:-target/release/branchcache}
-if [ "$BIN" = target/release/branchcache ]; then
-  echo "building release binary…" >&2
-  cargo build --release --quiet --locked
-fi
+bench_bin
 
-mkdir -p "$WORK/www" "$WORK/nginx"
+mkdir -p "$WORK/www"
 for i in $(seq 0 $((OBJECTS - 1))); do
   head -c "$((OBJ_KIB * 1024))" /dev/urandom > "$WORK/www/o$i.bin"
 done
 chmod 644 "$WORK"/www/*
 
-cat > "$WORK/nginx.conf" <<CONF
-daemon off;
-worker_processes 1;
-worker_rlimit_nofile 65536;
-error_log $WORK/nginx/error.log;
-pid $WORK/nginx/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  keepalive_requests 1000000;
-  client_body_temp_path $WORK/nginx/body;
-  proxy_temp_path $WORK/nginx/proxy;
-  fastcgi_temp_path $WORK/nginx/fastcgi;
-  uwsgi_temp_path $WORK/nginx/uwsgi;
-  scgi_temp_path $WORK/nginx/scgi;
-  default_type application/octet-stream;
+nginx_start "$WORK/nginx" "worker_processes 1; worker_rlimit_nofile 65536;" 4096 \
+  "keepalive_requests 1000000;" <<CONF
   server { listen 127.0.0.1:$ORIGIN_PORT; root $WORK/www; etag on; }
-}
 CONF
-"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx.conf" &
-pids+=($!)
 
-cat > "$WORK/publisher.toml" <<CONF
-[store]
-path = "$WORK/pub-store"
-[admin]
-listen = "127.0.0.1:$PUB_ADMIN"
-[log]
-level = "warn"
-[publisher]
-listen = "127.0.0.1:$PUB_PORT"
-upstream = "http://127.0.0.1:$ORIGIN_PORT"
-secret_file = "$WORK/secret"
-CONF
-cat > "$WORK/proxy.toml" <<CONF
-[store]
-path = "$WORK/proxy-store"
-max_size = "10 GiB"
-[admin]
-listen = "127.0.0.1:$PROXY_ADMIN"
-[log]
-level = "warn"
-[proxy]
-listen = "127.0.0.1:$PROXY_PORT"
-upstream = "http://127.0.0.1:$PUB_PORT"
-CONF
-"$BIN" run --config "$WORK/publisher.toml" &
-pids+=($!)
-"$BIN" run --config "$WORK/proxy.toml" &
-PROXY_PID=$!
-pids+=($PROXY_PID)
+bc_daemon publisher "$PUB_ADMIN" "" "$(publisher_toml "$PUB_PORT" "$ORIGIN_PORT")"
+bc_daemon proxy "$PROXY_ADMIN" 'max_size = "10 GiB"' "$(proxy_toml "$PROXY_PORT" "$PUB_PORT")"
+PROXY_PID=$DAEMON_PID
 
-for _ in $(seq 200); do
-  curl -sf "http://127.0.0.1:$PROXY_ADMIN/readyz" >/dev/null 2>&1 \
-    && curl -sf "http://127.0.0.1:$PUB_ADMIN/readyz" >/dev/null 2>&1 \
-    && curl -sf -o /dev/null "http://127.0.0.1:$ORIGIN_PORT/o0.bin" && break
-  sleep 0.1
-done
+wait_for 200 "http://127.0.0.1:$PROXY_ADMIN/readyz" "http://127.0.0.1:$PUB_ADMIN/readyz" \
+  "http://127.0.0.1:$ORIGIN_PORT/o0.bin" || true
 
 echo "warming half of the objects…" >&2
 for i in $(seq 0 2 $((OBJECTS - 1))); do
@@ -143,7 +75,7 @@ rss_log="$WORK/rss.txt"
     awk '/VmRSS/{print $2}' "/proc/$PROXY_PID/status" >> "$rss_log" 2>/dev/null || true
     sleep 1
   done ) &
-pids+=($!)
+pids+=("$!")
 
 echo "load: $CONNS connections for $DURATION through the proxy…" >&2
 wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$WORK/paths.lua" \

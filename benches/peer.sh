@@ -36,107 +36,52 @@
 # private prefix under a temp dir. Needs curl, sha256sum, python3 (free ports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 SIZE_MIB=${SIZE_MIB:-1024}
 TARGET=0.7
 
-if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
-  echo "installing nginx (origin for the benchmark)…" >&2
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+bench_tools nginx
 
-WORK=$(mktemp -d /tmp/bc-peer-bench.XXXXXX)
-chmod 755 "$WORK"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_workdir bc-peer-bench
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ORIGIN_PORT=$(free_port)
 PUB_PORT=$(free_port); PUB_ADMIN=$(free_port)
 A_PORT=$(free_port); A_PEER=$(free_port); A_ADMIN=$(free_port)
 B_PORT=$(free_port); B_ADMIN=$(free_port)
 
-if [ -z "${BIN:-}" ]; then
-  echo "building release binary…" >&2
-  cargo build --release --locked --quiet
-  BIN=target/release/branchcache
-fi
+bench_bin --build-only-if-unset
 
-mkdir -p "$WORK/www" "$WORK/nginx"
+mkdir -p "$WORK/www"
 echo "generating ${SIZE_MIB} MiB object…" >&2
 SIZE=$((SIZE_MIB * 1024 * 1024))
 head -c "$SIZE" /dev/urandom > "$WORK/www/obj.bin"
 chmod 644 "$WORK/www/obj.bin"
 want_sha=$(sha256sum "$WORK/www/obj.bin" | cut -d' ' -f1)
 
-cat > "$WORK/nginx.conf" <<CONF
-daemon off;
-worker_processes 1;
-error_log $WORK/nginx/error.log;
-pid $WORK/nginx/nginx.pid;
-events { worker_connections 256; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  client_body_temp_path $WORK/nginx/body;
-  proxy_temp_path $WORK/nginx/proxy;
-  fastcgi_temp_path $WORK/nginx/fastcgi;
-  uwsgi_temp_path $WORK/nginx/uwsgi;
-  scgi_temp_path $WORK/nginx/scgi;
-  default_type application/octet-stream;
+nginx_start "$WORK/nginx" "worker_processes 1;" 256 "tcp_nopush on;" <<CONF
   server { listen 127.0.0.1:$ORIGIN_PORT; root $WORK/www; }
-}
 CONF
-"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx.conf" &
-pids+=($!)
 
-# daemon NAME ADMIN_PORT ROLE_TOML: one daemon with its own store.
+# daemon NAME ADMIN_PORT ROLE_TOML: one daemon with its own store, its log in
+# $WORK/NAME.log, its pid in DAEMON_PID.
 daemon() {
-  local name=$1 admin=$2 roles=$3
-  cat > "$WORK/$name.toml" <<CONF
-[store]
-path = "$WORK/$name-store"
-max_size = "$((SIZE_MIB * 2 + 256)) MiB"
-[admin]
-listen = "127.0.0.1:$admin"
-[log]
-level = "warn"
-$roles
-CONF
-  "$BIN" run --config "$WORK/$name.toml" 2>"$WORK/$name.log" &
-  pids+=($!)
-  eval "${name}_pid=$!"
+  bc_daemon "$1" "$2" "max_size = \"$((SIZE_MIB * 2 + 256)) MiB\"" "$3" 2>"$WORK/$1.log"
 }
 
-daemon pub "$PUB_ADMIN" "[publisher]
-listen = \"127.0.0.1:$PUB_PORT\"
-upstream = \"http://127.0.0.1:$ORIGIN_PORT\"
-secret_file = \"$WORK/secret\""
-daemon a "$A_ADMIN" "[proxy]
-listen = \"127.0.0.1:$A_PORT\"
-upstream = \"http://127.0.0.1:$PUB_PORT\"
+daemon pub "$PUB_ADMIN" "$(publisher_toml "$PUB_PORT" "$ORIGIN_PORT")"
+pub_pid=$DAEMON_PID
+daemon a "$A_ADMIN" "$(proxy_toml "$A_PORT" "$PUB_PORT")
 [peer]
 listen = \"127.0.0.1:$A_PEER\"
 discovery = false"
-daemon b "$B_ADMIN" "[proxy]
-listen = \"127.0.0.1:$B_PORT\"
-upstream = \"http://127.0.0.1:$PUB_PORT\"
+a_pid=$DAEMON_PID
+daemon b "$B_ADMIN" "$(proxy_toml "$B_PORT" "$PUB_PORT")
 peers = [\"127.0.0.1:$A_PEER\"]"
+b_pid=$DAEMON_PID
 
-ready() { curl -sf -o /dev/null "http://127.0.0.1:$1/readyz"; }
-for _ in $(seq 200); do
-  ready "$PUB_ADMIN" && ready "$A_ADMIN" && ready "$B_ADMIN" \
-    && curl -sf -o /dev/null -r 0-0 "http://127.0.0.1:$ORIGIN_PORT/obj.bin" && break
-  sleep 0.1
-done
+wait_for 200 "http://127.0.0.1:$PUB_ADMIN/readyz" "http://127.0.0.1:$A_ADMIN/readyz" \
+  "http://127.0.0.1:$B_ADMIN/readyz" -r 0-0 "http://127.0.0.1:$ORIGIN_PORT/obj.bin" || true
 
 # metric PORT NAME LABELS: the sample's value (0 when absent).
 metric() {

@@ -39,6 +39,7 @@
 # nginx and wrk are installed from apt when missing. Needs curl, python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 SIZE_MIB=${SIZE_MIB:-1024}
 PAR=${PAR:-64}
@@ -49,39 +50,16 @@ WRK_THREADS=${WRK_THREADS:-2}
 WRK_ROUNDS=${WRK_ROUNDS:-2}
 HIT_RUNS=${HIT_RUNS:-5}
 MAX_AGE=${MAX_AGE:-3600}
-BIN=${BIN:-target/release/branchcache}
 
-need=()
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]}…" >&2
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-ulimit -n 65536 2>/dev/null || ulimit -n 8192
+bench_tools nginx wrk
+bench_nofile
+bench_bin
+bench_workdir bc-proxy-bench
 
-if [ "$BIN" = target/release/branchcache ]; then
-  echo "building release binary…" >&2
-  cargo build --release --locked --quiet
-fi
-
-WORK=$(mktemp -d /tmp/bc-proxy-bench.XXXXXX)
-chmod 755 "$WORK"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ORIGIN_PORT=$(free_port); NGX_PORT=$(free_port); PUB_PORT=$(free_port)
 PROXY_PORT=$(free_port); PUB_ADMIN=$(free_port); PROXY_ADMIN=$(free_port)
 
-mkdir -p "$WORK/www/small" "$WORK/origin" "$WORK/ngxcache" "$WORK/ngx-cache-data"
+mkdir -p "$WORK/www/small" "$WORK/ngx-cache-data"
 echo "generating ${SIZE_MIB} MiB object and ${SMALL_COUNT} x 16 KiB objects…" >&2
 head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom > "$WORK/www/obj.bin"
 for i in $(seq 0 $((SMALL_COUNT - 1))); do
@@ -89,53 +67,18 @@ for i in $(seq 0 $((SMALL_COUNT - 1))); do
 done
 chmod -R a+rX "$WORK/www"
 
-temp_paths() { # $1 = prefix dir
-  cat <<CONF
-  client_body_temp_path $1/body;
-  proxy_temp_path $1/proxy;
-  fastcgi_temp_path $1/fastcgi;
-  uwsgi_temp_path $1/uwsgi;
-  scgi_temp_path $1/scgi;
-CONF
-}
-
 # Origin: one worker, sendfile, etags (the publisher revalidates with them).
-cat > "$WORK/origin.conf" <<CONF
-daemon off;
-worker_processes 1;
-worker_rlimit_nofile 65536;
-error_log $WORK/origin/error.log;
-pid $WORK/origin/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 1000000;
-$(temp_paths "$WORK/origin")
-  default_type application/octet-stream;
+nginx_start "$WORK/origin" "worker_processes 1; worker_rlimit_nofile 65536;" 4096 \
+  "tcp_nopush on; keepalive_requests 1000000;" <<CONF
   server {
     listen 127.0.0.1:$ORIGIN_PORT; root $WORK/www; etag on;
     add_header Cache-Control "max-age=$MAX_AGE" always;
   }
-}
 CONF
 
 # The nginx contender: a caching reverse proxy, cache on disk.
-cat > "$WORK/ngxcache.conf" <<CONF
-daemon off;
-worker_processes auto;
-worker_rlimit_nofile 65536;
-error_log $WORK/ngxcache/error.log;
-pid $WORK/ngxcache/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 1000000;
-$(temp_paths "$WORK/ngxcache")
-  default_type application/octet-stream;
+nginx_start "$WORK/ngxcache" "worker_processes auto; worker_rlimit_nofile 65536;" 4096 \
+  "tcp_nopush on; keepalive_requests 1000000;" <<CONF
   proxy_cache_path $WORK/ngx-cache-data levels=1:2 keys_zone=bench:16m max_size=20g inactive=1d use_temp_path=off;
   upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }
   server {
@@ -149,55 +92,16 @@ $(temp_paths "$WORK/ngxcache")
       add_header X-Cache-Status \$upstream_cache_status always;
     }
   }
-}
 CONF
-"$NGINX" -p "$WORK/origin" -c "$WORK/origin.conf" &
-pids+=($!)
-"$NGINX" -p "$WORK/ngxcache" -c "$WORK/ngxcache.conf" &
-pids+=($!)
 
-cat > "$WORK/publisher.toml" <<CONF
-[store]
-path = "$WORK/pub-store"
-[admin]
-listen = "127.0.0.1:$PUB_ADMIN"
-[log]
-level = "warn"
-[publisher]
-listen = "127.0.0.1:$PUB_PORT"
-upstream = "http://127.0.0.1:$ORIGIN_PORT"
-secret_file = "$WORK/secret"
-min_size = "4 KiB"
-CONF
-cat > "$WORK/proxy.toml" <<CONF
-[store]
-path = "$WORK/proxy-store"
-max_size = "20 GiB"
-[admin]
-listen = "127.0.0.1:$PROXY_ADMIN"
-[log]
-level = "warn"
-[proxy]
-listen = "127.0.0.1:$PROXY_PORT"
-upstream = "http://127.0.0.1:$PUB_PORT"
-CONF
-"$BIN" run --config "$WORK/publisher.toml" &
-pids+=($!)
-"$BIN" run --config "$WORK/proxy.toml" &
-PROXY_PID=$!
-pids+=($PROXY_PID)
+bc_daemon publisher "$PUB_ADMIN" "" "$(publisher_toml "$PUB_PORT" "$ORIGIN_PORT")
+min_size = \"4 KiB\""
+bc_daemon proxy "$PROXY_ADMIN" 'max_size = "20 GiB"' "$(proxy_toml "$PROXY_PORT" "$PUB_PORT")"
+PROXY_PID=$DAEMON_PID
 
-ready=0
-for _ in $(seq 300); do
-  if curl -sf "http://127.0.0.1:$PROXY_ADMIN/readyz" >/dev/null 2>&1 \
-    && curl -sf "http://127.0.0.1:$PUB_ADMIN/readyz" >/dev/null 2>&1 \
-    && curl -sf -o /dev/null "http://127.0.0.1:$ORIGIN_PORT/small/s0.bin" \
-    && curl -sf -o /dev/null "http://127.0.0.1:$NGX_PORT/small/s0.bin"; then
-    ready=1; break
-  fi
-  sleep 0.1
-done
-[ "$ready" = 1 ] || { echo "services did not come up" >&2; exit 1; }
+wait_for 300 "http://127.0.0.1:$PROXY_ADMIN/readyz" "http://127.0.0.1:$PUB_ADMIN/readyz" \
+  "http://127.0.0.1:$ORIGIN_PORT/small/s0.bin" "http://127.0.0.1:$NGX_PORT/small/s0.bin" \
+  || { echo "services did not come up" >&2; exit 1; }
 
 metric() { # $1 = exact metric line prefix (name{labels}); prints its value or 0
   curl -sf "http://127.0.0.1:$PROXY_ADMIN/metrics" \
@@ -327,7 +231,7 @@ rss_log="$WORK/rss.txt"; : > "$rss_log"
     sleep 0.5
   done ) &
 sampler=$!
-pids+=($sampler)
+pids+=("$sampler")
 t0=$(date +%s.%N)
 par=()
 for i in $(seq "$PAR"); do

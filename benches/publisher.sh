@@ -3,6 +3,8 @@
 # publisher (release build) in front of it.
 #
 #   benches/publisher.sh            # SIZE_MIB=1024 WARM_RUNS=20 by default
+#   BIN=/path/to/branchcache benches/publisher.sh   # use that binary, do not build
+#                                   # (unset or target/release/branchcache: cargo build --release first)
 #
 # Prints, in one run:
 #   - cold: time of the first peerdist request (origin read + hashing + CI)
@@ -17,81 +19,31 @@
 # loopback. Needs curl, openssl, python3 (free ports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 SIZE_MIB=${SIZE_MIB:-1024}
 WARM_RUNS=${WARM_RUNS:-20}
 
-if ! command -v nginx >/dev/null 2>&1; then
-  echo "installing nginx (origin for the benchmark)…" >&2
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+bench_tools nginx
 
-WORK=$(mktemp -d /tmp/bc-publisher-bench.XXXXXX)
-chmod 755 "$WORK"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_workdir bc-publisher-bench
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ORIGIN_PORT=$(free_port); PUB_PORT=$(free_port); ADMIN_PORT=$(free_port)
 
-echo "building release binary…" >&2
-cargo build --release --quiet
-BIN=target/release/branchcache
+bench_bin
 
-mkdir -p "$WORK/www" "$WORK/nginx"
+mkdir -p "$WORK/www"
 echo "generating ${SIZE_MIB} MiB object…" >&2
 head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom > "$WORK/www/obj.bin"
 chmod 644 "$WORK/www/obj.bin"
 
-cat > "$WORK/nginx.conf" <<CONF
-daemon off;
-worker_processes 1;
-error_log $WORK/nginx/error.log;
-pid $WORK/nginx/nginx.pid;
-events { worker_connections 256; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  client_body_temp_path $WORK/nginx/body;
-  proxy_temp_path $WORK/nginx/proxy;
-  fastcgi_temp_path $WORK/nginx/fastcgi;
-  uwsgi_temp_path $WORK/nginx/uwsgi;
-  scgi_temp_path $WORK/nginx/scgi;
-  default_type application/octet-stream;
+nginx_start "$WORK/nginx" "worker_processes 1;" 256 "tcp_nopush on;" <<CONF
   server { listen 127.0.0.1:$ORIGIN_PORT; root $WORK/www; }
-}
 CONF
-"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx.conf" &
-pids+=($!)
 
-cat > "$WORK/bc.toml" <<CONF
-[store]
-path = "$WORK/store"
-[admin]
-listen = "127.0.0.1:$ADMIN_PORT"
-[log]
-level = "warn"
-[publisher]
-listen = "127.0.0.1:$PUB_PORT"
-upstream = "http://127.0.0.1:$ORIGIN_PORT"
-secret_file = "$WORK/secret"
-CONF
-"$BIN" run --config "$WORK/bc.toml" &
-pids+=($!)
+bc_daemon bc "$ADMIN_PORT" "" "$(publisher_toml "$PUB_PORT" "$ORIGIN_PORT")"
 
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 \
-    && curl -sf -o /dev/null "http://127.0.0.1:$ORIGIN_PORT/obj.bin" -r 0-0 && break
-  sleep 0.1
-done
+wait_for 100 "http://127.0.0.1:$ADMIN_PORT/readyz" -r 0-0 "http://127.0.0.1:$ORIGIN_PORT/obj.bin" || true
 
 PD=(-H 'Accept-Encoding: peerdist' -H 'X-P2P-PeerDist: Version=1.1')
 
