@@ -253,6 +253,35 @@ where
     drain.saturating_sub(started.elapsed())
 }
 
+/// Header names that describe one connection and are never forwarded
+/// (RFC 9110 §7.6.1), plus the proxy credentials of either direction.
+const HOP_BY_HOP: [http::HeaderName; 9] = [
+    http::header::CONNECTION,
+    http::HeaderName::from_static("keep-alive"),
+    http::HeaderName::from_static("proxy-connection"),
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+];
+
+/// Remove hop-by-hop headers, including every name listed in `Connection`
+/// (both directions; shared by the proxy and the publisher).
+pub fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    let listed: Vec<http::HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| http::HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
 /// Every certificate in a PEM file, for trust anchors (`extra_ca_file`,
 /// `upstream_ca_file`, `[upstream_hosted_cache] ca_file`). Errors name what
 /// went wrong (unreadable, not PEM, no CERTIFICATE block) without the path,
@@ -541,6 +570,25 @@ pub(crate) mod tests {
             proptest::prop_assert!(url.is_some(), "{base} + {target}");
             proptest::prop_assert_eq!(upstream_url_text(&up, &uri), url.unwrap().to_string());
         }
+    }
+
+    #[test]
+    fn strips_standard_and_connection_listed_headers() {
+        use http::header;
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            "keep-alive, X-Secret-Hop".parse().unwrap(),
+        );
+        h.insert("x-secret-hop", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert(header::PROXY_AUTHORIZATION, "Basic eDp5".parse().unwrap());
+        h.insert(header::PROXY_AUTHENTICATE, "Basic".parse().unwrap());
+        h.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h[header::CONTENT_TYPE], "text/plain");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Header handling for the proxy: hop-by-hop removal (RFC 9110 §7.6.1),
-//! `Via`, the client's single `Range`, and the PeerDist request headers.
+//! Header handling for the proxy: `Via`, the client's single `Range`, and
+//! the PeerDist request headers (hop-by-hop removal is
+//! [`crate::net::strip_hop_by_hop`], shared with the publisher).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -12,36 +13,6 @@ pub const PEERDIST_ACCEPT_ENCODING: &str = "peerdist";
 pub const PEERDIST_VERSION: &str = "Version=1.1";
 /// `X-P2P-PeerDistEx` sent with it: we parse content information v1 and v2.
 pub const PEERDIST_EX: &str = "MinContentInformation=1.0, MaxContentInformation=2.0";
-
-/// Header names that are hop-by-hop whatever `Connection` says.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// Remove hop-by-hop headers, including every name listed in `Connection`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
-    }
-}
 
 /// Append our entry to `Via`.
 pub fn add_via(headers: &mut HeaderMap) {
@@ -154,23 +125,6 @@ impl ByteRange {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strips_standard_and_connection_listed_headers() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            "keep-alive, X-Secret-Hop".parse().unwrap(),
-        );
-        h.insert("x-secret-hop", "1".parse().unwrap());
-        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
-        h.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
-        strip_hop_by_hop(&mut h);
-        assert!(h.get("x-secret-hop").is_none());
-        assert!(h.get(header::CONNECTION).is_none());
-        assert!(h.get(header::TRANSFER_ENCODING).is_none());
-        assert_eq!(h[header::CONTENT_TYPE], "text/plain");
-    }
 
     #[test]
     fn via_is_appended() {

@@ -47,15 +47,15 @@ use crate::fetch::{
     plan_object, BodyChunk, FetchError, OriginRanges, Planner, SegmentPlan, SourceKind,
 };
 use crate::metrics::Metrics;
-use crate::net::{full, Body};
+use crate::net::{full, strip_hop_by_hop, Body};
 use crate::proto::pccrc::ContentInfo;
 
 pub use direct::DirectHits;
 pub use error::{Blame, ProxyError};
 use freshness::{Entry, FreshnessCache};
 use headers::{
-    add_via, lists_token, peerdist_content_length, strip_hop_by_hop, ByteRange,
-    PEERDIST_ACCEPT_ENCODING, PEERDIST_EX, PEERDIST_VERSION,
+    add_via, lists_token, peerdist_content_length, ByteRange, PEERDIST_ACCEPT_ENCODING,
+    PEERDIST_EX, PEERDIST_VERSION,
 };
 
 /// Why a request was not served from the segment machinery.

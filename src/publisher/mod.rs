@@ -550,7 +550,7 @@ fn freshness_headers(origin: &HeaderMap) -> HeaderMap {
 /// range and conditional ones, asking for identity bytes (those are hashed).
 fn origin_headers(client: &HeaderMap) -> HeaderMap {
     let mut h = client.clone();
-    origin::strip_hop_by_hop(&mut h);
+    crate::net::strip_hop_by_hop(&mut h);
     for name in [
         header::HOST,
         header::ACCEPT_ENCODING,

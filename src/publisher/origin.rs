@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName};
+use http::header;
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::net::Body;
+use crate::net::{strip_hop_by_hop, Body};
 
 /// The client type used toward the origin (http and https).
 pub type OriginClient =
@@ -72,34 +72,6 @@ fn tls_config_with_roots(path: &Path) -> Result<rustls::ClientConfig, TlsSetupEr
         .with_no_client_auth())
 }
 
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-/// Remove hop-by-hop headers, including every name listed in `Connection`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-    // Proxy credentials are for us, not the origin (there is no proxy auth here,
-    // but never leak them onward either).
-    headers.remove(header::PROXY_AUTHORIZATION);
-}
-
 /// Turn an origin response into one for our client: hop-by-hop headers out,
 /// body streamed through.
 pub fn relay(resp: Response<Incoming>) -> Response<Body> {
@@ -130,22 +102,4 @@ pub fn forward_request(
     *req.uri_mut() = upstream;
     *req.headers_mut() = headers;
     req
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_and_connection_listed_names_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, "keep-alive, x-private".parse().unwrap());
-        h.insert("keep-alive", "timeout=5".parse().unwrap());
-        h.insert("x-private", "1".parse().unwrap());
-        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
-        h.insert(header::ETAG, "\"v1\"".parse().unwrap());
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1, "{h:?}");
-        assert!(h.contains_key(header::ETAG));
-    }
 }
