@@ -33,7 +33,6 @@ use std::sync::{mpsc, Arc, Mutex};
 use bytes::Bytes;
 
 use crate::bufpool::BufPool;
-
 use crate::proto::pccrc::{
     check_algo, hash_v1_blocks, hash_v2_segments, server_secret, v1_segment_from_blocks,
     BuildError, Chunker, ContentHashes, Digest, HashAlgo, SegmentHashes, ServerSecret, Version,

@@ -18,8 +18,8 @@ use bytes::Bytes;
 use hyper::StatusCode;
 
 use super::http1::Http1Pool;
-use crate::bufpool::PooledBuf;
 
+use crate::bufpool::PooledBuf;
 use crate::metrics::Metrics;
 use crate::proto::codec::DecodeError;
 use crate::proto::pccrc::{hash_v1_blocks, Digest, HashAlgo, SegmentId, SegmentSecret};
