@@ -107,26 +107,6 @@ impl std::fmt::Debug for Front {
     }
 }
 
-/// [`serve`] with a [`Front`], explicit [`Limits`] and its own drain time:
-/// after `shutdown` fires, open connections get up to `drain` to finish
-/// their in-flight requests (a response body being sent is completed;
-/// keep-alive ends). Returns the part of `drain` left unused, for
-/// follow-up work with the same deadline.
-pub async fn serve_on<H, F>(
-    listener: TcpListener,
-    front: Front,
-    handler: H,
-    limits: Limits,
-    shutdown: CancellationToken,
-    drain: Duration,
-) -> Duration
-where
-    H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
-{
-    serve_inner(listener, handler, front, limits, shutdown, drain).await
-}
-
 /// Serve one connection with hyper until it ends (or the drain ends it).
 async fn serve_connection<I, S>(
     builder: &auto::Builder<TokioExecutor>,
@@ -149,10 +129,15 @@ async fn serve_connection<I, S>(
     }
 }
 
-async fn serve_inner<H, F>(
+/// [`serve`] with a [`Front`], explicit [`Limits`] and its own drain time:
+/// after `shutdown` fires, open connections get up to `drain` to finish
+/// their in-flight requests (a response body being sent is completed;
+/// keep-alive ends). Returns the part of `drain` left unused, for
+/// follow-up work with the same deadline.
+pub async fn serve_on<H, F>(
     listener: TcpListener,
-    handler: H,
     front: Front,
+    handler: H,
     limits: Limits,
     shutdown: CancellationToken,
     drain: Duration,
