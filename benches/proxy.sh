@@ -26,7 +26,15 @@
 #   1. warm hit of one SIZE_MIB object: curl -o /dev/null, HIT_RUNS (default 5)
 #      each, interleaved, the median time of each (robust to the odd lucky or
 #      unlucky run of either contender on a shared machine; best times printed too);
-#      ratio = nginx time / proxy time (target >= 1.0x);
+#      ratio = nginx time / proxy time (target >= 1.0x). Before each round both
+#      contenders' cached files (the proxy's store data, nginx's cache files)
+#      are synced, dropped from the page cache and read back in (HIT_REPLACE=1,
+#      the default; 0 keeps the pages where the warm-up put them): in a VM the
+#      speed of reading a given page-cache page depends on how the host backs
+#      that guest memory, and one unlucky placement of either contender's GiB
+#      made its every run 20-50 % slower for the rest of the run, whatever the
+#      software (docs/PERFORMANCE.md, session 6). Each round draws afresh;
+#      the timed downloads are still all page-cache hits;
 #   2. 16 KiB objects (SMALL_COUNT files, all warmed first): wrk -t2 -c64
 #      -d$WRK_DURATION, random file per request, WRK_ROUNDS rounds for each
 #      contender, alternating (proxy, nginx, proxy, …: neither gets the
@@ -49,6 +57,7 @@ WRK_CONNS=${WRK_CONNS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
 WRK_ROUNDS=${WRK_ROUNDS:-2}
 HIT_RUNS=${HIT_RUNS:-5}
+HIT_REPLACE=${HIT_REPLACE:-1}
 MAX_AGE=${MAX_AGE:-3600}
 
 bench_tools nginx wrk
@@ -162,10 +171,32 @@ cpu_ticks() { # $@ = pids; prints summed utime + stime in clock ticks
   echo "$t"
 }
 NGX_WORKERS=$(pgrep -P "$(cat "$WORK/ngxcache/nginx.pid")" | tr '\n' ' ')
+# Sync each file under the given directories, drop its pages from the page
+# cache and read it back in (fresh page-cache pages: see HIT_REPLACE above).
+replace_pages() {
+  python3 - "$@" <<'PY'
+import os, sys
+for root in sys.argv[1:]:
+    for d, _, names in os.walk(root):
+        for name in names:
+            fd = os.open(os.path.join(d, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                while os.read(fd, 1 << 20):
+                    pass
+            finally:
+                os.close(fd)
+PY
+}
+
 echo "timing warm hits (median of $HIT_RUNS each, interleaved)…" >&2
 store0=$(metric "$STORE_BYTES"); origin0=$(metric "$ORIGIN_BYTES")
 ptimes=(); ntimes=(); pcpu=0; ncpu=0; pctx=0; nctx=0
 for i in $(seq "$HIT_RUNS"); do
+  if [ "$HIT_REPLACE" = 1 ]; then
+    replace_pages "$WORK/proxy-store/data" "$WORK/ngx-cache-data"
+  fi
   # Optional: profile the proxy during its first timed large hit.
   [ "$i" = 1 ] && perf_start "${PROXY_BENCH_PERF_HIT:-}"
   c0=$(cpu_ticks "$PROXY_PID"); x0=$(ctx_switches "$PROXY_PID")
@@ -247,11 +278,12 @@ cat "$WORK"/par*.txt > "$WORK/par-all.txt"
 python3 - "$SIZE_MIB" "$PAR" "$WORK" "$hwm" "$hwm_reset" "$t0" "$t1" \
   "$store0" "$store1" "$origin0" "$origin1" "$hits0" "$hits1" "$WRK_CONNS" "$WRK_DURATION" "$SMALL_COUNT" \
   "${ptimes[*]}" "${ntimes[*]}" "$fresh0" "$fresh1" "$MAX_AGE" "$pcpu" "$ncpu" "$CLK_TCK" \
-  "$wrk_pcpu" "$wrk_ncpu" "$wrk_pctx" "$wrk_nctx" "$WRK_ROUNDS" "$pctx" "$nctx" <<'PY'
+  "$wrk_pcpu" "$wrk_ncpu" "$wrk_pctx" "$wrk_nctx" "$WRK_ROUNDS" "$pctx" "$nctx" "$HIT_REPLACE" <<'PY'
 import re, sys
 (size_mib, par, work, hwm, hwm_reset, t0, t1, store0, store1, origin0, origin1,
  hits0, hits1, conns, dur, small_count, ptimes, ntimes, fresh0, fresh1, max_age,
- pcpu, ncpu, clk_tck, wrk_pcpu, wrk_ncpu, wrk_pctx, wrk_nctx, nrounds, pctx, nctx) = sys.argv[1:32]
+ pcpu, ncpu, clk_tck, wrk_pcpu, wrk_ncpu, wrk_pctx, wrk_nctx, nrounds, pctx, nctx,
+ replace) = sys.argv[1:33]
 size_mib, par = int(size_mib), int(par)
 size = size_mib * 1024 * 1024
 import statistics
@@ -264,6 +296,8 @@ label = "1 GiB" if size_mib == 1024 else f"{size_mib} MiB"
 r1 = nt / pt
 print(f"warm {label} hit (median of {runs}): proxy {pt:.2f} s, nginx proxy_cache {nt:.2f} s, "
       f"ratio {r1:.2f}x (target >= 1.0x) {ok(r1 >= 1.0)}")
+if replace == "1":
+    print("  (page-cache pages of both contenders' cached files dropped and read back in before each round)")
 pcpu_s, ncpu_s = int(pcpu) / int(clk_tck), int(ncpu) / int(clk_tck)
 print(f"  (CPU user+sys over the {runs} timed downloads: proxy process {pcpu_s:.2f} s, nginx proxy_cache "
       f"workers {ncpu_s:.2f} s; per GiB: proxy {pcpu_s / runs / (size / 2**30):.2f} s, nginx "
