@@ -346,8 +346,9 @@ pub(crate) mod tests {
         (addr, stop)
     }
 
-    /// Read until the peer closes (or 10 s pass: a hang fails the test).
-    pub(crate) async fn read_to_close(s: &mut tokio::net::TcpStream) -> String {
+    /// Read until the peer closes (or 10 s pass: a hang fails the test). An
+    /// abrupt close (a TLS stream without `close_notify`) counts as closed.
+    pub(crate) async fn read_to_close<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
         let mut out = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
         assert!(read.is_ok(), "connection not closed by the server");
@@ -390,6 +391,19 @@ pub(crate) mod tests {
         stop.cancel();
     }
 
+    /// One keep-alive request on `s`, answered 200; the connection stays open.
+    async fn served_and_kept_open<S>(s: &mut S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    }
+
     #[tokio::test]
     async fn connections_beyond_the_cap_wait_for_a_free_slot() {
         let (addr, stop) = start(Limits {
@@ -398,13 +412,7 @@ pub(crate) mod tests {
         })
         .await;
         let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
-        first
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = [0u8; 64];
-        let n = first.read(&mut buf).await.unwrap();
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        served_and_kept_open(&mut first).await;
         // The first connection stays open (keep-alive): the second client
         // is accepted by the kernel but not served.
         let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -464,15 +472,6 @@ pub(crate) mod tests {
             .await
     }
 
-    /// What the server sends until it closes (an abrupt close without
-    /// `close_notify` counts as closed); 10 s without a close fails the test.
-    async fn tls_read_to_close<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
-        let mut out = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
-        assert!(read.is_ok(), "connection not closed by the server");
-        String::from_utf8_lossy(&out).into_owned()
-    }
-
     #[tokio::test]
     async fn the_tls_listener_serves_and_cuts_off_trickling_headers() {
         // 1 s, not less: the complete request below must arrive within it
@@ -486,7 +485,7 @@ pub(crate) mod tests {
         ok.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .await
             .unwrap();
-        let got = tls_read_to_close(&mut ok).await;
+        let got = read_to_close(&mut ok).await;
         assert!(
             got.starts_with("HTTP/1.1 200") && got.ends_with("ok"),
             "{got}"
@@ -495,7 +494,7 @@ pub(crate) mod tests {
         slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
             .await
             .unwrap();
-        let got = tls_read_to_close(&mut slow).await;
+        let got = read_to_close(&mut slow).await;
         assert!(!got.contains("200 OK"), "{got}");
         stop.cancel();
     }
@@ -508,13 +507,7 @@ pub(crate) mod tests {
         })
         .await;
         let mut first = tls_connect(addr, &client).await.unwrap();
-        first
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = [0u8; 64];
-        let n = first.read(&mut buf).await.unwrap();
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        served_and_kept_open(&mut first).await;
         // The first connection stays open (keep-alive): the second client's
         // handshake is not even started while it holds the only slot.
         let second = tokio::spawn(async move {
@@ -522,7 +515,7 @@ pub(crate) mod tests {
             s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 .await
                 .unwrap();
-            tls_read_to_close(&mut s).await
+            read_to_close(&mut s).await
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!second.is_finished(), "served beyond the cap");

@@ -408,11 +408,12 @@ impl Daemon {
     }
 }
 
-/// A loopback port that was free a moment ago (for daemons started as processes).
+/// Loopback ports for daemons started as processes.
+#[path = "../support/ports.rs"]
+mod ports;
+
+/// A loopback port that was free a moment ago, below the ephemeral range
+/// ([`ports`]): for daemons started as processes.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    ports::free_port()
 }

@@ -18,6 +18,14 @@ use http_body_util::Full;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+mod ports;
+
+/// A loopback port that was free a moment ago, below the ephemeral range
+/// ([`ports`]): for daemons started as processes.
+pub fn free_port() -> u16 {
+    ports::free_port()
+}
+
 /// A daemon process, killed when dropped.
 pub struct Daemon {
     pub child: Child,
@@ -59,20 +67,20 @@ impl Daemon {
             if let Some((200, _)) = http_get(admin, "/readyz") {
                 return d;
             }
-            assert!(Instant::now() < deadline, "daemon never became ready");
-            assert!(d.child.try_wait().unwrap().is_none(), "daemon exited early");
+            let log = || std::fs::read_to_string(cfg.with_extension("log")).unwrap_or_default();
+            assert!(
+                Instant::now() < deadline,
+                "daemon never became ready; its log:\n{}",
+                log()
+            );
+            assert!(
+                d.child.try_wait().unwrap().is_none(),
+                "daemon exited early; its log:\n{}",
+                log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `GET path` with `Connection: close`: status and body (`None` if the
