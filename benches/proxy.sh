@@ -177,8 +177,10 @@ replace_pages() {
   python3 - "$@" <<'PY'
 import os, sys
 for root in sys.argv[1:]:
+    files = 0
     for d, _, names in os.walk(root):
         for name in names:
+            files += 1
             fd = os.open(os.path.join(d, name), os.O_RDONLY)
             try:
                 os.fsync(fd)
@@ -187,6 +189,8 @@ for root in sys.argv[1:]:
                     pass
             finally:
                 os.close(fd)
+    if files == 0:
+        sys.exit(f"replace_pages: no cached file under {root}")
 PY
 }
 

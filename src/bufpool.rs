@@ -30,11 +30,6 @@ impl BufPool {
         })
     }
 
-    /// Capacity of the pooled buffers.
-    pub fn buffer_size(&self) -> usize {
-        self.size
-    }
-
     /// Idle buffers held now.
     pub fn idle(&self) -> usize {
         self.lock().len()
@@ -50,8 +45,8 @@ impl BufPool {
             .unwrap_or_else(|| Vec::with_capacity(self.size))
     }
 
-    /// An empty buffer with capacity for [`buffer_size`](Self::buffer_size)
-    /// bytes: fill it with `read_buf` / `extend`. Growing it past that
+    /// An empty buffer with the pool's capacity: fill it with `read_buf` /
+    /// `extend`. Growing it past that
     /// capacity is allowed; it is then freed instead of recycled.
     pub fn take_empty(self: &Arc<Self>) -> PooledBuf {
         let mut buf = self.pop();
@@ -65,8 +60,7 @@ impl BufPool {
     /// A buffer of exactly `len` bytes whose contents are unspecified: a
     /// recycled buffer keeps its old bytes (zeros only where it grows), so
     /// the caller must overwrite all of it before handing any byte out.
-    /// Longer than [`buffer_size`](Self::buffer_size): a buffer of its own,
-    /// not recycled.
+    /// Longer than the pool's capacity: a buffer of its own, not recycled.
     pub fn take(self: &Arc<Self>, len: usize) -> PooledBuf {
         let mut buf = if len <= self.size {
             self.pop()
