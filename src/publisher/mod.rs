@@ -45,7 +45,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PublisherConfig;
-use crate::hashing::ParallelHasher;
+use crate::hashing::{HashPool, ParallelHasher};
 use crate::metrics::Metrics;
 use crate::net::{full, Body};
 use crate::proto::negotiate::{
@@ -91,6 +91,9 @@ pub enum InitError {
     /// The upstream TLS trust configuration.
     #[error(transparent)]
     Tls(#[from] origin::TlsSetupError),
+    /// The hashing threads could not be started.
+    #[error("cannot start the publisher's hashing threads: {0}")]
+    HashThreads(#[source] std::io::Error),
 }
 
 /// The publisher: configuration, origin client, server secrets, CI cache and
@@ -105,6 +108,9 @@ pub struct Publisher {
     ks_v2: ServerSecret,
     cache: CiCache,
     flights: DashMap<FlightKey, Flight>,
+    /// The hashing threads (`hash_threads` of them); they exit when the
+    /// publisher is dropped.
+    hash_pool: Arc<HashPool>,
     metrics: Arc<Metrics>,
 }
 
@@ -140,6 +146,7 @@ impl Publisher {
             ks_v2: server_secret(HashAlgo::Sha512Trunc, key.expose()),
             cache: CiCache::new(cfg.cache_size),
             flights: DashMap::new(),
+            hash_pool: HashPool::new(cfg.hash_threads).map_err(InitError::HashThreads)?,
             metrics,
             upstream: std::sync::RwLock::new(cfg.upstream.clone()),
             cfg,
@@ -397,7 +404,7 @@ impl Publisher {
             CiVersion::V1 => (self.cfg.hash, self.ks_v1),
             CiVersion::V2 => (HashAlgo::Sha512Trunc, self.ks_v2),
         };
-        let mut hasher = ParallelHasher::new(version, algo, ks, self.cfg.hash_threads);
+        let mut hasher = ParallelHasher::new(&self.hash_pool, version, algo, ks);
         let mut body = resp.into_body();
         let mut got: u64 = 0;
         let body_err = |reason: String| PublisherError::OriginBody {
