@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -32,6 +33,47 @@ struct File {
     data: Bytes,
     etag: Option<String>,
     last_modified: Option<String>,
+    framing: Framing,
+}
+
+/// How the origin sends a file's body.
+#[derive(Clone, Copy, PartialEq)]
+enum Framing {
+    /// `Content-Length`.
+    Length,
+    /// Chunked; sends the first `n` bytes, then nothing ever again.
+    StallAfter(usize),
+}
+
+type OriginBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn whole(data: Bytes) -> OriginBody {
+    Full::new(data).boxed()
+}
+
+/// A chunked body: `data` in pieces of 1, 1000, 17 000 and 70 001 bytes
+/// (cycling), so frames straddle every block and segment boundary; stops
+/// sending after `stall_after` bytes.
+fn pieces(data: Bytes, stall_after: Option<usize>) -> OriginBody {
+    const SIZES: [usize; 4] = [1, 1000, 17_000, 70_001];
+    let end = stall_after.unwrap_or(data.len()).min(data.len());
+    let mut frames = Vec::new();
+    let mut at = 0;
+    for size in SIZES.iter().cycle() {
+        if at >= end {
+            break;
+        }
+        let next = (at + size).min(end);
+        frames.push(Ok(hyper::body::Frame::data(data.slice(at..next))));
+        at = next;
+    }
+    let sent = futures_util::stream::iter(frames);
+    match stall_after {
+        None => BodyExt::boxed(http_body_util::StreamBody::new(sent)),
+        Some(_) => BodyExt::boxed(http_body_util::StreamBody::new(
+            sent.chain(futures_util::stream::pending()),
+        )),
+    }
 }
 
 #[derive(Default)]
@@ -49,12 +91,23 @@ struct Origin {
 
 impl Origin {
     fn put(&self, path: &str, data: Vec<u8>, etag: Option<&str>, lm: Option<&str>) {
+        self.put_framed(path, data, etag, lm, Framing::Length);
+    }
+    fn put_framed(
+        &self,
+        path: &str,
+        data: Vec<u8>,
+        etag: Option<&str>,
+        lm: Option<&str>,
+        framing: Framing,
+    ) {
         self.files.lock().unwrap().insert(
             path.to_string(),
             File {
                 data: data.into(),
                 etag: etag.map(str::to_string),
                 last_modified: lm.map(str::to_string),
+                framing,
             },
         );
     }
@@ -70,7 +123,7 @@ impl Origin {
             .unwrap_or(&0)
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<OriginBody> {
         let delay = self.delay_ms.load(Ordering::Relaxed);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -88,13 +141,13 @@ impl Origin {
             // Echo: proves bodies and methods pass through.
             return Response::builder()
                 .header("x-echo-len", posted.len())
-                .body(Full::new(posted))
+                .body(whole(posted))
                 .unwrap();
         }
         let Some(file) = self.files.lock().unwrap().get(&path).cloned() else {
             return Response::builder()
                 .status(404)
-                .body(Full::new(Bytes::from_static(b"no such file\n")))
+                .body(whole(Bytes::from_static(b"no such file\n")))
                 .unwrap();
         };
         let mut b = Response::builder()
@@ -115,7 +168,7 @@ impl Origin {
         };
         if fresh {
             self.not_modified.fetch_add(1, Ordering::Relaxed);
-            return b.status(304).body(Full::new(Bytes::new())).unwrap();
+            return b.status(304).body(whole(Bytes::new())).unwrap();
         }
         let len = file.data.len() as u64;
         let range = parts
@@ -147,12 +200,16 @@ impl Origin {
             return b
                 .status(status)
                 .header("content-length", data.len())
-                .body(Full::new(Bytes::new()))
+                .body(whole(Bytes::new()))
                 .unwrap();
         }
         self.body_bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        b.status(status).body(Full::new(data)).unwrap()
+        let body = match file.framing {
+            Framing::Length => whole(data),
+            Framing::StallAfter(n) => pieces(data, Some(n)),
+        };
+        b.status(status).body(body).unwrap()
     }
 }
 
@@ -375,6 +432,25 @@ fn assert_v1_matches(ci: &[u8], content: &[u8]) {
             assert_eq!(seg.secret().expose(), hmac256(&ks, &hod).as_slice());
         }
     }
+}
+
+/// Check a whole-entity v2 CI against the origin bytes, segment by segment.
+fn assert_v2_matches(ci: &[u8], content: &[u8]) {
+    let info = ContentInfo::parse(ci).unwrap();
+    assert_eq!(info.version(), Version::V2);
+    assert_eq!(info.range(), 0..content.len() as u64);
+    let ks = &Sha512::digest(SECRET)[..32];
+    let mut next = 0u64;
+    for seg in info.segments() {
+        let r = seg.range();
+        assert_eq!(r.start, next);
+        assert!(seg.size() <= 131_072);
+        next = r.end;
+        let hod = &Sha512::digest(&content[r.start as usize..r.end as usize])[..32];
+        assert_eq!(seg.hash_of_data().as_bytes(), hod);
+        assert_eq!(seg.secret().expose(), hmac512_32(ks, hod).as_slice());
+    }
+    assert_eq!(next, content.len() as u64);
 }
 
 async fn metric(app: &App, name: &str) -> u64 {
@@ -662,21 +738,7 @@ async fn v2_when_peerdistex_allows_and_configured() {
     let g = request(s.publisher, Method::GET, "/v2.bin", PD_V2).await;
     assert_eq!(header(&g, "content-encoding"), "peerdist");
     assert_eq!(&g.body[..2], &[0x00, 0x02]);
-    let info = ContentInfo::parse(&g.body).unwrap();
-    assert_eq!(info.version(), Version::V2);
-    assert_eq!(info.range(), 0..content.len() as u64);
-    let ks = &Sha512::digest(SECRET)[..32];
-    let mut next = 0u64;
-    for seg in info.segments() {
-        let r = seg.range();
-        assert_eq!(r.start, next);
-        assert!(seg.size() <= 131_072);
-        next = r.end;
-        let hod = &Sha512::digest(&content[r.start as usize..r.end as usize])[..32];
-        assert_eq!(seg.hash_of_data().as_bytes(), hod);
-        assert_eq!(seg.secret().expose(), hmac512_32(ks, hod).as_slice());
-    }
-    assert_eq!(next, content.len() as u64);
+    assert_v2_matches(&g.body, &content);
 
     // The same publisher still answers v1 to a client without PeerDistEx.
     let g1 = peerdist(s.publisher, "/v2.bin").await;
@@ -818,5 +880,62 @@ async fn https_upstream_with_private_ca_works_and_untrusted_cert_is_502() {
     let s = start_with_upstream(origin, &format!("https://{addr}"), "").await;
     let g = peerdist(s.publisher, "/tls.bin").await;
     assert_eq!(g.status, StatusCode::BAD_GATEWAY);
+    s.app.shutdown().await;
+}
+
+// ------------------------------------------ origin bodies that stall
+
+/// Generous bound on a test that must merely finish.
+const FINISH: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn stalled_origin_bodies_are_cut_off_after_body_idle_timeout() {
+    let s = start("body_idle_timeout = \"300ms\"").await;
+    let content = data(1024 * 1024, 29);
+    s.origin.put_framed(
+        "/stall",
+        content.clone(),
+        Some("\"st\""),
+        None,
+        Framing::StallAfter(300 * 1024),
+    );
+    assert_eq!(
+        metric(&s.app, "branchcache_publisher_origin_errors_total").await,
+        0
+    );
+
+    // Pass-through: the head and the first bytes arrive, then the body is aborted.
+    let resp = tokio::time::timeout(
+        FINISH,
+        client().request(
+            Request::get(format!("http://{}/stall", s.publisher))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut received = 0usize;
+    let ended = tokio::time::timeout(FINISH, async {
+        loop {
+            match body.frame().await {
+                Some(Ok(f)) => received += f.into_data().map_or(0, |d| d.len()),
+                Some(Err(e)) => break Err(e),
+                None => break Ok(()),
+            }
+        }
+    })
+    .await
+    .expect("the stalled body was not cut off");
+    assert!(ended.is_err(), "a truncated body must not end cleanly");
+    assert_eq!(received, 300 * 1024);
+    assert_eq!(
+        metric(&s.app, "branchcache_publisher_origin_errors_total").await,
+        1
+    );
+
     s.app.shutdown().await;
 }

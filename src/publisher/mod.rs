@@ -72,11 +72,11 @@ enum Outcome {
         /// from the 200 or the 304 that confirmed the entry.
         freshness: HeaderMap,
     },
-    /// The origin's answer does not qualify; the response goes to the first
-    /// waiter that can use it as is.
+    /// The origin's answer does not qualify; the response (ready to relay)
+    /// goes to the first waiter that can use it as is.
     Identity {
         reason: IdentityReason,
-        response: Mutex<Option<Response<Incoming>>>,
+        response: Mutex<Option<Response<Body>>>,
     },
     /// The origin failed.
     Failed(PublisherError),
@@ -240,7 +240,7 @@ impl Publisher {
                     let taken = response.lock().unwrap_or_else(|e| e.into_inner()).take();
                     if let Some(resp) = taken {
                         self.metrics.publisher_passthrough.inc();
-                        return origin::relay(resp);
+                        return resp;
                     }
                 }
                 self.pass_through(parts, body, url).await
@@ -303,7 +303,7 @@ impl Publisher {
                 };
             }
         }
-        match self.hash_response(&url_s, version, resp).await {
+        match self.hash_response(&url, version, resp).await {
             Ok(o) => o,
             Err(e) => self.failed(e),
         }
@@ -354,13 +354,13 @@ impl Publisher {
     /// Check the origin's answer and hash its body into a CI.
     async fn hash_response(
         &self,
-        url: &str,
+        url: &Uri,
         version: CiVersion,
         resp: Response<Incoming>,
     ) -> Result<Outcome, PublisherError> {
         let identity = |reason, resp| Outcome::Identity {
             reason,
-            response: Mutex::new(Some(resp)),
+            response: Mutex::new(Some(self.relay(resp, url))),
         };
         let h = resp.headers();
         let freshness = freshness_headers(h);
@@ -439,12 +439,13 @@ impl Publisher {
             etag,
             last_modified,
         ));
+        let url_s = url.to_string();
         if cacheable {
-            self.cache.insert(url, version, entry.clone());
+            self.cache.insert(&url_s, version, entry.clone());
         } else {
-            self.cache.remove(url, version);
+            self.cache.remove(&url_s, version);
         }
-        tracing::debug!(url, version = %version, bytes = got, ci = entry.full.len(), "content information generated");
+        tracing::debug!(%url, version = %version, bytes = got, ci = entry.full.len(), "content information generated");
         Ok(Outcome::Ci {
             entry,
             from_cache: false,
@@ -504,14 +505,24 @@ impl Publisher {
         url: Uri,
     ) -> Response<Body> {
         self.metrics.publisher_passthrough.inc();
-        let req = origin::forward_request(url, parts, body);
+        let req = origin::forward_request(url.clone(), parts, body);
         match self.send(req).await {
-            Ok(resp) => origin::relay(resp),
+            Ok(resp) => self.relay(resp, &url),
             Err(e) => {
                 self.metrics.publisher_origin_errors.inc();
                 self.fail(e)
             }
         }
+    }
+
+    /// An origin answer for our client, its body bounded by `body_idle_timeout`.
+    fn relay(&self, resp: Response<Incoming>, url: &Uri) -> Response<Body> {
+        origin::relay(
+            resp,
+            url,
+            self.cfg.body_idle_timeout,
+            self.metrics.publisher_origin_errors.clone(),
+        )
     }
 
     fn fail(&self, e: PublisherError) -> Response<Body> {
