@@ -100,8 +100,8 @@ pub fn relay(
 /// with any proxy). Time the client spends not reading does not count: the
 /// timer is armed when a poll finds no frame ready, not when a frame is
 /// handed on, and one timer is re-armed (never re-allocated) per wait.
-pub struct IdleTimeout {
-    inner: Incoming,
+pub struct IdleTimeout<B = Incoming> {
+    inner: B,
     sleep: Pin<Box<Sleep>>,
     /// The timer is armed for the current wait.
     waiting: bool,
@@ -110,9 +110,9 @@ pub struct IdleTimeout {
     errors: Counter,
 }
 
-impl IdleTimeout {
+impl<B> IdleTimeout<B> {
     /// Wrap `inner`.
-    pub fn new(inner: Incoming, url: Uri, idle: Duration, errors: Counter) -> Self {
+    pub fn new(inner: B, url: Uri, idle: Duration, errors: Counter) -> Self {
         IdleTimeout {
             inner,
             sleep: Box::pin(tokio::time::sleep(idle)),
@@ -124,7 +124,7 @@ impl IdleTimeout {
     }
 }
 
-impl std::fmt::Debug for IdleTimeout {
+impl<B> std::fmt::Debug for IdleTimeout<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdleTimeout")
             .field("url", &self.url)
@@ -133,7 +133,11 @@ impl std::fmt::Debug for IdleTimeout {
     }
 }
 
-impl http_body::Body for IdleTimeout {
+impl<B> http_body::Body for IdleTimeout<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display,
+{
     type Data = Bytes;
     type Error = std::io::Error;
 
@@ -141,7 +145,7 @@ impl http_body::Body for IdleTimeout {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        // Every field is Unpin (the timer is boxed).
+        // Every field is Unpin (the timer is boxed, `B: Unpin`).
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -210,4 +214,66 @@ pub fn forward_request(
     *req.uri_mut() = upstream;
     *req.headers_mut() = headers;
     req
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+
+    /// A body whose next frame is not ready at the first poll (it wakes
+    /// itself at once), like an origin connection that was idle because
+    /// the client was not reading; `None`: never ready.
+    struct Late {
+        frame: Option<Bytes>,
+        polled: bool,
+    }
+
+    impl http_body::Body for Late {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            if self.frame.is_none() {
+                return Poll::Pending;
+            }
+            if !std::mem::replace(&mut self.polled, true) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Ready(self.frame.take().map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    fn wrap(frame: Option<&'static [u8]>, errors: &Counter) -> IdleTimeout<Late> {
+        let late = Late {
+            frame: frame.map(Bytes::from_static),
+            polled: false,
+        };
+        let url = Uri::from_static("http://origin/x");
+        IdleTimeout::new(late, url, Duration::from_millis(200), errors.clone())
+    }
+
+    #[tokio::test]
+    async fn time_the_client_spends_not_reading_does_not_count() {
+        let errors = Counter::default();
+        let mut body = wrap(Some(b"late"), &errors);
+        // The client reads nothing for longer than the idle timeout
+        // before asking for the first frame.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "late");
+        assert_eq!(errors.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_sends_nothing_ends_with_an_error_and_is_counted() {
+        let errors = Counter::default();
+        let mut body = wrap(None, &errors);
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(errors.get(), 1);
+    }
 }
