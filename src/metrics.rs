@@ -131,7 +131,8 @@ pub struct Metrics {
     pub publisher_bytes_hashed: Counter,
     /// `branchcache_publisher_passthrough_total`: Requests the publisher proxied to the origin unchanged.
     pub publisher_passthrough: Counter,
-    /// `branchcache_publisher_origin_errors_total`: Origin failures (connect, timeout, protocol) seen by the publisher.
+    /// `branchcache_publisher_origin_errors_total`: Origin failures (connect, timeout, protocol,
+    /// a relayed body broken or idle past `body_idle_timeout`) seen by the publisher.
     pub publisher_origin_errors: Counter,
     /// `branchcache_hosted_cache_offers_total{version,message,response}`:
     /// PCHC requests by protocol version, message type and how they were answered.
@@ -270,7 +271,7 @@ impl Metrics {
         let publisher_origin_errors = Counter::default();
         registry.register(
             "publisher_origin_errors",
-            "Origin failures (connect, timeout, protocol) seen by the publisher",
+            "Origin failures (connect, timeout, protocol, broken or stalled body) seen by the publisher",
             publisher_origin_errors.clone(),
         );
         let hosted_cache_offers = Family::default();

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -32,6 +33,49 @@ struct File {
     data: Bytes,
     etag: Option<String>,
     last_modified: Option<String>,
+    framing: Framing,
+}
+
+/// How the origin sends a file's body.
+#[derive(Clone, Copy, PartialEq)]
+enum Framing {
+    /// `Content-Length`.
+    Length,
+    /// `Transfer-Encoding: chunked`, in pieces of various sizes.
+    Chunked,
+    /// Chunked; sends the first `n` bytes, then nothing ever again.
+    StallAfter(usize),
+}
+
+type OriginBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn whole(data: Bytes) -> OriginBody {
+    Full::new(data).boxed()
+}
+
+/// A chunked body: `data` in pieces of 1, 1000, 17 000 and 70 001 bytes
+/// (cycling), so frames straddle every block and segment boundary; stops
+/// sending after `stall_after` bytes.
+fn pieces(data: Bytes, stall_after: Option<usize>) -> OriginBody {
+    const SIZES: [usize; 4] = [1, 1000, 17_000, 70_001];
+    let end = stall_after.unwrap_or(data.len()).min(data.len());
+    let mut frames = Vec::new();
+    let mut at = 0;
+    for size in SIZES.iter().cycle() {
+        if at >= end {
+            break;
+        }
+        let next = (at + size).min(end);
+        frames.push(Ok(hyper::body::Frame::data(data.slice(at..next))));
+        at = next;
+    }
+    let sent = futures_util::stream::iter(frames);
+    match stall_after {
+        None => BodyExt::boxed(http_body_util::StreamBody::new(sent)),
+        Some(_) => BodyExt::boxed(http_body_util::StreamBody::new(
+            sent.chain(futures_util::stream::pending()),
+        )),
+    }
 }
 
 #[derive(Default)]
@@ -49,12 +93,27 @@ struct Origin {
 
 impl Origin {
     fn put(&self, path: &str, data: Vec<u8>, etag: Option<&str>, lm: Option<&str>) {
+        self.put_framed(path, data, etag, lm, Framing::Length);
+    }
+    /// A file sent without `Content-Length` (chunked).
+    fn put_chunked(&self, path: &str, data: Vec<u8>, etag: Option<&str>, lm: Option<&str>) {
+        self.put_framed(path, data, etag, lm, Framing::Chunked);
+    }
+    fn put_framed(
+        &self,
+        path: &str,
+        data: Vec<u8>,
+        etag: Option<&str>,
+        lm: Option<&str>,
+        framing: Framing,
+    ) {
         self.files.lock().unwrap().insert(
             path.to_string(),
             File {
                 data: data.into(),
                 etag: etag.map(str::to_string),
                 last_modified: lm.map(str::to_string),
+                framing,
             },
         );
     }
@@ -70,7 +129,7 @@ impl Origin {
             .unwrap_or(&0)
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<OriginBody> {
         let delay = self.delay_ms.load(Ordering::Relaxed);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -88,13 +147,13 @@ impl Origin {
             // Echo: proves bodies and methods pass through.
             return Response::builder()
                 .header("x-echo-len", posted.len())
-                .body(Full::new(posted))
+                .body(whole(posted))
                 .unwrap();
         }
         let Some(file) = self.files.lock().unwrap().get(&path).cloned() else {
             return Response::builder()
                 .status(404)
-                .body(Full::new(Bytes::from_static(b"no such file\n")))
+                .body(whole(Bytes::from_static(b"no such file\n")))
                 .unwrap();
         };
         let mut b = Response::builder()
@@ -115,7 +174,7 @@ impl Origin {
         };
         if fresh {
             self.not_modified.fetch_add(1, Ordering::Relaxed);
-            return b.status(304).body(Full::new(Bytes::new())).unwrap();
+            return b.status(304).body(whole(Bytes::new())).unwrap();
         }
         let len = file.data.len() as u64;
         let range = parts
@@ -147,12 +206,17 @@ impl Origin {
             return b
                 .status(status)
                 .header("content-length", data.len())
-                .body(Full::new(Bytes::new()))
+                .body(whole(Bytes::new()))
                 .unwrap();
         }
         self.body_bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        b.status(status).body(Full::new(data)).unwrap()
+        let body = match file.framing {
+            Framing::Length => whole(data),
+            Framing::Chunked => pieces(data, None),
+            Framing::StallAfter(n) => pieces(data, Some(n)),
+        };
+        b.status(status).body(body).unwrap()
     }
 }
 
@@ -375,6 +439,25 @@ fn assert_v1_matches(ci: &[u8], content: &[u8]) {
             assert_eq!(seg.secret().expose(), hmac256(&ks, &hod).as_slice());
         }
     }
+}
+
+/// Check a whole-entity v2 CI against the origin bytes, segment by segment.
+fn assert_v2_matches(ci: &[u8], content: &[u8]) {
+    let info = ContentInfo::parse(ci).unwrap();
+    assert_eq!(info.version(), Version::V2);
+    assert_eq!(info.range(), 0..content.len() as u64);
+    let ks = &Sha512::digest(SECRET)[..32];
+    let mut next = 0u64;
+    for seg in info.segments() {
+        let r = seg.range();
+        assert_eq!(r.start, next);
+        assert!(seg.size() <= 131_072);
+        next = r.end;
+        let hod = &Sha512::digest(&content[r.start as usize..r.end as usize])[..32];
+        assert_eq!(seg.hash_of_data().as_bytes(), hod);
+        assert_eq!(seg.secret().expose(), hmac512_32(ks, hod).as_slice());
+    }
+    assert_eq!(next, content.len() as u64);
 }
 
 async fn metric(app: &App, name: &str) -> u64 {
@@ -662,21 +745,7 @@ async fn v2_when_peerdistex_allows_and_configured() {
     let g = request(s.publisher, Method::GET, "/v2.bin", PD_V2).await;
     assert_eq!(header(&g, "content-encoding"), "peerdist");
     assert_eq!(&g.body[..2], &[0x00, 0x02]);
-    let info = ContentInfo::parse(&g.body).unwrap();
-    assert_eq!(info.version(), Version::V2);
-    assert_eq!(info.range(), 0..content.len() as u64);
-    let ks = &Sha512::digest(SECRET)[..32];
-    let mut next = 0u64;
-    for seg in info.segments() {
-        let r = seg.range();
-        assert_eq!(r.start, next);
-        assert!(seg.size() <= 131_072);
-        next = r.end;
-        let hod = &Sha512::digest(&content[r.start as usize..r.end as usize])[..32];
-        assert_eq!(seg.hash_of_data().as_bytes(), hod);
-        assert_eq!(seg.secret().expose(), hmac512_32(ks, hod).as_slice());
-    }
-    assert_eq!(next, content.len() as u64);
+    assert_v2_matches(&g.body, &content);
 
     // The same publisher still answers v1 to a client without PeerDistEx.
     let g1 = peerdist(s.publisher, "/v2.bin").await;
@@ -818,5 +887,331 @@ async fn https_upstream_with_private_ca_works_and_untrusted_cert_is_502() {
     let s = start_with_upstream(origin, &format!("https://{addr}"), "").await;
     let g = peerdist(s.publisher, "/tls.bin").await;
     assert_eq!(g.status, StatusCode::BAD_GATEWAY);
+    s.app.shutdown().await;
+}
+
+// ------------------------------------------ bodies without Content-Length
+
+/// Generous bound on a test that must merely finish.
+const FINISH: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn chunked_object_with_strong_etag_gets_ci_of_the_bytes_received() {
+    let s = start("content_version = 2").await;
+    let content = data(5 * 1024 * 1024 + 777, 20);
+    s.origin
+        .put_chunked("/chunked.bin", content.clone(), Some("\"ch\""), None);
+    let g = peerdist(s.publisher, "/chunked.bin").await;
+    assert_eq!(g.status, StatusCode::OK);
+    assert_eq!(header(&g, "content-encoding"), "peerdist");
+    assert_eq!(
+        header(&g, "x-p2p-peerdist"),
+        format!("Version=1.1, ContentLength={}", content.len())
+    );
+    assert_eq!(header(&g, "etag"), "\"ch\"");
+    assert_eq!(
+        ContentInfo::parse(&g.body).unwrap().range(),
+        0..content.len() as u64
+    );
+    assert_v1_matches(&g.body, &content);
+    assert_eq!(
+        metric(&s.app, "branchcache_publisher_bytes_hashed_total").await,
+        content.len() as u64
+    );
+    // A range CI from the cached hashes after a 304, and v2 for the same object.
+    let mut h = PD_V1.to_vec();
+    h.push(("range", "bytes=1000000-3000000"));
+    let g = request(s.publisher, Method::GET, "/chunked.bin", &h).await;
+    assert_eq!(
+        ContentInfo::parse(&g.body).unwrap().range(),
+        1_000_000..3_000_001
+    );
+    assert_v1_matches(&g.body, &content);
+    assert_eq!(s.origin.not_modified.load(Ordering::Relaxed), 1);
+    let g = request(s.publisher, Method::GET, "/chunked.bin", PD_V2).await;
+    assert_eq!(
+        header(&g, "x-p2p-peerdist"),
+        format!("Version=1.1, ContentLength={}", content.len())
+    );
+    assert_v2_matches(&g.body, &content);
+    assert_eq!(s.origin.reads("/chunked.bin"), 2, "one read per CI version");
+    // The origin really announced no length (a plain GET relays its framing).
+    let g = request(s.publisher, Method::GET, "/chunked.bin", &[]).await;
+    assert!(g.headers.get("content-length").is_none(), "{:?}", g.headers);
+    assert_eq!(&g.body[..], &content[..]);
+    s.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn chunked_object_below_min_size_is_identity_with_exact_bytes() {
+    let s = start("").await;
+    let small = data(64 * 1024 - 1, 21);
+    let exact = data(64 * 1024, 22);
+    s.origin
+        .put_chunked("/small", small.clone(), Some("\"s\""), None);
+    s.origin
+        .put_chunked("/exact", exact.clone(), Some("\"e\""), None);
+    let g = peerdist(s.publisher, "/small").await;
+    assert_eq!(g.status, StatusCode::OK);
+    assert!(g.headers.get("content-encoding").is_none());
+    assert!(g.headers.get("transfer-encoding").is_none());
+    assert_eq!(header(&g, "content-length"), small.len().to_string());
+    assert_eq!(header(&g, "etag"), "\"s\"");
+    assert_eq!(header(&g, "content-type"), "application/octet-stream");
+    assert_eq!(&g.body[..], &small[..]);
+    // The leader's buffered answer was handed over: one origin read.
+    assert_eq!(s.origin.reads("/small"), 1);
+    assert_eq!(
+        metric(&s.app, "branchcache_publisher_ci_generated_total").await,
+        0
+    );
+
+    // Exactly min_size bytes qualify.
+    let g = peerdist(s.publisher, "/exact").await;
+    assert_eq!(header(&g, "content-encoding"), "peerdist");
+    assert_eq!(
+        header(&g, "x-p2p-peerdist"),
+        "Version=1.1, ContentLength=65536"
+    );
+    assert_v1_matches(&g.body, &exact);
+    s.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn chunked_unvalidated_objects_are_hashed_or_passed_through_when_they_grow_too_large() {
+    let s = start("max_unvalidated_size = \"256 KiB\"").await;
+    let small = data(256 * 1024, 23);
+    let large = data(256 * 1024 + 1, 24);
+    s.origin.put_chunked("/nv-small", small.clone(), None, None);
+    s.origin.put_chunked("/nv-large", large.clone(), None, None);
+    for _ in 0..2 {
+        let g = peerdist(s.publisher, "/nv-small").await;
+        assert_eq!(header(&g, "content-encoding"), "peerdist");
+        assert_eq!(
+            header(&g, "x-p2p-peerdist"),
+            format!("Version=1.1, ContentLength={}", small.len())
+        );
+        assert_v1_matches(&g.body, &small);
+    }
+    assert_eq!(s.origin.reads("/nv-small"), 2, "no validator: never cached");
+
+    let passed = metric(&s.app, "branchcache_publisher_passthrough_total").await;
+    let g = peerdist(s.publisher, "/nv-large").await;
+    assert_eq!(g.status, StatusCode::OK);
+    assert!(g.headers.get("content-encoding").is_none());
+    assert_eq!(&g.body[..], &large[..]);
+    // The hashing read stopped past the bound; the answer is a fresh pass-through.
+    assert_eq!(s.origin.reads("/nv-large"), 2);
+    assert_eq!(
+        metric(&s.app, "branchcache_publisher_passthrough_total").await,
+        passed + 1
+    );
+    assert_eq!(
+        metric(&s.app, "branchcache_publisher_ci_generated_total").await,
+        2
+    );
+    s.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn chunked_object_with_last_modified_only_is_cached_and_revalidated() {
+    let s = start("").await;
+    let content = data(300 * 1024 + 5, 25);
+    let lm = "Fri, 02 Jan 2026 00:00:00 GMT";
+    s.origin
+        .put_chunked("/lm-chunked", content.clone(), None, Some(lm));
+    let first = peerdist(s.publisher, "/lm-chunked").await;
+    assert_eq!(header(&first, "content-encoding"), "peerdist");
+    assert_eq!(header(&first, "last-modified"), lm);
+    assert_v1_matches(&first.body, &content);
+
+    let warm = peerdist(s.publisher, "/lm-chunked").await;
+    assert_eq!(warm.body, first.body);
+    assert_eq!(
+        header(&warm, "x-p2p-peerdist"),
+        format!("Version=1.1, ContentLength={}", content.len())
+    );
+    assert_eq!(s.origin.not_modified.load(Ordering::Relaxed), 1);
+    assert_eq!(s.origin.reads("/lm-chunked"), 1);
+    assert_eq!(
+        metric(&s.app, "branchcache_publisher_ci_cache_hits_total").await,
+        1
+    );
+
+    // A newer object (other length): the origin answers 200, a new CI.
+    let changed = data(200 * 1024, 26);
+    let lm2 = "Sat, 03 Jan 2026 00:00:00 GMT";
+    s.origin
+        .put_chunked("/lm-chunked", changed.clone(), None, Some(lm2));
+    let g = peerdist(s.publisher, "/lm-chunked").await;
+    assert_eq!(header(&g, "last-modified"), lm2);
+    assert_v1_matches(&g.body, &changed);
+    assert_eq!(s.origin.reads("/lm-chunked"), 2);
+    s.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn sixteen_concurrent_peerdist_requests_for_a_chunked_object_cause_one_origin_read() {
+    let s = start("").await;
+    let content = data(3 * 1024 * 1024 + 3, 27);
+    s.origin
+        .put_chunked("/hot-chunked", content.clone(), Some("\"hc\""), None);
+    s.origin.delay_ms.store(300, Ordering::Relaxed);
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let addr = s.publisher;
+        tasks.push(tokio::spawn(
+            async move { peerdist(addr, "/hot-chunked").await },
+        ));
+    }
+    let mut bodies = Vec::new();
+    for t in tasks {
+        let g = t.await.unwrap();
+        assert_eq!(header(&g, "content-encoding"), "peerdist");
+        bodies.push(g.body);
+    }
+    assert!(bodies.iter().all(|b| *b == bodies[0]));
+    assert_v1_matches(&bodies[0], &content);
+    assert_eq!(s.origin.reads("/hot-chunked"), 1);
+    assert_eq!(
+        s.origin.body_bytes.load(Ordering::Relaxed),
+        content.len() as u64
+    );
+    assert_eq!(
+        metric(&s.app, "branchcache_publisher_ci_generated_total").await,
+        1
+    );
+    assert_eq!(
+        metric(&s.app, "branchcache_publisher_ci_served_total").await,
+        16
+    );
+    s.app.shutdown().await;
+}
+
+/// An origin speaking raw HTTP/1.1 that answers every request with `head`
+/// and `body`, then closes: a close-delimited body when `head` has no length.
+async fn start_raw_origin(head: String, body: Vec<u8>) -> (SocketAddr, Arc<AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = Arc::new(AtomicU64::new(0));
+    let counter = served.clone();
+    let body = Arc::new(body);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (head, body, counter) = (head.clone(), body.clone(), counter.clone());
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counter.fetch_add(1, Ordering::Relaxed);
+                let _ = stream.write_all(head.as_bytes()).await;
+                for piece in body.chunks(50_000) {
+                    if stream.write_all(piece).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (addr, served)
+}
+
+#[tokio::test]
+async fn close_delimited_object_with_etag_gets_ci() {
+    let content = data(2 * 1024 * 1024 + 99, 28);
+    let head = "HTTP/1.1 200 OK\r\netag: \"cd\"\r\ncontent-type: application/x-test\r\n\
+                connection: close\r\n\r\n"
+        .to_string();
+    let (addr, served) = start_raw_origin(head, content.clone()).await;
+    let s = start_with_upstream(Arc::new(Origin::default()), &format!("http://{addr}"), "").await;
+    let g = tokio::time::timeout(FINISH, peerdist(s.publisher, "/cd.bin"))
+        .await
+        .unwrap();
+    assert_eq!(g.status, StatusCode::OK);
+    assert_eq!(header(&g, "content-encoding"), "peerdist");
+    assert_eq!(header(&g, "content-type"), "application/x-test");
+    assert_eq!(
+        header(&g, "x-p2p-peerdist"),
+        format!("Version=1.1, ContentLength={}", content.len())
+    );
+    assert_v1_matches(&g.body, &content);
+    assert_eq!(served.load(Ordering::Relaxed), 1);
+
+    // Plain GETs relay the close-delimited body unchanged.
+    let g = tokio::time::timeout(FINISH, request(s.publisher, Method::GET, "/cd.bin", &[]))
+        .await
+        .unwrap();
+    assert_eq!(&g.body[..], &content[..]);
+    s.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn stalled_origin_bodies_are_cut_off_after_body_idle_timeout() {
+    let s = start("body_idle_timeout = \"300ms\"").await;
+    let content = data(1024 * 1024, 29);
+    s.origin.put_framed(
+        "/stall",
+        content.clone(),
+        Some("\"st\""),
+        None,
+        Framing::StallAfter(300 * 1024),
+    );
+    assert_eq!(
+        metric(&s.app, "branchcache_publisher_origin_errors_total").await,
+        0
+    );
+
+    // Pass-through: the head and the first bytes arrive, then the body is aborted.
+    let resp = tokio::time::timeout(
+        FINISH,
+        client().request(
+            Request::get(format!("http://{}/stall", s.publisher))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut received = 0usize;
+    let ended = tokio::time::timeout(FINISH, async {
+        loop {
+            match body.frame().await {
+                Some(Ok(f)) => received += f.into_data().map_or(0, |d| d.len()),
+                Some(Err(e)) => break Err(e),
+                None => break Ok(()),
+            }
+        }
+    })
+    .await
+    .expect("the stalled body was not cut off");
+    assert!(ended.is_err(), "a truncated body must not end cleanly");
+    assert_eq!(received, 300 * 1024);
+    assert_eq!(
+        metric(&s.app, "branchcache_publisher_origin_errors_total").await,
+        1
+    );
+
+    // Hashing for a peerdist request stalls the same way: 502.
+    let g = tokio::time::timeout(FINISH, peerdist(s.publisher, "/stall"))
+        .await
+        .unwrap();
+    assert_eq!(g.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        metric(&s.app, "branchcache_publisher_origin_errors_total").await,
+        2
+    );
     s.app.shutdown().await;
 }

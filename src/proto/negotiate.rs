@@ -5,7 +5,8 @@
 //! either PeerDist with the content-information version to build and the
 //! encoding version to echo, or identity with a [`IdentityReason`].
 //! [`response_eligible`] applies the response-side conditions (status 200, a
-//! validator, `min_size`) and [`response_peerdist_value`] builds the response's
+//! validator, `min_size`; for a body of unknown length, through
+//! [`BodyBounds::check`] as it arrives) and [`response_peerdist_value`] builds the response's
 //! `X-P2P-PeerDist` value.
 //!
 //! Client side (the branch proxy): [`CLIENT_ACCEPT_ENCODING`],
@@ -367,11 +368,11 @@ pub enum IdentityReason {
     Status,
     /// The origin's answer has neither a strong `ETag` nor `Last-Modified`.
     NoValidator,
-    /// The entity is smaller than `min_size` (Windows passes these through).
+    /// The entity is smaller than `min_size` (Windows passes these through);
+    /// without a `Content-Length`, known once the body ended before `min_size` bytes.
     TooSmall,
-    /// The entity length is unknown (no `Content-Length`).
-    UnknownLength,
-    /// The entity has no validator and is too large to hash per request.
+    /// The entity has no validator and is too large to hash per request;
+    /// without a `Content-Length`, known once more than `max_unvalidated_size` bytes arrived.
     TooLargeUnvalidated,
     /// The request is conditional (`If-None-Match`, `If-Modified-Since`, …):
     /// the origin answers it (usually 304), content information would not help.
@@ -395,7 +396,6 @@ impl IdentityReason {
             IdentityReason::Status => "status",
             IdentityReason::NoValidator => "no_validator",
             IdentityReason::TooSmall => "too_small",
-            IdentityReason::UnknownLength => "unknown_length",
             IdentityReason::TooLargeUnvalidated => "too_large_unvalidated",
             IdentityReason::Conditional => "conditional",
             IdentityReason::ContentEncoded => "content_encoded",
@@ -544,27 +544,87 @@ pub fn choose_ci_version(ex: &PeerDistExParams, policy: ServerPolicy) -> Option<
 }
 
 /// Response-side conditions for a PeerDist answer (PROTOCOL.md §7.2, §7.3):
-/// status 200, a known entity length of at least `min_size`, and a validator
-/// (or, without one, a length no larger than `max_unvalidated`, to be hashed
-/// for this request only).
+/// status 200, an entity of at least `min_size` bytes, and a validator (or,
+/// without one, an entity no larger than `max_unvalidated`, to be hashed for
+/// this request only).
+///
+/// `entity_len` is the length the answer's framing announces (`Content-Length`);
+/// it is checked here. Without one (chunked or close-delimited) the length is
+/// only learnt as the body arrives: the returned [`BodyBounds`] then decide,
+/// byte count by byte count, whether the answer still qualifies.
 pub fn response_eligible(
     status: u16,
     has_validator: bool,
     entity_len: Option<u64>,
     min_size: u64,
     max_unvalidated: u64,
-) -> Result<(), IdentityReason> {
+) -> Result<BodyBounds, IdentityReason> {
     if status != 200 {
         return Err(IdentityReason::Status);
     }
-    let len = entity_len.ok_or(IdentityReason::UnknownLength)?;
-    if len < min_size {
-        return Err(IdentityReason::TooSmall);
+    let max = if has_validator {
+        u64::MAX
+    } else {
+        max_unvalidated
+    };
+    match entity_len {
+        Some(len) if len < min_size => Err(IdentityReason::TooSmall),
+        Some(len) if len > max => Err(IdentityReason::TooLargeUnvalidated),
+        // Checked: the body's length is the framing's business from here on.
+        Some(_) => Ok(BodyBounds {
+            min: 0,
+            max: u64::MAX,
+        }),
+        None => Ok(BodyBounds { min: min_size, max }),
     }
-    if !has_validator && len > max_unvalidated {
-        return Err(IdentityReason::TooLargeUnvalidated);
+}
+
+/// The size conditions a body of an eligible answer must still meet as it
+/// streams in (only non-trivial when the answer announced no length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyBounds {
+    /// Fewer bytes than this in the whole body: identity ([`IdentityReason::TooSmall`]).
+    min: u64,
+    /// More bytes than this: identity ([`IdentityReason::TooLargeUnvalidated`]).
+    max: u64,
+}
+
+/// Where a streaming body stands against its [`BodyBounds`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyVerdict {
+    /// Not decided yet: fewer than `min_size` bytes so far. Keep them (at
+    /// most `min_size`): if the body ends now they are the identity answer.
+    Undecided,
+    /// The body qualifies so far: hash it.
+    Eligible,
+    /// The body does not qualify.
+    Identity(IdentityReason),
+}
+
+impl BodyBounds {
+    /// Bytes a body must reach before it can qualify (0 when its length was
+    /// announced and already checked): the most a caller holds back.
+    pub fn min(&self) -> u64 {
+        self.min
     }
-    Ok(())
+
+    /// The verdict once `received` body bytes arrived; `ended`: that is the
+    /// whole body. The same answer as [`response_eligible`] gives for an
+    /// announced length of `received`: `TooSmall` is only known at the end,
+    /// `TooLargeUnvalidated` is only reported past `min`.
+    pub fn check(&self, received: u64, ended: bool) -> BodyVerdict {
+        if received < self.min {
+            if ended {
+                BodyVerdict::Identity(IdentityReason::TooSmall)
+            } else {
+                BodyVerdict::Undecided
+            }
+        } else if received > self.max {
+            BodyVerdict::Identity(IdentityReason::TooLargeUnvalidated)
+        } else {
+            BodyVerdict::Eligible
+        }
+    }
 }
 
 /// The response's `X-P2P-PeerDist` value: `Version=1.1, ContentLength=N`,
@@ -968,10 +1028,20 @@ mod tests {
 
     #[test]
     fn response_conditions_follow_windows() {
-        let ok = response_eligible(200, true, Some(65536), 65536, 0);
-        assert_eq!(ok, Ok(()));
+        let known = BodyBounds {
+            min: 0,
+            max: u64::MAX,
+        };
+        assert_eq!(
+            response_eligible(200, true, Some(65536), 65536, 0),
+            Ok(known)
+        );
         assert_eq!(
             response_eligible(206, true, Some(1 << 20), 65536, 0),
+            Err(IdentityReason::Status)
+        );
+        assert_eq!(
+            response_eligible(206, true, None, 65536, 0),
             Err(IdentityReason::Status)
         );
         assert_eq!(
@@ -979,17 +1049,74 @@ mod tests {
             Err(IdentityReason::TooSmall)
         );
         assert_eq!(
-            response_eligible(200, true, None, 65536, 0),
-            Err(IdentityReason::UnknownLength)
-        );
-        assert_eq!(
             response_eligible(200, false, Some(1 << 20), 65536, 1 << 19),
             Err(IdentityReason::TooLargeUnvalidated)
         );
         assert_eq!(
             response_eligible(200, false, Some(1 << 19), 65536, 1 << 19),
-            Ok(())
+            Ok(known)
         );
+        // Below min_size and above max_unvalidated: too small wins, as in Windows.
+        assert_eq!(
+            response_eligible(200, false, Some(100), 1000, 10),
+            Err(IdentityReason::TooSmall)
+        );
+        // An announced, checked length leaves nothing to check on the body.
+        assert_eq!(known.check(0, false), BodyVerdict::Eligible);
+        assert_eq!(known.check(u64::MAX, true), BodyVerdict::Eligible);
+    }
+
+    #[test]
+    fn unknown_length_with_validator_is_decided_at_min_size() {
+        let b = response_eligible(200, true, None, 65536, 0).unwrap();
+        assert_eq!(b.min(), 65536);
+        assert_eq!(b.check(0, false), BodyVerdict::Undecided);
+        assert_eq!(b.check(65535, false), BodyVerdict::Undecided);
+        assert_eq!(
+            b.check(65535, true),
+            BodyVerdict::Identity(IdentityReason::TooSmall)
+        );
+        assert_eq!(
+            b.check(0, true),
+            BodyVerdict::Identity(IdentityReason::TooSmall)
+        );
+        assert_eq!(b.check(65536, false), BodyVerdict::Eligible);
+        assert_eq!(b.check(65536, true), BodyVerdict::Eligible);
+        // max_unvalidated does not apply with a validator.
+        assert_eq!(b.check(u64::MAX, false), BodyVerdict::Eligible);
+    }
+
+    #[test]
+    fn unknown_length_without_validator_is_bounded_while_streaming() {
+        let b = response_eligible(200, false, None, 65536, 1 << 20).unwrap();
+        assert_eq!(b.check(1000, false), BodyVerdict::Undecided);
+        assert_eq!(
+            b.check(1000, true),
+            BodyVerdict::Identity(IdentityReason::TooSmall)
+        );
+        assert_eq!(b.check(1 << 20, false), BodyVerdict::Eligible);
+        assert_eq!(b.check(1 << 20, true), BodyVerdict::Eligible);
+        assert_eq!(
+            b.check((1 << 20) + 1, false),
+            BodyVerdict::Identity(IdentityReason::TooLargeUnvalidated)
+        );
+        // min_size above max_unvalidated: every streaming body gets the
+        // reason an announced length of the same size gets.
+        let b = response_eligible(200, false, None, 1000, 10).unwrap();
+        for (n, ended) in [
+            (0, true),
+            (11, true),
+            (999, true),
+            (1000, true),
+            (5000, false),
+        ] {
+            let want = match response_eligible(200, false, Some(n), 1000, 10) {
+                Ok(_) => BodyVerdict::Eligible,
+                Err(r) => BodyVerdict::Identity(r),
+            };
+            assert_eq!(b.check(n, ended), want, "{n} bytes");
+        }
+        assert_eq!(b.check(999, false), BodyVerdict::Undecided);
     }
 
     #[test]
@@ -1056,6 +1183,27 @@ mod tests {
         ) {
             let v = format!("Version={ver}, MissingDataRequest={mdr}, ContentLength={n}");
             let _ = decide_get(&[("accept-encoding", "peerdist"), ("x-p2p-peerdist", &v)]);
+        }
+
+        /// A body of unknown length ends with the verdict its length would
+        /// have got when announced, and is never cut off while it may still
+        /// qualify.
+        #[test]
+        fn streaming_verdict_matches_announced_length(
+            n in 0u64..4096, min in 0u64..4096, max in 0u64..4096, validator in any::<bool>()
+        ) {
+            let announced = response_eligible(200, validator, Some(n), min, max);
+            let b = response_eligible(200, validator, None, min, max).unwrap();
+            let want = match announced {
+                Ok(_) => BodyVerdict::Eligible,
+                Err(r) => BodyVerdict::Identity(r),
+            };
+            prop_assert_eq!(b.check(n, true), want);
+            if announced.is_ok() {
+                for k in 0..=n {
+                    prop_assert_ne!(b.check(k, false), BodyVerdict::Identity(IdentityReason::TooLargeUnvalidated));
+                }
+            }
         }
     }
 }

@@ -13,13 +13,19 @@
 //!    the body streams into [`ParallelHasher`] (segments hashed on all
 //!    cores, bounded memory), never held whole; the CI is cached
 //!    under the response's validator (strong `ETag`, else `Last-Modified` +
-//!    length), replacing any entry for an older validator.
+//!    length), replacing any entry for an older validator. A body without
+//!    `Content-Length` (chunked, close-delimited) qualifies once `min_size`
+//!    bytes arrived (those are held until then) and its length is the
+//!    number of bytes hashed ([`negotiate::BodyBounds`] decides as it streams).
 //! 3. Every waiter then answers with the CI (whole, or encoded for its single
 //!    `Range`) — carrying the origin answer's `Cache-Control` / `Expires` /
 //!    `Date` / `Age` so a branch proxy applies the origin's freshness policy
 //!    to it — or — when the origin's answer does not qualify (small, not 200,
 //!    no validator and large, already encoded) — with the origin's answer: the
-//!    leader's response is handed to one waiter, the others re-request.
+//!    leader's response (rebuilt with a `Content-Length` from the held bytes
+//!    when a body of unknown length ended below `min_size`) is handed to one
+//!    waiter, the others re-request; all re-request when the leader stopped
+//!    reading (no validator, past `max_unvalidated_size`).
 //!
 //! Everything else is streamed to the origin and back with hop-by-hop headers
 //! removed. [`error::PublisherError::to_response`] is the one place that
@@ -49,7 +55,8 @@ use crate::hashing::{HashPool, ParallelHasher};
 use crate::metrics::Metrics;
 use crate::net::{full, Body};
 use crate::proto::negotiate::{
-    self, ByteRange, CiVersion, Decision, EncodingVersion, IdentityReason, ServerPolicy,
+    self, BodyVerdict, ByteRange, CiVersion, Decision, EncodingVersion, IdentityReason,
+    ServerPolicy,
 };
 use crate::proto::pccrc::{server_secret, HashAlgo, ServerSecret};
 
@@ -72,11 +79,12 @@ enum Outcome {
         /// from the 200 or the 304 that confirmed the entry.
         freshness: HeaderMap,
     },
-    /// The origin's answer does not qualify; the response goes to the first
-    /// waiter that can use it as is.
+    /// The origin's answer does not qualify; the response (ready to relay)
+    /// goes to the first waiter that can use it as is. `None` (its body was
+    /// partly read and dropped) or taken: the waiter asks the origin itself.
     Identity {
         reason: IdentityReason,
-        response: Mutex<Option<Response<Incoming>>>,
+        response: Mutex<Option<Response<Body>>>,
     },
     /// The origin failed.
     Failed(PublisherError),
@@ -247,7 +255,7 @@ impl Publisher {
                     let taken = response.lock().unwrap_or_else(|e| e.into_inner()).take();
                     if let Some(resp) = taken {
                         self.metrics.publisher_passthrough.inc();
-                        return origin::relay(resp);
+                        return resp;
                     }
                 }
                 self.pass_through(parts, body, url).await
@@ -310,7 +318,7 @@ impl Publisher {
                 };
             }
         }
-        match self.hash_response(&url_s, version, resp).await {
+        match self.hash_response(&url, version, resp).await {
             Ok(o) => o,
             Err(e) => self.failed(e),
         }
@@ -359,9 +367,16 @@ impl Publisher {
     }
 
     /// Check the origin's answer and hash its body into a CI.
+    ///
+    /// An answer without a `Content-Length` (chunked or close-delimited) is
+    /// only known to qualify once `min_size` bytes arrived: until then its
+    /// frames are held (at most `min_size` bytes plus one frame); a body that
+    /// ends sooner is answered with identity from those bytes. Without a
+    /// validator its body is hashed up to `max_unvalidated_size`; beyond, the
+    /// flight gives up and every waiter asks the origin itself.
     async fn hash_response(
         &self,
-        url: &str,
+        url: &Uri,
         version: CiVersion,
         resp: Response<Incoming>,
     ) -> Result<Outcome, PublisherError> {
@@ -374,38 +389,41 @@ impl Publisher {
         if h.get(header::CONTENT_ENCODING)
             .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
         {
-            return Ok(identity(IdentityReason::ContentEncoded, resp));
+            return Ok(identity(
+                IdentityReason::ContentEncoded,
+                self.relay(resp, url),
+            ));
         }
-        let len = h
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        // The length the body's framing announces (hyper's view: exact for
+        // Content-Length, none for chunked or close-delimited bodies).
+        let announced = http_body::Body::size_hint(resp.body()).exact();
         let etag = h.get(header::ETAG).cloned();
         let last_modified = h.get(header::LAST_MODIFIED).cloned();
-        let validator = match (&etag, &last_modified, len) {
-            (Some(tag), _, _) if !tag.as_bytes().starts_with(b"W/") => {
-                Some(Validator::ETag(tag.clone()))
-            }
-            (_, Some(lm), Some(len)) => Some(Validator::LastModified(lm.clone(), len)),
-            _ => None,
-        };
-        if let Err(reason) = negotiate::response_eligible(
+        let strong_etag = etag
+            .as_ref()
+            .filter(|tag| !tag.as_bytes().starts_with(b"W/"))
+            .cloned();
+        let has_validator = strong_etag.is_some() || last_modified.is_some();
+        let bounds = match negotiate::response_eligible(
             resp.status().as_u16(),
-            validator.is_some(),
-            len,
+            has_validator,
+            announced,
             self.cfg.min_size.max(1),
             self.cfg.max_unvalidated_size,
         ) {
-            return Ok(identity(reason, resp));
-        }
-        let expected = len.unwrap_or(0);
+            Ok(bounds) => bounds,
+            Err(reason) => return Ok(identity(reason, self.relay(resp, url))),
+        };
         let content_type = h.get(header::CONTENT_TYPE).cloned();
         let (algo, ks) = match version {
             CiVersion::V1 => (self.cfg.hash, self.ks_v1),
             CiVersion::V2 => (HashAlgo::Sha512Trunc, self.ks_v2),
         };
         let mut hasher = ParallelHasher::new(&self.hash_pool, version, algo, ks);
-        let mut body = resp.into_body();
+        let (head, mut body) = resp.into_parts();
+        // Frames held while the verdict is undecided (unknown length, fewer
+        // than min_size bytes so far); `None` once hashing started.
+        let mut held: Option<Vec<Bytes>> = Some(Vec::new());
         let mut got: u64 = 0;
         let body_err = |reason: String| PublisherError::OriginBody {
             url: url.to_string(),
@@ -414,19 +432,60 @@ impl Publisher {
         loop {
             let frame = match tokio::time::timeout(self.cfg.body_idle_timeout, body.frame()).await {
                 Err(_) => return Err(body_err("stalled".into())),
-                Ok(None) => break,
+                Ok(None) => None,
                 Ok(Some(Err(e))) => return Err(body_err(e.to_string())),
-                Ok(Some(Ok(frame))) => frame,
+                Ok(Some(Ok(frame))) => Some(frame),
             };
-            if let Ok(data) = frame.into_data() {
-                got += data.len() as u64;
-                if got > expected {
-                    break;
+            let Some(frame) = frame else {
+                match (bounds.check(got, true), held.take()) {
+                    (BodyVerdict::Identity(reason), Some(held)) => {
+                        return Ok(identity(reason, identity_from(head, held)));
+                    }
+                    (BodyVerdict::Identity(reason), None) => {
+                        return Ok(Outcome::Identity {
+                            reason,
+                            response: Mutex::new(None),
+                        });
+                    }
+                    (_, held) => {
+                        for data in held.into_iter().flatten() {
+                            hasher.push(data).await;
+                        }
+                        break;
+                    }
                 }
-                hasher.push(data).await;
+            };
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            got += data.len() as u64;
+            if announced.is_some_and(|len| got > len) {
+                break;
+            }
+            match bounds.check(got, false) {
+                BodyVerdict::Undecided => {
+                    if let Some(held) = &mut held {
+                        held.push(data);
+                    }
+                }
+                BodyVerdict::Eligible => {
+                    for data in held.take().into_iter().flatten() {
+                        hasher.push(data).await;
+                    }
+                    hasher.push(data).await;
+                }
+                BodyVerdict::Identity(reason) => {
+                    // Too large to hash without a validator: the body read
+                    // so far is dropped, each waiter asks the origin itself.
+                    tracing::debug!(%url, bytes = got, "unvalidated body of unknown length too large to hash");
+                    return Ok(Outcome::Identity {
+                        reason,
+                        response: Mutex::new(None),
+                    });
+                }
             }
         }
-        if got != expected {
+        if let Some(expected) = announced.filter(|&len| len != got) {
             return Err(PublisherError::OriginLength {
                 url: url.to_string(),
                 expected,
@@ -437,6 +496,13 @@ impl Publisher {
         self.metrics.publisher_bytes_hashed.inc_by(got);
         self.metrics.publisher_ci_generated.inc();
         let full = Bytes::from(hashes.encode(None)?);
+        // The validator: a strong ETag, else Last-Modified plus the length
+        // actually received.
+        let validator = match (strong_etag, &last_modified) {
+            (Some(tag), _) => Some(Validator::ETag(tag)),
+            (None, Some(lm)) => Some(Validator::LastModified(lm.clone(), got)),
+            (None, None) => None,
+        };
         let cacheable = validator.is_some();
         let entry = Arc::new(CiEntry::new(
             validator,
@@ -446,12 +512,13 @@ impl Publisher {
             etag,
             last_modified,
         ));
+        let url_s = url.to_string();
         if cacheable {
-            self.cache.insert(url, version, entry.clone());
+            self.cache.insert(&url_s, version, entry.clone());
         } else {
-            self.cache.remove(url, version);
+            self.cache.remove(&url_s, version);
         }
-        tracing::debug!(url, version = %version, bytes = got, ci = entry.full.len(), "content information generated");
+        tracing::debug!(%url, version = %version, bytes = got, ci = entry.full.len(), "content information generated");
         Ok(Outcome::Ci {
             entry,
             from_cache: false,
@@ -511,14 +578,24 @@ impl Publisher {
         url: Uri,
     ) -> Response<Body> {
         self.metrics.publisher_passthrough.inc();
-        let req = origin::forward_request(url, parts, body);
+        let req = origin::forward_request(url.clone(), parts, body);
         match self.send(req).await {
-            Ok(resp) => origin::relay(resp),
+            Ok(resp) => self.relay(resp, &url),
             Err(e) => {
                 self.metrics.publisher_origin_errors.inc();
                 self.fail(e)
             }
         }
+    }
+
+    /// An origin answer for our client, its body bounded by `body_idle_timeout`.
+    fn relay(&self, resp: Response<Incoming>, url: &Uri) -> Response<Body> {
+        origin::relay(
+            resp,
+            url,
+            self.cfg.body_idle_timeout,
+            self.metrics.publisher_origin_errors.clone(),
+        )
     }
 
     fn fail(&self, e: PublisherError) -> Response<Body> {
@@ -530,6 +607,19 @@ impl Publisher {
     pub fn cached_entries(&self) -> usize {
         self.cache.len()
     }
+}
+
+/// The identity answer for a whole body held in `frames`: the origin's
+/// status and end-to-end headers, with the length now known.
+fn identity_from(mut head: http::response::Parts, frames: Vec<Bytes>) -> Response<Body> {
+    crate::net::strip_hop_by_hop(&mut head.headers);
+    let body = match <[Bytes; 1]>::try_from(frames) {
+        Ok([one]) => one,
+        Err(frames) => Bytes::from(frames.concat()),
+    };
+    head.headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Response::from_parts(head, full(body))
 }
 
 /// Origin response headers that tell caches how long the answer stays fresh
