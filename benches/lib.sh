@@ -27,7 +27,7 @@
 #   nginx_start DIR MAIN CONNECTIONS HTTP < BODY
 #                            writes DIR.conf and starts nginx with it and prefix
 #                            DIR as a background job (daemon off, so it stays
-#                            our child; pid added to pids). Config: `daemon off;`,
+#                            our child; its pid is NGINX_PID and is added to pids). Config: `daemon off;`,
 #                            MAIN (main-context directives, e.g. "worker_processes
 #                            1;"), error log and pid in DIR, `events { worker_connections
 #                            CONNECTIONS; }`, and `http { access_log off; sendfile
@@ -131,7 +131,8 @@ $body
 }
 CONF
   "$NGINX" -p "$dir" -c "$dir.conf" &
-  pids+=("$!")
+  NGINX_PID=$!
+  pids+=("$NGINX_PID")
 }
 
 bc_daemon() {
