@@ -121,6 +121,8 @@ pub struct FileProxy {
     pub connect_timeout: Option<String>,
     /// Time to wait for an origin's response headers, e.g. "60s".
     pub response_timeout: Option<String>,
+    /// Longest wait for an origin's next body frame, e.g. "30s".
+    pub body_idle_timeout: Option<String>,
     /// Largest content information accepted from an origin, e.g. "16 MiB".
     pub max_content_info: Option<String>,
     /// Concurrent origin range requests across all clients.
@@ -401,6 +403,9 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// Time to wait for an origin's response headers.
     pub response_timeout: Duration,
+    /// Longest wait for an origin's next body frame (pass-through bodies,
+    /// content information, block ranges); the exchange then fails.
+    pub body_idle_timeout: Duration,
     /// Largest content information body accepted, in bytes.
     pub max_content_info: u64,
     /// Concurrent origin range requests across all clients.
@@ -850,6 +855,11 @@ fn proxy_config(
         p.response_timeout,
         DEFAULT_PROXY_RESPONSE_TIMEOUT,
     )?;
+    let body_idle_timeout = duration(
+        "proxy.body_idle_timeout",
+        p.body_idle_timeout,
+        DEFAULT_BODY_IDLE_TIMEOUT,
+    )?;
     let max_content_info = match p.max_content_info {
         Some(s) => parse_size(&s).map_err(|r| invalid("proxy.max_content_info", r))?,
         None => DEFAULT_MAX_CONTENT_INFO,
@@ -900,6 +910,7 @@ fn proxy_config(
         extra_ca_file: p.extra_ca_file,
         connect_timeout,
         response_timeout,
+        body_idle_timeout,
         max_content_info,
         origin_parallelism,
     })

@@ -18,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 pub mod direct;
+pub mod idle;
 
 use direct::{Prefixed, SharedDirect};
 

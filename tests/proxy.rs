@@ -559,3 +559,132 @@ async fn https_upstream_is_trusted_through_extra_ca_file_only() {
     let (status, _, _) = fetch(untrusted.addr(), "/tls").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
 }
+
+/// An origin on raw TCP that answers each request with the first `sent`
+/// bytes of what it should send and then goes silent, connection open: a
+/// peerdist request gets `ci` whole (when given), a `Range` request a 206
+/// for that range, any other request a 200 for `data`.
+async fn stalling_origin(ci: Option<Bytes>, data: Bytes, sent: usize) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let (ci, data) = (ci.clone(), data.clone());
+            tokio::spawn(async move {
+                loop {
+                    let mut head = Vec::new();
+                    while !head.ends_with(b"\r\n\r\n") {
+                        let mut byte = [0u8; 1];
+                        if sock.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                    let range = head.lines().find_map(|l| l.strip_prefix("range: bytes="));
+                    if let (Some(ci), None, true) = (&ci, range, head.contains("peerdist")) {
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-encoding: peerdist\r\netag: \"s\"\r\n\
+                             x-p2p-peerdist: Version=1.1, ContentLength={}\r\ncontent-length: {}\r\n\r\n",
+                            data.len(),
+                            ci.len()
+                        );
+                        sock.write_all(answer.as_bytes()).await.unwrap();
+                        sock.write_all(ci).await.unwrap();
+                        continue;
+                    }
+                    let (status, extra, body) = match range {
+                        Some(r) => {
+                            let (a, b) = r.trim().split_once('-').unwrap();
+                            let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
+                            let cr = format!("content-range: bytes {a}-{b}/{}\r\n", data.len());
+                            ("206 Partial Content", cr, data.slice(a..=b))
+                        }
+                        None => ("200 OK", String::new(), data.clone()),
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\n{extra}content-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    sock.write_all(answer.as_bytes()).await.unwrap();
+                    let _ = sock.write_all(&body[..sent.min(body.len())]).await;
+                    // Silent from here on, with the connection open.
+                    tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                    return;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Generous bound for a stalled exchange to end (the idle timeout is 1 s).
+const STALL_BOUND: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[tokio::test]
+async fn a_pass_through_body_that_stalls_is_cut_off_after_body_idle_timeout() {
+    let data = content(1_000_000, 31);
+    let origin = stalling_origin(None, data.clone(), 100_000).await;
+    // 1 s, not less: a CPU-starved CI machine can leave the first 100 KB
+    // hundreds of milliseconds apart without a stall.
+    let proxy = Proxy::start(&format!(
+        "upstream = \"http://{origin}\"\nbody_idle_timeout = \"1s\""
+    ))
+    .await;
+    let got = tokio::time::timeout(
+        STALL_BOUND,
+        send(
+            proxy.addr(),
+            get("/stall").body(Full::new(Bytes::new())).unwrap(),
+        ),
+    )
+    .await
+    .expect("the stalled pass-through was never cut off");
+    assert!(got.is_err(), "a truncated body must not end cleanly");
+    let m = proxy.metrics();
+    assert_eq!(
+        metric(
+            &m,
+            "branchcache_proxy_origin_errors_total{kind=\"timeout\"}"
+        ),
+        1,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn an_origin_range_that_stalls_ends_the_fetch_instead_of_hanging_it() {
+    let data = content(400_000, 32);
+    let ci = Object::peerdist(data.clone()).ci;
+    let origin = stalling_origin(ci, data.clone(), 100_000).await;
+    let proxy = Proxy::start(&format!(
+        "upstream = \"http://{origin}\"\nbody_idle_timeout = \"1s\""
+    ))
+    .await;
+    let got = tokio::time::timeout(
+        STALL_BOUND,
+        send(
+            proxy.addr(),
+            get("/stall").body(Full::new(Bytes::new())).unwrap(),
+        ),
+    )
+    .await
+    .expect("the stalled block fetch held the client forever");
+    // The only source is silent: an error status or a cut-off body, never
+    // a complete answer or wrong bytes.
+    if let Ok((status, _, body)) = got {
+        assert_ne!(status, StatusCode::OK, "{} bytes", body.len());
+    }
+    let m = proxy.metrics();
+    assert!(
+        metric(
+            &m,
+            "branchcache_proxy_origin_errors_total{kind=\"timeout\"}"
+        ) >= 1,
+        "{m}"
+    );
+}

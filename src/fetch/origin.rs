@@ -13,6 +13,8 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{combinators::BoxBody, BodyExt, Empty};
 use hyper::body::Incoming;
+
+use crate::net::idle::IdleTimeout;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -47,20 +49,29 @@ pub enum ClientError {
     },
 }
 
+/// An origin's response body, ended with a `TimedOut` error when the origin
+/// sends nothing for the client's `body_idle_timeout`.
+pub type OriginBody = IdleTimeout<Incoming>;
+
 /// HTTP(S) client towards origins (webpki roots plus optional extra CAs),
-/// with connect and response-header timeouts. Cheap to clone.
+/// with connect, response-header and body idle timeouts. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct OriginClient {
     client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
     response_timeout: Duration,
+    body_idle_timeout: Duration,
 }
 
 impl OriginClient {
-    /// Build a client; `extra_ca_file` adds PEM certificates to the trusted roots.
+    /// Build a client; `extra_ca_file` adds PEM certificates to the trusted
+    /// roots. Every response body it returns fails after `body_idle_timeout`
+    /// without a frame, so a stalled origin ends a fetch, a pass-through or a
+    /// content-information read instead of holding it forever.
     pub fn new(
         extra_ca_file: Option<&Path>,
         connect_timeout: Duration,
         response_timeout: Duration,
+        body_idle_timeout: Duration,
     ) -> Result<OriginClient, ClientError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -96,6 +107,7 @@ impl OriginClient {
         Ok(OriginClient {
             client,
             response_timeout,
+            body_idle_timeout,
         })
     }
 
@@ -103,7 +115,7 @@ impl OriginClient {
     pub async fn send(
         &self,
         req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, SourceError> {
+    ) -> Result<Response<OriginBody>, SourceError> {
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
             Err(_) => Err(SourceError::Timeout { what: "origin" }),
             Ok(Err(e)) => {
@@ -121,7 +133,10 @@ impl OriginClient {
                     })
                 }
             }
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => {
+                let idle = self.body_idle_timeout;
+                Ok(resp.map(|body| IdleTimeout::new(body, idle)))
+            }
         }
     }
 }
@@ -197,7 +212,7 @@ impl OriginRanges {
 }
 
 impl RangesInner {
-    async fn open(&self, bytes: &Range<u64>) -> Result<(Incoming, u64), SourceError> {
+    async fn open(&self, bytes: &Range<u64>) -> Result<(OriginBody, u64), SourceError> {
         let mut req = Request::builder()
             .method(Method::GET)
             .uri(self.uri.clone())
@@ -253,7 +268,7 @@ struct RangeRead {
     seg: Arc<SegmentPlan>,
     next: u32,
     end: u32,
-    body: Option<Incoming>,
+    body: Option<OriginBody>,
     skip: u64,
     buf: BytesMut,
 }
@@ -281,6 +296,9 @@ impl RangeRead {
         while self.buf.len() < want {
             let frame = match body.frame().await {
                 Some(Ok(frame)) => frame,
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(SourceError::Timeout { what: "origin" })
+                }
                 Some(Err(e)) => {
                     return Err(SourceError::Body {
                         what: "origin",

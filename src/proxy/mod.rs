@@ -42,7 +42,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::config::ProxyConfig;
-use crate::fetch::origin::{empty_body, ClientError, OriginClient, UpstreamBody};
+use crate::fetch::origin::{empty_body, ClientError, OriginBody, OriginClient, UpstreamBody};
 use crate::fetch::{
     plan_object, BodyChunk, FetchError, OriginRanges, Planner, SegmentPlan, SourceKind,
 };
@@ -153,6 +153,7 @@ impl Proxy {
             config.extra_ca_file.as_deref(),
             config.connect_timeout,
             config.response_timeout,
+            config.body_idle_timeout,
         )?;
         Ok(Proxy {
             inner: Arc::new(Inner {
@@ -261,7 +262,7 @@ impl Proxy {
         }
     }
 
-    fn respond_pass(&self, resp: Response<Incoming>, guard: Guard) -> Response<Body> {
+    fn respond_pass(&self, resp: Response<OriginBody>, guard: Guard) -> Response<Body> {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         add_via(&mut parts.headers);
@@ -434,7 +435,7 @@ impl Proxy {
     async fn serve_planned(
         &self,
         parts: Parts,
-        resp: Response<Incoming>,
+        resp: Response<OriginBody>,
         client_range: Option<ByteRange>,
         (request_time, response_time): (SystemTime, SystemTime),
         guard: Guard,
@@ -934,7 +935,7 @@ fn method_name(m: &Method) -> std::borrow::Cow<'static, str> {
 
 /// An origin body streamed through unchanged.
 struct PassBody {
-    inner: Incoming,
+    inner: OriginBody,
     guard: Guard,
 }
 
@@ -960,8 +961,21 @@ impl HttpBody for PassBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
+                // Broken, or silent for `body_idle_timeout`: the response is
+                // cut off.
                 this.guard.failed = true;
-                Poll::Ready(Some(Err(std::io::Error::other(e))))
+                let kind = if e.kind() == std::io::ErrorKind::TimedOut {
+                    "timeout"
+                } else {
+                    "body"
+                };
+                this.guard
+                    .metrics
+                    .proxy_origin_errors
+                    .get_or_create(&[("kind", kind)])
+                    .inc();
+                tracing::warn!(peer = %this.guard.peer, error = %e, "origin body failed; pass-through cut off");
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
