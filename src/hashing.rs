@@ -103,8 +103,8 @@ impl Job {
     }
 
     /// v1: all blocks of the job's runs at once ([`hash_v1_blocks`] runs
-    /// several in SIMD lanes). A run split over read pieces is copied into one
-    /// buffer first.
+    /// several in SIMD lanes). Blocks are borrowed from their read pieces;
+    /// only a block straddling two pieces is copied ([`v1_blocks`]).
     fn run_v1(self, algo: HashAlgo) -> Done {
         let blocks: Vec<BlockBytes<'_>> = self
             .segments
@@ -456,8 +456,9 @@ fn read_chunk<R: Read>(pool: &Arc<BufPool>, r: &mut R) -> io::Result<Bytes> {
 /// (rayon's does, before it sleeps) takes CPU time from them; measured as 5 %
 /// of the publisher's samples during a cold 1 GiB request.
 ///
-/// The queue is unbounded, but each hasher keeps at most its `threads` jobs
-/// queued or running (see [`ParallelHasher`]). Dropping the pool closes the
+/// The queue is unbounded, but each hasher keeps at most
+/// [`IN_FLIGHT_PER_THREAD`] × `threads` jobs queued or running (see
+/// [`ParallelHasher`]). Dropping the pool closes the
 /// queue; each worker exits after the job it is running, if any.
 #[derive(Debug)]
 pub struct HashPool {
@@ -520,8 +521,9 @@ impl HashPool {
 ///   [`Bytes`] (zero-copy) and, for v2, runs the chunker over them
 ///   (≥ 1.5 GB/s, i.e. ~40 µs for a 64 KiB frame).
 /// - Hashing runs on a [`HashPool`], never on the async runtime's threads.
-/// - Backpressure: at most [`IN_FLIGHT_PER_THREAD`] × the pool's threads jobs are queued or running for one
-///   hasher (a v1 job is [`V1_RUN_BYTES`], a v2 job ~[`JOB_TARGET_BYTES`]).
+/// - Backpressure: at most [`IN_FLIGHT_PER_THREAD`] × the pool's threads
+///   jobs are queued or running for one hasher (a v1 job is
+///   [`V1_RUN_BYTES`], a v2 job ~[`JOB_TARGET_BYTES`]).
 ///   When that many are outstanding, `push` *awaits* a free slot, which in
 ///   turn stops the producer from reading more of its body. Nothing blocks a
 ///   runtime thread.
@@ -540,8 +542,9 @@ pub struct ParallelHasher {
 }
 
 impl ParallelHasher {
-    /// A hasher for one resource, run on `pool`, with at most one job per
-    /// pool thread in flight. `ks` is the server secret for `algo`.
+    /// A hasher for one resource, run on `pool`, with at most
+    /// [`IN_FLIGHT_PER_THREAD`] jobs per pool thread in flight. `ks` is the
+    /// server secret for `algo`.
     pub fn new(pool: &Arc<HashPool>, version: Version, algo: HashAlgo, ks: ServerSecret) -> Self {
         let threads = pool.threads();
         ParallelHasher {
