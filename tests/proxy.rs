@@ -625,10 +625,14 @@ async fn stalling_origin(ci: Option<Bytes>, data: Bytes, sent: usize) -> std::ne
 /// Generous bound for a stalled exchange to end (the idle timeout is 1 s).
 const STALL_BOUND: std::time::Duration = std::time::Duration::from_secs(30);
 
-#[tokio::test]
-async fn a_pass_through_body_that_stalls_is_cut_off_after_body_idle_timeout() {
-    let data = content(1_000_000, 31);
-    let origin = stalling_origin(None, data.clone(), 100_000).await;
+/// `GET /stall` through a proxy whose origin ([`stalling_origin`]) goes
+/// silent after 100 KB; the result (which must come within [`STALL_BOUND`])
+/// and the proxy's metrics afterwards.
+async fn get_from_stalling_origin(
+    ci: Option<Bytes>,
+    data: Bytes,
+) -> (Result<(StatusCode, http::HeaderMap, Bytes), String>, String) {
+    let origin = stalling_origin(ci, data, 100_000).await;
     // 1 s, not less: a CPU-starved CI machine can leave the first 100 KB
     // hundreds of milliseconds apart without a stall.
     let proxy = Proxy::start(&format!(
@@ -643,9 +647,14 @@ async fn a_pass_through_body_that_stalls_is_cut_off_after_body_idle_timeout() {
         ),
     )
     .await
-    .expect("the stalled pass-through was never cut off");
+    .expect("the stalled origin held the client forever");
+    (got, proxy.metrics())
+}
+
+#[tokio::test]
+async fn a_pass_through_body_that_stalls_is_cut_off_after_body_idle_timeout() {
+    let (got, m) = get_from_stalling_origin(None, content(1_000_000, 31)).await;
     assert!(got.is_err(), "a truncated body must not end cleanly");
-    let m = proxy.metrics();
     assert_eq!(
         metric(
             &m,
@@ -660,26 +669,12 @@ async fn a_pass_through_body_that_stalls_is_cut_off_after_body_idle_timeout() {
 async fn an_origin_range_that_stalls_ends_the_fetch_instead_of_hanging_it() {
     let data = content(400_000, 32);
     let ci = Object::peerdist(data.clone()).ci;
-    let origin = stalling_origin(ci, data.clone(), 100_000).await;
-    let proxy = Proxy::start(&format!(
-        "upstream = \"http://{origin}\"\nbody_idle_timeout = \"1s\""
-    ))
-    .await;
-    let got = tokio::time::timeout(
-        STALL_BOUND,
-        send(
-            proxy.addr(),
-            get("/stall").body(Full::new(Bytes::new())).unwrap(),
-        ),
-    )
-    .await
-    .expect("the stalled block fetch held the client forever");
+    let (got, m) = get_from_stalling_origin(ci, data).await;
     // The only source is silent: an error status or a cut-off body, never
     // a complete answer or wrong bytes.
     if let Ok((status, _, body)) = got {
         assert_ne!(status, StatusCode::OK, "{} bytes", body.len());
     }
-    let m = proxy.metrics();
     assert!(
         metric(
             &m,
