@@ -602,12 +602,6 @@ pub enum BodyVerdict {
 }
 
 impl BodyBounds {
-    /// Bytes a body must reach before it can qualify (0 when its length was
-    /// announced and already checked): the most a caller holds back.
-    pub fn min(&self) -> u64 {
-        self.min
-    }
-
     /// The verdict once `received` body bytes arrived; `ended`: that is the
     /// whole body. The same answer as [`response_eligible`] gives for an
     /// announced length of `received`: `TooSmall` is only known at the end,
@@ -1069,7 +1063,6 @@ mod tests {
     #[test]
     fn unknown_length_with_validator_is_decided_at_min_size() {
         let b = response_eligible(200, true, None, 65536, 0).unwrap();
-        assert_eq!(b.min(), 65536);
         assert_eq!(b.check(0, false), BodyVerdict::Undecided);
         assert_eq!(b.check(65535, false), BodyVerdict::Undecided);
         assert_eq!(

@@ -53,6 +53,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::PublisherConfig;
 use crate::hashing::{HashPool, ParallelHasher};
 use crate::metrics::Metrics;
+use crate::net::idle::IdleTimeout;
 use crate::net::{full, Body};
 use crate::proto::negotiate::{
     self, BodyVerdict, ByteRange, CiVersion, Decision, EncodingVersion, IdentityReason,
@@ -420,7 +421,7 @@ impl Publisher {
             CiVersion::V2 => (HashAlgo::Sha512Trunc, self.ks_v2),
         };
         let mut hasher = ParallelHasher::new(&self.hash_pool, version, algo, ks);
-        let (head, mut body) = resp.into_parts();
+        let (head, body) = resp.into_parts();
         // Frames held while the verdict is undecided (unknown length, fewer
         // than min_size bytes so far); `None` once hashing started.
         let mut held: Option<Vec<Bytes>> = Some(Vec::new());
@@ -429,12 +430,16 @@ impl Publisher {
             url: url.to_string(),
             reason,
         };
+        // The same idle bound as relayed bodies: one timer re-armed per wait.
+        let mut body = IdleTimeout::new(body, self.cfg.body_idle_timeout);
         loop {
-            let frame = match tokio::time::timeout(self.cfg.body_idle_timeout, body.frame()).await {
-                Err(_) => return Err(body_err("stalled".into())),
-                Ok(None) => None,
-                Ok(Some(Err(e))) => return Err(body_err(e.to_string())),
-                Ok(Some(Ok(frame))) => Some(frame),
+            let frame = match body.frame().await {
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(body_err("stalled".into()))
+                }
+                Some(Err(e)) => return Err(body_err(e.to_string())),
+                Some(Ok(frame)) => Some(frame),
+                None => None,
             };
             let Some(frame) = frame else {
                 match (bounds.check(got, true), held.take()) {
